@@ -599,6 +599,15 @@ pub fn decode_object(
     }
 }
 
+/// Decodes a resource of a known kind from the JSON a datastore holds. Fields this version
+/// does not know are dropped (the data may have been written by a newer Calico).
+pub fn decode_stored(kind: Kind, bytes: &[u8]) -> Result<AnyResource, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let r = AnyResource::deserialize_kind(kind, &mut de)?;
+    de.end()?;
+    Ok(r)
+}
+
 /// One value as YAML.
 pub fn to_yaml<T: Serialize>(value: &T) -> Result<String, EncodeError> {
     serde_saphyr::to_string(value).map_err(|e| EncodeError(e.to_string()))

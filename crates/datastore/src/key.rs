@@ -1,0 +1,351 @@
+//! Keys of everything calico-rs stores, and their places in Calico's etcd layout
+//! (`libcalico-go/lib/backend/model`), so data written by Calico reads here and vice versa.
+
+use std::fmt;
+
+use calico_api::names::{self, AffinityType};
+use calico_api::{Kind, resource::API_VERSION};
+use ipnet::IpNet;
+
+const RESOURCES_ROOT: &str = "/calico/resources/v3/projectcalico.org/";
+const IPAM_ROOT: &str = "/calico/ipam/v2/";
+
+/// What a stored value is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Key {
+    /// A `projectcalico.org/v3` resource.
+    Resource {
+        kind: Kind,
+        namespace: Option<String>,
+        name: String,
+    },
+    /// An IPAM allocation block.
+    Block { cidr: IpNet },
+    /// A block's affinity to a host (or a virtual owner).
+    Affinity {
+        affinity_type: AffinityType,
+        owner: String,
+        cidr: IpNet,
+    },
+    /// An IPAM handle (the index from handle to the blocks holding its addresses).
+    Handle { id: String },
+    /// `/calico/ipam/v2/config`.
+    IpamConfig,
+}
+
+impl Key {
+    /// The key of a resource; `namespace` is ignored for cluster-scoped kinds.
+    pub fn resource(kind: Kind, namespace: Option<&str>, name: &str) -> Key {
+        Key::Resource {
+            kind,
+            namespace: if kind.info().namespaced {
+                namespace.map(str::to_string)
+            } else {
+                None
+            },
+            name: name.to_string(),
+        }
+    }
+
+    /// The etcd path.
+    pub fn path(&self) -> String {
+        match self {
+            Key::Resource {
+                kind,
+                namespace,
+                name,
+            } => match namespace {
+                Some(ns) => format!("{RESOURCES_ROOT}{}/{ns}/{name}", kind.info().plural),
+                None => format!("{RESOURCES_ROOT}{}/{name}", kind.info().plural),
+            },
+            Key::Block { cidr } => names::ipam_block_key(cidr),
+            Key::Affinity {
+                affinity_type,
+                owner,
+                cidr,
+            } => names::ipam_affinity_key(*affinity_type, owner, cidr),
+            Key::Handle { id } => names::ipam_handle_key(id),
+            Key::IpamConfig => names::IPAM_CONFIG_KEY.to_string(),
+        }
+    }
+
+    /// Parses an etcd path back into a key; `None` for paths calico-rs does not model.
+    pub fn parse(path: &str) -> Option<Key> {
+        if let Some(rest) = path.strip_prefix(RESOURCES_ROOT) {
+            let parts: Vec<&str> = rest.split('/').collect();
+            let kind = kind_for_plural(parts.first()?)?;
+            return match (kind.info().namespaced, parts.as_slice()) {
+                (true, [_, ns, name]) if !ns.is_empty() && !name.is_empty() => {
+                    Some(Key::Resource {
+                        kind,
+                        namespace: Some((*ns).to_string()),
+                        name: (*name).to_string(),
+                    })
+                }
+                (false, [_, name]) if !name.is_empty() => Some(Key::Resource {
+                    kind,
+                    namespace: None,
+                    name: (*name).to_string(),
+                }),
+                _ => None,
+            };
+        }
+        let rest = path.strip_prefix(IPAM_ROOT)?;
+        if rest == "config" {
+            return Some(Key::IpamConfig);
+        }
+        let parts: Vec<&str> = rest.split('/').collect();
+        match parts.as_slice() {
+            ["assignment", v, "block", cidr] => {
+                let cidr = names::parse_cidr_key_segment(cidr)?;
+                (format!("ipv{}", names::ip_version(&cidr)) == *v).then_some(Key::Block { cidr })
+            }
+            [t, owner, v, "block", cidr] => {
+                let affinity_type = AffinityType::parse(t)?;
+                let cidr = names::parse_cidr_key_segment(cidr)?;
+                (format!("ipv{}", names::ip_version(&cidr)) == *v && !owner.is_empty()).then(|| {
+                    Key::Affinity {
+                        affinity_type,
+                        owner: (*owner).to_string(),
+                        cidr,
+                    }
+                })
+            }
+            ["handle", id] if !id.is_empty() => Some(Key::Handle {
+                id: (*id).to_string(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The resource kind, for resource keys.
+    pub fn kind(&self) -> Option<Kind> {
+        match self {
+            Key::Resource { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.path())
+    }
+}
+
+/// The stored kind for a plural. Kubernetes NetworkPolicies are stored converted, as Calico
+/// NetworkPolicies, so `networkpolicies` means the Calico kind.
+fn kind_for_plural(plural: &str) -> Option<Kind> {
+    Kind::ALL
+        .iter()
+        .copied()
+        .find(|k| k.info().plural == plural && k.info().api_version == API_VERSION)
+}
+
+/// A set of keys that can be listed and watched together.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum KeyPrefix {
+    /// All resources of a kind, optionally in one namespace.
+    Kind {
+        kind: Kind,
+        namespace: Option<String>,
+    },
+    /// All allocation blocks (optionally of one IP version).
+    Blocks { ip_version: Option<u8> },
+    /// Affinities, optionally of one owner and IP version.
+    Affinities {
+        affinity_type: AffinityType,
+        owner: Option<String>,
+        ip_version: Option<u8>,
+    },
+    /// All IPAM handles.
+    Handles,
+    /// Everything under `/calico/`.
+    Everything,
+}
+
+impl KeyPrefix {
+    pub fn kind(kind: Kind) -> KeyPrefix {
+        KeyPrefix::Kind {
+            kind,
+            namespace: None,
+        }
+    }
+
+    /// The etcd key prefix (always ending in `/` so that siblings do not match).
+    pub fn path(&self) -> String {
+        match self {
+            KeyPrefix::Kind { kind, namespace } => match namespace {
+                Some(ns) if kind.info().namespaced => {
+                    format!("{RESOURCES_ROOT}{}/{ns}/", kind.info().plural)
+                }
+                _ => format!("{RESOURCES_ROOT}{}/", kind.info().plural),
+            },
+            KeyPrefix::Blocks { ip_version } => match ip_version {
+                Some(v) => format!("{IPAM_ROOT}assignment/ipv{v}/block/"),
+                None => format!("{IPAM_ROOT}assignment/"),
+            },
+            KeyPrefix::Affinities {
+                affinity_type,
+                owner,
+                ip_version,
+            } => match (owner, ip_version) {
+                (Some(o), Some(v)) => {
+                    format!("{IPAM_ROOT}{}/{o}/ipv{v}/block/", affinity_type.as_str())
+                }
+                (Some(o), None) => format!("{IPAM_ROOT}{}/{o}/", affinity_type.as_str()),
+                (None, _) => format!("{IPAM_ROOT}{}/", affinity_type.as_str()),
+            },
+            KeyPrefix::Handles => format!("{IPAM_ROOT}handle/"),
+            KeyPrefix::Everything => "/calico/".to_string(),
+        }
+    }
+
+    /// Whether a parsed key belongs to this prefix (list/watch results are filtered by it, so
+    /// keys under the path that calico-rs does not model, or of the wrong IP version, are
+    /// skipped).
+    pub fn matches(&self, key: &Key) -> bool {
+        match (self, key) {
+            (KeyPrefix::Everything, _) => true,
+            (
+                KeyPrefix::Kind { kind, namespace },
+                Key::Resource {
+                    kind: k,
+                    namespace: ns,
+                    ..
+                },
+            ) => kind == k && (namespace.is_none() || !kind.info().namespaced || namespace == ns),
+            (KeyPrefix::Blocks { ip_version }, Key::Block { cidr }) => {
+                ip_version.is_none_or(|v| names::ip_version(cidr) == v)
+            }
+            (
+                KeyPrefix::Affinities {
+                    affinity_type,
+                    owner,
+                    ip_version,
+                },
+                Key::Affinity {
+                    affinity_type: t,
+                    owner: o,
+                    cidr,
+                },
+            ) => {
+                affinity_type == t
+                    && owner.as_ref().is_none_or(|x| x == o)
+                    && ip_version.is_none_or(|v| names::ip_version(cidr) == v)
+            }
+            (KeyPrefix::Handles, Key::Handle { .. }) => true,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for KeyPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.path())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_keys_follow_calicos_layout_and_parse_back() {
+        let cases = [
+            (
+                Key::resource(Kind::IpPool, None, "default-ipv4-ippool"),
+                "/calico/resources/v3/projectcalico.org/ippools/default-ipv4-ippool",
+            ),
+            (
+                Key::resource(Kind::NetworkPolicy, Some("prod"), "allow"),
+                "/calico/resources/v3/projectcalico.org/networkpolicies/prod/allow",
+            ),
+            (
+                Key::resource(Kind::WorkloadEndpoint, Some("default"), "n1-k8s-p-eth0"),
+                "/calico/resources/v3/projectcalico.org/workloadendpoints/default/n1-k8s-p-eth0",
+            ),
+            (
+                Key::resource(Kind::FelixConfiguration, Some("ignored"), "default"),
+                "/calico/resources/v3/projectcalico.org/felixconfigurations/default",
+            ),
+            (
+                Key::Block {
+                    cidr: "10.0.0.64/26".parse().unwrap(),
+                },
+                "/calico/ipam/v2/assignment/ipv4/block/10.0.0.64-26",
+            ),
+            (
+                Key::Affinity {
+                    affinity_type: AffinityType::Host,
+                    owner: "node-1".into(),
+                    cidr: "fd00::40/122".parse().unwrap(),
+                },
+                "/calico/ipam/v2/host/node-1/ipv6/block/fd00::40-122",
+            ),
+            (
+                Key::Handle {
+                    id: "k8s-pod-network.abc".into(),
+                },
+                "/calico/ipam/v2/handle/k8s-pod-network.abc",
+            ),
+            (Key::IpamConfig, "/calico/ipam/v2/config"),
+        ];
+        for (key, path) in cases {
+            assert_eq!(key.path(), path);
+            assert_eq!(Key::parse(path), Some(key));
+        }
+    }
+
+    #[test]
+    fn unknown_or_malformed_paths_do_not_parse() {
+        for p in [
+            "/calico/resources/v3/projectcalico.org/unknownthings/x",
+            "/calico/resources/v3/projectcalico.org/networkpolicies/only-one-part",
+            "/calico/resources/v3/projectcalico.org/ippools/ns/extra",
+            "/calico/ipam/v2/assignment/ipv6/block/10.0.0.0-26",
+            "/calico/ipam/v2/host/n1/ipv4/block/garbage",
+            "/calico/felix/v2/no-region/host/n1/status",
+            "/other",
+        ] {
+            assert_eq!(Key::parse(p), None, "{p}");
+        }
+    }
+
+    #[test]
+    fn prefixes_match_only_their_keys() {
+        let pools = KeyPrefix::kind(Kind::IpPool);
+        assert_eq!(
+            pools.path(),
+            "/calico/resources/v3/projectcalico.org/ippools/"
+        );
+        assert!(pools.matches(&Key::resource(Kind::IpPool, None, "p")));
+        assert!(!pools.matches(&Key::resource(Kind::IpReservation, None, "p")));
+        let np_ns = KeyPrefix::Kind {
+            kind: Kind::NetworkPolicy,
+            namespace: Some("a".into()),
+        };
+        assert!(np_ns.matches(&Key::resource(Kind::NetworkPolicy, Some("a"), "x")));
+        assert!(!np_ns.matches(&Key::resource(Kind::NetworkPolicy, Some("b"), "x")));
+        let v4 = KeyPrefix::Blocks {
+            ip_version: Some(4),
+        };
+        assert!(v4.matches(&Key::Block {
+            cidr: "10.0.0.0/26".parse().unwrap()
+        }));
+        assert!(!v4.matches(&Key::Block {
+            cidr: "fd00::/122".parse().unwrap()
+        }));
+        let mine = KeyPrefix::Affinities {
+            affinity_type: AffinityType::Host,
+            owner: Some("n1".into()),
+            ip_version: None,
+        };
+        assert_eq!(mine.path(), "/calico/ipam/v2/host/n1/");
+        assert!(!mine.matches(&Key::Affinity {
+            affinity_type: AffinityType::Host,
+            owner: "n10".into(),
+            cidr: "10.0.0.0/26".parse().unwrap(),
+        }));
+    }
+}

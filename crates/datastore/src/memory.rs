@@ -1,0 +1,313 @@
+//! An in-memory datastore with etcd's semantics: one global revision bumped by every write,
+//! per-key mod revisions, compare-and-swap writes, watches that replay history from a
+//! revision, and compaction that makes older revisions unwatchable.
+//!
+//! Tests use it wherever a real etcd is not the point; it can also simulate an outage
+//! ([`MemoryDatastore::set_available`]) and dropped watch connections
+//! ([`MemoryDatastore::break_watches`]).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use crate::error::{DatastoreError, Result};
+use crate::{Datastore, Key, KeyPrefix, KvList, KvPair, WatchEvent, WatchStream};
+
+#[derive(Debug)]
+struct Entry {
+    key: Key,
+    value: Vec<u8>,
+    revision: i64,
+}
+
+#[derive(Debug)]
+struct Change {
+    revision: i64,
+    key: Key,
+    value: Option<Vec<u8>>,
+}
+
+#[derive(Debug)]
+struct Watcher {
+    prefix: KeyPrefix,
+    tx: mpsc::UnboundedSender<Result<WatchEvent>>,
+}
+
+#[derive(Debug)]
+struct State {
+    revision: i64,
+    data: BTreeMap<String, Entry>,
+    /// Every change after `compacted`, oldest first.
+    history: VecDeque<Change>,
+    /// Revisions below this can no longer be watched.
+    compacted: i64,
+    watchers: Vec<Watcher>,
+    available: bool,
+}
+
+/// The in-memory backend.
+#[derive(Debug)]
+pub struct MemoryDatastore {
+    state: Mutex<State>,
+}
+
+impl Default for MemoryDatastore {
+    fn default() -> Self {
+        MemoryDatastore::new()
+    }
+}
+
+/// How much history is kept before old changes are compacted automatically.
+const MAX_HISTORY: usize = 200_000;
+
+impl MemoryDatastore {
+    pub fn new() -> MemoryDatastore {
+        MemoryDatastore {
+            state: Mutex::new(State {
+                revision: 1,
+                data: BTreeMap::new(),
+                history: VecDeque::new(),
+                compacted: 0,
+                watchers: Vec::new(),
+                available: true,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that
+        // matters more than the panic itself; keep serving.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets history older than `revision`; watches from before it fail with `Compacted`.
+    pub fn compact(&self, revision: i64) {
+        let mut s = self.lock();
+        s.compacted = s.compacted.max(revision);
+        while s.history.front().is_some_and(|c| c.revision < revision) {
+            s.history.pop_front();
+        }
+    }
+
+    /// The current revision.
+    pub fn revision(&self) -> i64 {
+        self.lock().revision
+    }
+
+    /// Makes every operation fail with `Unavailable` (and ends open watches) until set back.
+    pub fn set_available(&self, available: bool) {
+        let mut s = self.lock();
+        s.available = available;
+        if !available {
+            Self::fail_watchers(&mut s);
+        }
+    }
+
+    /// Ends every open watch with `Unavailable`, as a dropped connection would.
+    pub fn break_watches(&self) {
+        Self::fail_watchers(&mut self.lock());
+    }
+
+    fn fail_watchers(s: &mut State) {
+        for w in s.watchers.drain(..) {
+            let _ =
+                w.tx.send(Err(unavailable("the watch connection was closed")));
+        }
+    }
+
+    fn check_available(s: &State) -> Result<()> {
+        if s.available {
+            Ok(())
+        } else {
+            Err(unavailable("simulated outage"))
+        }
+    }
+
+    fn record(s: &mut State, key: Key, value: Option<Vec<u8>>) -> i64 {
+        s.revision += 1;
+        let revision = s.revision;
+        let event = match &value {
+            Some(v) => WatchEvent::Put(KvPair {
+                key: key.clone(),
+                value: v.clone(),
+                revision,
+            }),
+            None => WatchEvent::Delete {
+                key: key.clone(),
+                revision,
+            },
+        };
+        s.watchers
+            .retain(|w| !w.prefix.matches(&key) || w.tx.send(Ok(event.clone())).is_ok());
+        s.history.push_back(Change {
+            revision,
+            key,
+            value,
+        });
+        if s.history.len() > MAX_HISTORY
+            && let Some(c) = s.history.pop_front()
+        {
+            s.compacted = c.revision + 1;
+        }
+        revision
+    }
+
+    fn put(s: &mut State, key: &Key, value: Vec<u8>) -> KvPair {
+        let revision = Self::record(s, key.clone(), Some(value.clone()));
+        s.data.insert(
+            key.path(),
+            Entry {
+                key: key.clone(),
+                value: value.clone(),
+                revision,
+            },
+        );
+        KvPair {
+            key: key.clone(),
+            value,
+            revision,
+        }
+    }
+}
+
+fn unavailable(reason: &str) -> DatastoreError {
+    DatastoreError::Unavailable {
+        backend: "memory datastore".into(),
+        reason: reason.into(),
+    }
+}
+
+fn kv(e: &Entry) -> KvPair {
+    KvPair {
+        key: e.key.clone(),
+        value: e.value.clone(),
+        revision: e.revision,
+    }
+}
+
+#[async_trait::async_trait]
+impl Datastore for MemoryDatastore {
+    fn backend_name(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn get(&self, key: &Key) -> Result<KvPair> {
+        let s = self.lock();
+        Self::check_available(&s)?;
+        s.data
+            .get(&key.path())
+            .map(kv)
+            .ok_or_else(|| DatastoreError::NotFound { key: key.path() })
+    }
+
+    async fn list(&self, prefix: &KeyPrefix) -> Result<KvList> {
+        let s = self.lock();
+        Self::check_available(&s)?;
+        let p = prefix.path();
+        let items = s
+            .data
+            .range(p.clone()..)
+            .take_while(|(k, _)| k.starts_with(&p))
+            .filter(|(_, e)| prefix.matches(&e.key))
+            .map(|(_, e)| kv(e))
+            .collect();
+        Ok(KvList {
+            items,
+            revision: s.revision,
+        })
+    }
+
+    async fn create(&self, key: &Key, value: Vec<u8>) -> Result<KvPair> {
+        let mut s = self.lock();
+        Self::check_available(&s)?;
+        if s.data.contains_key(&key.path()) {
+            return Err(DatastoreError::AlreadyExists { key: key.path() });
+        }
+        Ok(Self::put(&mut s, key, value))
+    }
+
+    async fn update(&self, key: &Key, value: Vec<u8>, revision: i64) -> Result<KvPair> {
+        let mut s = self.lock();
+        Self::check_available(&s)?;
+        match s.data.get(&key.path()) {
+            None => return Err(DatastoreError::NotFound { key: key.path() }),
+            Some(e) if e.revision != revision => {
+                return Err(DatastoreError::Conflict {
+                    key: key.path(),
+                    expected: revision,
+                    actual: Some(e.revision),
+                });
+            }
+            Some(_) => {}
+        }
+        Ok(Self::put(&mut s, key, value))
+    }
+
+    async fn apply(&self, key: &Key, value: Vec<u8>) -> Result<KvPair> {
+        let mut s = self.lock();
+        Self::check_available(&s)?;
+        Ok(Self::put(&mut s, key, value))
+    }
+
+    async fn delete(&self, key: &Key, revision: Option<i64>) -> Result<KvPair> {
+        let mut s = self.lock();
+        Self::check_available(&s)?;
+        let path = key.path();
+        match (s.data.get(&path), revision) {
+            (None, _) => return Err(DatastoreError::NotFound { key: path }),
+            (Some(e), Some(r)) if e.revision != r => {
+                return Err(DatastoreError::Conflict {
+                    key: path,
+                    expected: r,
+                    actual: Some(e.revision),
+                });
+            }
+            _ => {}
+        }
+        let old = s.data.remove(&path).map(|e| kv(&e));
+        let revision = Self::record(&mut s, key.clone(), None);
+        let mut old = old.ok_or(DatastoreError::NotFound { key: path })?;
+        old.revision = revision;
+        Ok(old)
+    }
+
+    async fn watch(&self, prefix: &KeyPrefix, from_revision: i64) -> Result<WatchStream> {
+        let mut s = self.lock();
+        Self::check_available(&s)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        if from_revision > 0 && from_revision < s.compacted {
+            // As etcd does, the watch starts and is then cancelled with the compaction point.
+            let _ = tx.send(Err(DatastoreError::Compacted {
+                requested: from_revision,
+                compacted: s.compacted,
+            }));
+            return Ok(Box::pin(UnboundedReceiverStream::new(rx)));
+        }
+        if from_revision > 0 {
+            for c in s.history.iter().filter(|c| c.revision >= from_revision) {
+                if !prefix.matches(&c.key) {
+                    continue;
+                }
+                let ev = match &c.value {
+                    Some(v) => WatchEvent::Put(KvPair {
+                        key: c.key.clone(),
+                        value: v.clone(),
+                        revision: c.revision,
+                    }),
+                    None => WatchEvent::Delete {
+                        key: c.key.clone(),
+                        revision: c.revision,
+                    },
+                };
+                let _ = tx.send(Ok(ev));
+            }
+        }
+        s.watchers.push(Watcher {
+            prefix: prefix.clone(),
+            tx,
+        });
+        Ok(Box::pin(UnboundedReceiverStream::new(rx)))
+    }
+}

@@ -1,0 +1,342 @@
+//! The Datastore contract, run identically against the in-memory backend and a real etcd.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use calico_api::Kind;
+use calico_api::names::AffinityType;
+use calico_datastore::{Datastore, DatastoreError, Key, KeyPrefix, WatchEvent};
+use common::Backend;
+use futures::StreamExt;
+
+fn pool(name: &str) -> Key {
+    Key::resource(Kind::IpPool, None, name)
+}
+
+async fn next_event(w: &mut calico_datastore::WatchStream) -> WatchEvent {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), w.next()).await {
+            Ok(Some(Ok(WatchEvent::Progress { .. }))) => continue,
+            Ok(Some(Ok(ev))) => return ev,
+            other => panic!("expected a watch event, got {other:?}"),
+        }
+    }
+}
+
+async fn create_then_get_returns_the_value_at_its_revision(b: &Backend) {
+    let ds = b.ds();
+    let kv = ds.create(&pool("a"), b"{\"x\":1}".to_vec()).await.unwrap();
+    assert!(kv.revision > 0);
+    let got = ds.get(&pool("a")).await.unwrap();
+    assert_eq!(got, kv);
+    assert!(matches!(
+        ds.get(&pool("missing")).await,
+        Err(DatastoreError::NotFound { .. })
+    ));
+}
+
+async fn create_of_an_existing_key_fails_and_changes_nothing(b: &Backend) {
+    let ds = b.ds();
+    let first = ds.create(&pool("a"), b"1".to_vec()).await.unwrap();
+    let err = ds.create(&pool("a"), b"2".to_vec()).await.unwrap_err();
+    assert!(matches!(err, DatastoreError::AlreadyExists { .. }), "{err}");
+    assert_eq!(ds.get(&pool("a")).await.unwrap(), first);
+}
+
+async fn update_is_a_compare_and_swap_on_the_revision(b: &Backend) {
+    let ds = b.ds();
+    let v1 = ds.create(&pool("a"), b"1".to_vec()).await.unwrap();
+    let v2 = ds
+        .update(&pool("a"), b"2".to_vec(), v1.revision)
+        .await
+        .unwrap();
+    assert!(v2.revision > v1.revision);
+    match ds.update(&pool("a"), b"3".to_vec(), v1.revision).await {
+        Err(DatastoreError::Conflict {
+            expected, actual, ..
+        }) => {
+            assert_eq!(expected, v1.revision);
+            assert_eq!(actual, Some(v2.revision));
+        }
+        other => panic!("stale update must conflict, got {other:?}"),
+    }
+    assert_eq!(ds.get(&pool("a")).await.unwrap().value, b"2");
+    assert!(matches!(
+        ds.update(&pool("nope"), b"1".to_vec(), 1).await,
+        Err(DatastoreError::NotFound { .. })
+    ));
+}
+
+async fn delete_honours_its_revision_precondition(b: &Backend) {
+    let ds = b.ds();
+    let v1 = ds.create(&pool("a"), b"1".to_vec()).await.unwrap();
+    let v2 = ds
+        .update(&pool("a"), b"2".to_vec(), v1.revision)
+        .await
+        .unwrap();
+    assert!(matches!(
+        ds.delete(&pool("a"), Some(v1.revision)).await,
+        Err(DatastoreError::Conflict { .. })
+    ));
+    let gone = ds.delete(&pool("a"), Some(v2.revision)).await.unwrap();
+    assert_eq!(gone.value, b"2");
+    assert!(gone.revision > v2.revision);
+    assert!(matches!(
+        ds.delete(&pool("a"), None).await,
+        Err(DatastoreError::NotFound { .. })
+    ));
+    ds.create(&pool("b"), b"1".to_vec()).await.unwrap();
+    assert_eq!(ds.delete(&pool("b"), None).await.unwrap().value, b"1");
+}
+
+async fn apply_writes_whatever_is_there(b: &Backend) {
+    let ds = b.ds();
+    let a = ds.apply(&pool("a"), b"1".to_vec()).await.unwrap();
+    let c = ds.apply(&pool("a"), b"2".to_vec()).await.unwrap();
+    assert!(c.revision > a.revision);
+    assert_eq!(ds.get(&pool("a")).await.unwrap().value, b"2");
+}
+
+async fn list_returns_exactly_the_prefix_at_one_revision(b: &Backend) {
+    let ds = b.ds();
+    ds.create(&pool("p1"), b"1".to_vec()).await.unwrap();
+    ds.create(&pool("p2"), b"2".to_vec()).await.unwrap();
+    ds.create(
+        &Key::resource(Kind::IpReservation, None, "r"),
+        b"3".to_vec(),
+    )
+    .await
+    .unwrap();
+    ds.create(
+        &Key::resource(Kind::NetworkPolicy, Some("a"), "x"),
+        b"4".to_vec(),
+    )
+    .await
+    .unwrap();
+    ds.create(
+        &Key::resource(Kind::NetworkPolicy, Some("ab"), "x"),
+        b"5".to_vec(),
+    )
+    .await
+    .unwrap();
+    let last = ds
+        .create(
+            &Key::Affinity {
+                affinity_type: AffinityType::Host,
+                owner: "n1".into(),
+                cidr: "10.0.0.0/26".parse().unwrap(),
+            },
+            b"{}".to_vec(),
+        )
+        .await
+        .unwrap();
+    let pools = ds.list(&KeyPrefix::kind(Kind::IpPool)).await.unwrap();
+    assert_eq!(
+        pools
+            .items
+            .iter()
+            .map(|k| k.key.clone())
+            .collect::<Vec<_>>(),
+        vec![pool("p1"), pool("p2")]
+    );
+    assert!(pools.revision >= last.revision);
+    let ns_a = ds
+        .list(&KeyPrefix::Kind {
+            kind: Kind::NetworkPolicy,
+            namespace: Some("a".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        ns_a.items.len(),
+        1,
+        "namespace a must not include namespace ab"
+    );
+    let all_np = ds
+        .list(&KeyPrefix::kind(Kind::NetworkPolicy))
+        .await
+        .unwrap();
+    assert_eq!(all_np.items.len(), 2);
+    let affs = ds
+        .list(&KeyPrefix::Affinities {
+            affinity_type: AffinityType::Host,
+            owner: Some("n1".into()),
+            ip_version: Some(4),
+        })
+        .await
+        .unwrap();
+    assert_eq!(affs.items.len(), 1);
+    let empty = ds.list(&KeyPrefix::Handles).await.unwrap();
+    assert!(empty.items.is_empty());
+    assert!(empty.revision >= last.revision);
+}
+
+async fn large_lists_are_complete(b: &Backend) {
+    let ds = b.ds();
+    let n = 2500;
+    let mut tasks = Vec::new();
+    for chunk in 0..10 {
+        let ds = ds.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in (chunk * n / 10)..((chunk + 1) * n / 10) {
+                ds.create(
+                    &Key::Handle {
+                        id: format!("h{i:05}"),
+                    },
+                    vec![b'x'; 100],
+                )
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let l = ds.list(&KeyPrefix::Handles).await.unwrap();
+    assert_eq!(l.items.len(), n);
+    let mut names: Vec<_> = l.items.iter().map(|kv| kv.key.path()).collect();
+    names.dedup();
+    assert_eq!(names.len(), n, "no duplicates across pages");
+}
+
+async fn watch_replays_from_a_revision_then_follows_live_changes(b: &Backend) {
+    let ds = b.ds();
+    let c = ds.create(&pool("a"), b"1".to_vec()).await.unwrap();
+    let u = ds
+        .update(&pool("a"), b"2".to_vec(), c.revision)
+        .await
+        .unwrap();
+    ds.create(
+        &Key::resource(Kind::Tier, None, "t"),
+        b"other prefix".to_vec(),
+    )
+    .await
+    .unwrap();
+    let d = ds.delete(&pool("a"), None).await.unwrap();
+    let mut w = ds
+        .watch(&KeyPrefix::kind(Kind::IpPool), c.revision)
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut w).await, WatchEvent::Put(c.clone()));
+    assert_eq!(next_event(&mut w).await, WatchEvent::Put(u));
+    assert_eq!(
+        next_event(&mut w).await,
+        WatchEvent::Delete {
+            key: pool("a"),
+            revision: d.revision
+        }
+    );
+    let live = ds.create(&pool("b"), b"3".to_vec()).await.unwrap();
+    assert_eq!(next_event(&mut w).await, WatchEvent::Put(live));
+    // Watching from 0 means "from now".
+    let mut now = ds.watch(&KeyPrefix::kind(Kind::IpPool), 0).await.unwrap();
+    let later = ds.create(&pool("c"), b"4".to_vec()).await.unwrap();
+    assert_eq!(next_event(&mut now).await, WatchEvent::Put(later));
+}
+
+async fn watch_from_a_compacted_revision_reports_compacted(b: &Backend) {
+    let ds = b.ds();
+    let first = ds.create(&pool("a"), b"1".to_vec()).await.unwrap();
+    let mut last = first.clone();
+    for i in 0..5 {
+        last = ds
+            .update(&pool("a"), format!("{i}").into_bytes(), last.revision)
+            .await
+            .unwrap();
+    }
+    b.compact(last.revision).await;
+    let mut w = ds
+        .watch(&KeyPrefix::kind(Kind::IpPool), first.revision)
+        .await
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(10), w.next()).await {
+        Ok(Some(Err(DatastoreError::Compacted {
+            requested,
+            compacted,
+        }))) => {
+            assert_eq!(requested, first.revision);
+            assert!(
+                compacted >= last.revision - 1,
+                "{compacted} vs {}",
+                last.revision
+            );
+        }
+        other => panic!("expected Compacted, got {other:?}"),
+    }
+    // From the compaction point on, watching works again.
+    let mut ok = ds
+        .watch(&KeyPrefix::kind(Kind::IpPool), last.revision)
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut ok).await, WatchEvent::Put(last));
+}
+
+async fn concurrent_compare_and_swap_loses_no_update(b: &Backend) {
+    let ds = b.ds();
+    ds.create(&pool("counter"), b"0".to_vec()).await.unwrap();
+    let writers = 8;
+    let each = 25;
+    let mut tasks = Vec::new();
+    for _ in 0..writers {
+        let ds: Arc<dyn Datastore> = ds.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conflicts = 0;
+            for _ in 0..each {
+                loop {
+                    let cur = ds.get(&pool("counter")).await.unwrap();
+                    let n: u64 = std::str::from_utf8(&cur.value).unwrap().parse().unwrap();
+                    match ds
+                        .update(
+                            &pool("counter"),
+                            (n + 1).to_string().into_bytes(),
+                            cur.revision,
+                        )
+                        .await
+                    {
+                        Ok(_) => break,
+                        Err(DatastoreError::Conflict { .. }) => conflicts += 1,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+            conflicts
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let v = ds.get(&pool("counter")).await.unwrap();
+    assert_eq!(
+        std::str::from_utf8(&v.value).unwrap(),
+        (writers * each).to_string()
+    );
+}
+
+macro_rules! contract_tests {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test] async fn $name() { super::$name(&super::Backend::memory()).await })*
+        }
+        mod etcd {
+            $(#[tokio::test] async fn $name() { super::$name(&super::Backend::etcd().await).await })*
+        }
+    };
+}
+
+contract_tests!(
+    create_then_get_returns_the_value_at_its_revision,
+    create_of_an_existing_key_fails_and_changes_nothing,
+    update_is_a_compare_and_swap_on_the_revision,
+    delete_honours_its_revision_precondition,
+    apply_writes_whatever_is_there,
+    list_returns_exactly_the_prefix_at_one_revision,
+    large_lists_are_complete,
+    watch_replays_from_a_revision_then_follows_live_changes,
+    watch_from_a_compacted_revision_reports_compacted,
+    concurrent_compare_and_swap_loses_no_update,
+);
