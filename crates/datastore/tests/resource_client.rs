@@ -6,7 +6,7 @@ mod common;
 
 use calico_api::codec::decode_documents;
 use calico_api::resource::{ClusterInformation, IpPool, NetworkPolicy, Tier};
-use calico_api::{AnyResource, Kind, ObjectMeta, Resource};
+use calico_api::{AnyResource, Kind, ObjectMeta};
 use calico_datastore::{DatastoreError, Key, ResourceClient};
 use common::Backend;
 
