@@ -10,6 +10,7 @@ use calico_datastore::memory::MemoryDatastore;
 use calico_etcd_harness::Etcd;
 
 /// A datastore under test, plus what only tests may do to it.
+#[derive(Debug)]
 pub enum Backend {
     Memory(Arc<MemoryDatastore>),
     Etcd { etcd: Etcd, ds: Arc<EtcdDatastore> },
