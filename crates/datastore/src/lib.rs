@@ -14,6 +14,7 @@
 //! This crate knows nothing of Linux networking.
 
 pub mod client;
+pub mod config;
 pub mod error;
 pub mod etcd;
 pub mod key;

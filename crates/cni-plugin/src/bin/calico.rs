@@ -1,0 +1,2 @@
+//! The `calico` CNI network plugin (thin in this build).
+fn main() -> std::process::ExitCode { calico_cni::run_thin("calico") }
