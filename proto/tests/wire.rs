@@ -15,8 +15,14 @@ fn auto_assign_request_encodes_with_its_field_numbers() {
         ..Default::default()
     };
     // field 1 varint 1; field 3 string "h"; field 9 varint 1 (protoc's proto3 encoding).
-    assert_eq!(req.encode_to_vec(), vec![0x08, 0x01, 0x1a, 0x01, b'h', 0x48, 0x01]);
-    assert_eq!(AutoAssignRequest::decode(&req.encode_to_vec()[..]).unwrap(), req);
+    assert_eq!(
+        req.encode_to_vec(),
+        vec![0x08, 0x01, 0x1a, 0x01, b'h', 0x48, 0x01]
+    );
+    assert_eq!(
+        AutoAssignRequest::decode(&req.encode_to_vec()[..]).unwrap(),
+        req
+    );
 }
 
 #[test]
@@ -30,5 +36,8 @@ fn sync_updates_round_trip() {
             }],
         })),
     };
-    assert_eq!(ServerMessage::decode(&msg.encode_to_vec()[..]).unwrap(), msg);
+    assert_eq!(
+        ServerMessage::decode(&msg.encode_to_vec()[..]).unwrap(),
+        msg
+    );
 }

@@ -22,6 +22,8 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     let _args = Args::parse();
-    eprintln!("birdd: the BGP daemon is not implemented in this build of calico-rs yet; no session was opened");
+    eprintln!(
+        "birdd: the BGP daemon is not implemented in this build of calico-rs yet; no session was opened"
+    );
     std::process::ExitCode::FAILURE
 }

@@ -20,7 +20,11 @@ pub fn not_implemented_error(cni_version: &str, plugin: &str) -> String {
 pub fn requested_version(stdin: &str) -> String {
     serde_json::from_str::<serde_json::Value>(stdin)
         .ok()
-        .and_then(|v| v.get("cniVersion").and_then(|s| s.as_str()).map(str::to_string))
+        .and_then(|v| {
+            v.get("cniVersion")
+                .and_then(|s| s.as_str())
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| "1.0.0".to_string())
 }
 
@@ -31,12 +35,19 @@ pub fn run_thin(plugin: &str) -> std::process::ExitCode {
         println!(
             "{plugin}: Calico's CNI {} plugin. Container runtimes run it with CNI_COMMAND (ADD, DEL, CHECK, STATUS, GC, VERSION) \
              and the network configuration on stdin.\n\nSTATUS: not implemented in this build; every command returns CNI error 4.",
-            if plugin == "calico" { "network" } else { "IPAM" }
+            if plugin == "calico" {
+                "network"
+            } else {
+                "IPAM"
+            }
         );
         return std::process::ExitCode::SUCCESS;
     }
     let mut stdin = String::new();
     let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut stdin);
-    println!("{}", not_implemented_error(&requested_version(&stdin), plugin));
+    println!(
+        "{}",
+        not_implemented_error(&requested_version(&stdin), plugin)
+    );
     std::process::ExitCode::FAILURE
 }

@@ -6,10 +6,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::Datastore;
 use crate::error::{DatastoreError, Result};
 use crate::etcd::{EtcdConfig, EtcdDatastore};
 use crate::memory::MemoryDatastore;
-use crate::Datastore;
 
 /// Calico's default nodename file.
 pub const NODENAME_FILE: &str = "/var/lib/calico/nodename";
@@ -19,7 +19,9 @@ pub const NODENAME_FILE: &str = "/var/lib/calico/nodename";
 pub enum DatastoreConfig {
     Etcd(EtcdConfig),
     /// The Kubernetes API (CRDs); not available in this build.
-    Kubernetes { kubeconfig: Option<String> },
+    Kubernetes {
+        kubeconfig: Option<String>,
+    },
     /// A private in-memory store (tests and demos only: nothing is shared).
     Memory,
 }
@@ -37,13 +39,15 @@ impl DatastoreConfig {
     pub fn from_env() -> Result<DatastoreConfig> {
         let kind = var("DATASTORE_TYPE");
         match kind.as_deref() {
-            Some("etcdv3") | None if var("ETCD_ENDPOINTS").is_some() => {
-                EtcdConfig::from_env().map(DatastoreConfig::Etcd).ok_or_else(|| bad_config("ETCD_ENDPOINTS is empty"))
-            }
+            Some("etcdv3") | None if var("ETCD_ENDPOINTS").is_some() => EtcdConfig::from_env()
+                .map(DatastoreConfig::Etcd)
+                .ok_or_else(|| bad_config("ETCD_ENDPOINTS is empty")),
             Some("etcdv3") => Err(bad_config(
                 "DATASTORE_TYPE is etcdv3 but ETCD_ENDPOINTS is not set; set it, e.g. ETCD_ENDPOINTS=http://127.0.0.1:2379",
             )),
-            Some("kubernetes") | None => Ok(DatastoreConfig::Kubernetes { kubeconfig: var("KUBECONFIG") }),
+            Some("kubernetes") | None => Ok(DatastoreConfig::Kubernetes {
+                kubeconfig: var("KUBECONFIG"),
+            }),
             Some("memory") => Ok(DatastoreConfig::Memory),
             Some(other) => Err(bad_config(&format!(
                 "DATASTORE_TYPE {other:?} is not supported; use etcdv3 or kubernetes"
@@ -89,7 +93,11 @@ pub fn node_name(explicit: Option<&str>, nodename_file: &Path) -> Result<String>
         .ok()
         .map(|h| h.trim().to_lowercase())
         .filter(|h| !h.is_empty())
-        .ok_or_else(|| bad_config("cannot determine the node name: set NODENAME or write /var/lib/calico/nodename"))
+        .ok_or_else(|| {
+            bad_config(
+                "cannot determine the node name: set NODENAME or write /var/lib/calico/nodename",
+            )
+        })
 }
 
 #[cfg(test)]

@@ -28,6 +28,8 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     let _args = Args::parse();
-    eprintln!("felixd: the policy agent is not implemented in this build of calico-rs yet; nothing was programmed");
+    eprintln!(
+        "felixd: the policy agent is not implemented in this build of calico-rs yet; nothing was programmed"
+    );
     std::process::ExitCode::FAILURE
 }

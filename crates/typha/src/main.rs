@@ -22,6 +22,8 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     let _args = Args::parse();
-    eprintln!("typha: the fan-out cache is not implemented in this build of calico-rs yet; nothing is served");
+    eprintln!(
+        "typha: the fan-out cache is not implemented in this build of calico-rs yet; nothing is served"
+    );
     std::process::ExitCode::FAILURE
 }

@@ -60,7 +60,12 @@ fn pods() -> Vec<(String, String, IpAddr)> {
     let mut v = Vec::new();
     for (ni, ns) in ["x", "y", "z"].iter().enumerate() {
         for (pi, pod) in ["a", "b", "c"].iter().enumerate() {
-            let ip = Ipv4Addr::new(10, 244, u8::try_from(ni + 1).unwrap_or(0), 10 + u8::try_from(pi).unwrap_or(0));
+            let ip = Ipv4Addr::new(
+                10,
+                244,
+                u8::try_from(ni + 1).unwrap_or(0),
+                10 + u8::try_from(pi).unwrap_or(0),
+            );
             v.push((ns.to_string(), pod.to_string(), IpAddr::V4(ip)));
         }
     }
@@ -70,8 +75,14 @@ fn pods() -> Vec<(String, String, IpAddr)> {
 fn model_grid(policies: &[AnyResource]) -> String {
     let mut m = Model::new();
     let allow_all = ProfileSpec {
-        ingress: vec![Rule { action: Action::Allow, ..Default::default() }],
-        egress: vec![Rule { action: Action::Allow, ..Default::default() }],
+        ingress: vec![Rule {
+            action: Action::Allow,
+            ..Default::default()
+        }],
+        egress: vec![Rule {
+            action: Action::Allow,
+            ..Default::default()
+        }],
         ..Default::default()
     };
     for ns in ["x", "y", "z"] {
@@ -98,27 +109,45 @@ fn model_grid(policies: &[AnyResource]) -> String {
     }
     let names: Vec<String> = pods.iter().map(|(n, p, _)| format!("{n}/{p}")).collect();
     calico_e2e::format_grid(&names, |i, j| {
-        m.allows(&Packet { src: pods[i].2, dst: pods[j].2, protocol: 6, src_port: 40000, dst_port: 80 })
+        m.allows(&Packet {
+            src: pods[i].2,
+            dst: pods[j].2,
+            protocol: 6,
+            src_port: 40000,
+            dst_port: 80,
+        })
     })
 }
 
 async fn demo(etcd: &mut Etcd) -> Result<()> {
-    let ds: Arc<dyn Datastore> = Arc::new(EtcdDatastore::connect(&EtcdConfig::new([etcd.endpoint()])).await?);
+    let ds: Arc<dyn Datastore> =
+        Arc::new(EtcdDatastore::connect(&EtcdConfig::new([etcd.endpoint()])).await?);
     let client = ResourceClient::new(ds.clone());
 
-    section(2, "Writing Calico resources through the typed client (defaults and validation applied)");
+    section(
+        2,
+        "Writing Calico resources through the typed client (defaults and validation applied)",
+    );
     let t = Instant::now();
-    client.ensure_initialized("v3.30.0", "calico-rs,demo").await?;
+    client
+        .ensure_initialized("v3.30.0", "calico-rs,demo")
+        .await?;
     for r in decode_documents(RESOURCES).context("demo resources decode")? {
         let stored = client.apply_any(r).await?;
         println!("  stored {} {:?}", stored.kind(), stored.metadata().name);
     }
-    println!("  keys now in etcd, in Calico's layout ({:.0?}):", t.elapsed());
+    println!(
+        "  keys now in etcd, in Calico's layout ({:.0?}):",
+        t.elapsed()
+    );
     for kv in ds.list(&KeyPrefix::Everything).await?.items {
         println!("    {}", kv.key.path());
     }
 
-    section(3, "Bad input is refused with the field and the reason, and nothing is written");
+    section(
+        3,
+        "Bad input is refused with the field and the reason, and nothing is written",
+    );
     let bad = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: bad}\nspec: {cidr: 10.9.0.0/16, blockSize: 19}\n";
     for r in decode_documents(bad)? {
         match client.create_any(r).await {
@@ -130,11 +159,23 @@ async fn demo(etcd: &mut Etcd) -> Result<()> {
     if let Err(e) = decode_documents(typo) {
         println!("  refused: {e}");
     }
-    println!("  pools stored: {}", client.list_any(Kind::IpPool, None).await?.items.len());
+    println!(
+        "  pools stored: {}",
+        client.list_any(Kind::IpPool, None).await?.items.len()
+    );
 
-    section(4, "A syncer follows the datastore; etcd is killed (-9) and restarted under it");
+    section(
+        4,
+        "A syncer follows the datastore; etcd is killed (-9) and restarted under it",
+    );
     let (tx, mut rx) = mpsc::channel(64);
-    tokio::spawn(Syncer::new(ds.clone(), SyncerConfig::new(vec![KeyPrefix::kind(Kind::IpPool)])).run(tx));
+    tokio::spawn(
+        Syncer::new(
+            ds.clone(),
+            SyncerConfig::new(vec![KeyPrefix::kind(Kind::IpPool)]),
+        )
+        .run(tx),
+    );
     let mut view = 0usize;
     if let Some(u) = next_updates(&mut rx).await {
         view += u.len();
@@ -147,7 +188,9 @@ async fn demo(etcd: &mut Etcd) -> Result<()> {
     etcd.restart();
     println!("  etcd restarted ({:.1?} down)", t.elapsed());
     let t = Instant::now();
-    let extra = decode_documents("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: second-pool}\nspec: {cidr: 10.245.0.0/16}\n")?;
+    let extra = decode_documents(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: second-pool}\nspec: {cidr: 10.245.0.0/16}\n",
+    )?;
     for r in extra {
         let mut tries = 0;
         loop {
@@ -173,9 +216,15 @@ async fn demo(etcd: &mut Etcd) -> Result<()> {
             );
         }
     }
-    println!("  the consumer's view holds {view} pool update(s); etcd holds {} pool(s)", client.list_any(Kind::IpPool, None).await?.items.len());
+    println!(
+        "  the consumer's view holds {view} pool update(s); etcd holds {} pool(s)",
+        client.list_any(Kind::IpPool, None).await?.items.len()
+    );
 
-    section(5, "What the Kubernetes policy means (reference model of Calico's semantics, TCP/80)");
+    section(
+        5,
+        "What the Kubernetes policy means (reference model of Calico's semantics, TCP/80)",
+    );
     let policies: Vec<AnyResource> = client.list_any(Kind::NetworkPolicy, None).await?.items;
     println!("  before (no Kubernetes policy):");
     print!("{}", indent(&model_grid(&[])));
@@ -204,7 +253,9 @@ fn indent(s: &str) -> String {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    println!("calico-rs demo (foundation): the resource model, the selector language and the datastore on a real etcd.");
+    println!(
+        "calico-rs demo (foundation): the resource model, the selector language and the datastore on a real etcd."
+    );
     println!("Not built yet: the multi-node lab (nodes, pods, BGP, kernel policy). See README.md.");
     section(1, "Starting a private etcd on loopback");
     let t = Instant::now();

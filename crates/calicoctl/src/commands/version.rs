@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use calico_api::resource::ClusterInformation;
-use calico_datastore::config::DatastoreConfig;
 use calico_datastore::ResourceClient;
+use calico_datastore::config::DatastoreConfig;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -16,14 +16,22 @@ pub struct Args {
 
 pub fn run(args: &Args) -> Result<ExitCode> {
     println!("Client Version:    v{}", env!("CARGO_PKG_VERSION"));
-    println!("Git commit:        {}", option_env!("CALICO_RS_GIT_COMMIT").unwrap_or("unknown"));
+    println!(
+        "Git commit:        {}",
+        option_env!("CALICO_RS_GIT_COMMIT").unwrap_or("unknown")
+    );
     if args.client {
         return Ok(ExitCode::SUCCESS);
     }
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let cluster = runtime.block_on(async {
         let ds = DatastoreConfig::from_env().ok()?.connect().await.ok()?;
-        ResourceClient::new(ds).get::<ClusterInformation>(None, "default").await.ok()
+        ResourceClient::new(ds)
+            .get::<ClusterInformation>(None, "default")
+            .await
+            .ok()
     });
     match cluster {
         Some(info) if !info.spec.calico_version.is_empty() => {

@@ -1,2 +1,4 @@
 //! The `calico` CNI network plugin (thin in this build).
-fn main() -> std::process::ExitCode { calico_cni::run_thin("calico") }
+fn main() -> std::process::ExitCode {
+    calico_cni::run_thin("calico")
+}

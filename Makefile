@@ -1,0 +1,65 @@
+# calico-rs — the two commands that matter are `make demo` and `make test` (see README.md).
+# Every target installs what it needs first (Debian/apt), so a fresh clone works.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+CARGO ?= cargo
+
+# Debian packages the build, the tests and the demo use. Each is installed only if missing.
+DEB_PACKAGES := \
+	etcd-server etcd-client \
+	iproute2 iptables nftables ipset conntrack \
+	bird2 gobgpd frr \
+	containernetworking-plugins \
+	protobuf-compiler libprotobuf-dev \
+	ca-certificates
+
+.PHONY: all deps build test lint fmt demo bench clean help
+
+all: build
+
+help:
+	@echo "make demo   - build and run the demo (installs what is missing)"
+	@echo "make test   - install what is missing, build everything, run every test"
+	@echo "make lint   - rustfmt check and clippy with warnings as errors"
+	@echo "make bench  - benchmarks (see README: none are implemented yet)"
+	@echo "make deps   - only install the Debian packages listed in DEB_PACKAGES"
+
+# RUNLEVEL=1 below: packaged daemons (etcd, bird, frr) must not start on the host during
+# installation; tests and the lab start their own, inside namespaces they create.
+deps:
+	@command -v $(CARGO) >/dev/null || { echo "error: cargo not found; install the Rust toolchain (https://rustup.rs) and retry" >&2; exit 1; }
+	@missing=""; \
+	for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then echo "deps: all Debian packages present"; exit 0; fi; \
+	command -v apt-get >/dev/null || { echo "error: missing packages:$$missing — this needs a Debian-based machine with apt-get; install them by other means and retry" >&2; exit 1; }; \
+	sudo=""; if [ "$$(id -u)" != 0 ]; then command -v sudo >/dev/null || { echo "error: installing$$missing needs root (or sudo)" >&2; exit 1; }; sudo=sudo; fi; \
+	echo "deps: installing$$missing"; \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+	$$sudo env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	echo "deps: done"
+
+build: deps
+	$(CARGO) build --workspace --all-targets --locked
+
+test: deps
+	$(CARGO) build --workspace --all-targets --locked
+	$(CARGO) test --workspace --locked --no-fail-fast
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+demo: deps
+	$(CARGO) run --locked -q -p calico-e2e --bin demo
+
+bench: deps
+	@echo "bench: no benchmarks are implemented yet; they arrive with ipamd, the CNI plugin, felixd and birdd (see README.md)."
+
+clean:
+	$(CARGO) clean
