@@ -216,3 +216,28 @@ fn kubernetes_policy_converts_as_calico_names_and_orders_it() {
     calico_api::Resource::apply_defaults(&mut np);
     calico_api::Resource::validate(&np).unwrap();
 }
+
+#[test]
+fn acronym_fields_use_calicos_exact_json_names() {
+    // serde's camelCase would write `localAsNumber`; Calico writes `localASNumber`, etc.
+    let text = "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: p}\nspec:\n  peerIP: 10.0.0.1\n  asNumber: 65000\n  localASNumber: 65001\n  numAllowedLocalASNumbers: 2\n---\n\
+                apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: n}\nspec:\n  ipv4VXLANTunnelAddr: 10.0.0.9\n  bgp: {ipv4Address: 10.0.0.1/24, routeReflectorClusterID: 1.0.0.1, ipv4IPIPTunnelAddr: 10.0.0.8}\n  wireguard: {interfaceIPv4Address: 10.0.0.7, interfaceIPv6Address: 'fd00::7'}\n---\n\
+                apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.0.0.0/16, disableBGPExport: true}\n";
+    let rs = decode_documents(text).unwrap();
+    let json: Vec<Value> = rs.iter().map(AnyResource::to_json).collect();
+    assert_eq!(json[0]["spec"]["localASNumber"], 65001);
+    assert_eq!(json[0]["spec"]["numAllowedLocalASNumbers"], 2);
+    assert_eq!(json[0]["spec"]["peerIP"], "10.0.0.1");
+    assert_eq!(
+        json[1]["spec"]["wireguard"]["interfaceIPv4Address"],
+        "10.0.0.7"
+    );
+    assert_eq!(
+        json[1]["spec"]["wireguard"]["interfaceIPv6Address"],
+        "fd00::7"
+    );
+    assert_eq!(json[1]["spec"]["ipv4VXLANTunnelAddr"], "10.0.0.9");
+    assert_eq!(json[1]["spec"]["bgp"]["routeReflectorClusterID"], "1.0.0.1");
+    assert_eq!(json[1]["spec"]["bgp"]["ipv4IPIPTunnelAddr"], "10.0.0.8");
+    assert_eq!(json[2]["spec"]["disableBGPExport"], true);
+}

@@ -115,9 +115,12 @@ fn cases() -> Vec<(String, &'static str, &'static str)> {
         (doc("FelixConfiguration", "{name: default}", "{routeTableRanges: [{min: 250, max: 260}]}"), "spec.routeTableRanges[0]", "reserved tables"),
         (doc("FelixConfiguration", "{name: default}", "{nodeSelector: has(x)}"), "spec.nodeSelector", "only selector-scoped"),
         (doc("FelixConfiguration", "{name: default}", "{defaultEndpointToHostAction: Allow}"), "spec.defaultEndpointToHostAction", "Drop, Return, Accept"),
+        (doc("FelixConfiguration", "{name: default}", "{bpfLogLevel: Verbose}"), "spec.bpfLogLevel", "Off, Info, Debug"),
+        (doc("FelixConfiguration", "{name: default}", "{bpfConntrackMode: auto}"), "spec.bpfConntrackMode", "Auto, Userspace, BPFProgram"),
         // KubeControllersConfiguration and ClusterInformation
         (doc("KubeControllersConfiguration", "{name: mine}", "{controllers: {}}"), "metadata.name", "must be \"default\""),
         (doc("KubeControllersConfiguration", "{name: default}", "{healthChecks: Maybe, controllers: {}}"), "spec.healthChecks", "Enabled or Disabled"),
+        (doc("KubeControllersConfiguration", "{name: default}", "{logSeverityScreen: Chatty, controllers: {}}"), "spec.logSeverityScreen", "None, Debug, Info"),
         (doc("ClusterInformation", "{name: other}", "{}"), "metadata.name", "must be \"default\""),
         // Tier
         (doc("Tier", "{name: a.b}", "{order: 1}"), "metadata.name", "no dots"),

@@ -352,7 +352,11 @@ pub struct BgpPeerSpec {
     pub peer_ip: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_number: Option<AsNumber>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "localASNumber",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub local_as_number: Option<AsNumber>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub peer_selector: String,
@@ -368,7 +372,11 @@ pub struct BgpPeerSpec {
     pub max_restart_time: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keepalive_time: Option<Duration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "numAllowedLocalASNumbers",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub num_allowed_local_as_numbers: Option<i32>,
     #[serde(
         default,

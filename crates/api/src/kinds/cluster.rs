@@ -180,6 +180,21 @@ impl KindRules for KubeControllersConfiguration {
         let s = &self.spec;
         let p = Path::root("spec");
         enabled_disabled(errs, p.field("healthChecks"), &s.health_checks);
+        const SEVERITIES: [&str; 7] = [
+            "None", "Debug", "Info", "Warning", "Error", "Fatal", "Panic",
+        ];
+        if !s.log_severity_screen.is_empty()
+            && !SEVERITIES.contains(&s.log_severity_screen.as_str())
+        {
+            errs.add(
+                p.field("logSeverityScreen"),
+                format!(
+                    "{:?} is not one of {}",
+                    s.log_severity_screen,
+                    SEVERITIES.join(", ")
+                ),
+            );
+        }
         if let Some(port) = s.prometheus_metrics_port
             && !(0..=65535).contains(&port)
         {
@@ -196,6 +211,13 @@ impl KindRules for KubeControllersConfiguration {
                     errs,
                     c.field("node").field("hostEndpoint").field("autoCreate"),
                     &h.auto_create,
+                );
+                enabled_disabled(
+                    errs,
+                    c.field("node")
+                        .field("hostEndpoint")
+                        .field("createDefaultHostEndpoint"),
+                    &h.create_default_host_endpoint,
                 );
                 for (i, t) in h.templates.iter().enumerate() {
                     let tp = c

@@ -1184,38 +1184,102 @@ pub fn default_failsafe_outbound() -> Vec<ProtoPort> {
     .collect()
 }
 
-/// Fields whose value must be one of a fixed set, with the values Calico accepts.
-const ENUM_FIELDS: &[(&str, &[&str])] = &[
-    ("iptablesBackend", &["Legacy", "NFT", "Auto"]),
-    ("nftablesMode", &["Disabled", "Enabled", "Auto"]),
-    ("chainInsertMode", &["Insert", "Append"]),
-    ("defaultEndpointToHostAction", &["Drop", "Return", "Accept"]),
-    ("iptablesFilterAllowAction", &["Accept", "Return"]),
-    ("iptablesMangleAllowAction", &["Accept", "Return"]),
-    ("iptablesFilterDenyAction", &["Drop", "Reject"]),
-    ("nftablesFilterAllowAction", &["Accept", "Return"]),
-    ("nftablesMangleAllowAction", &["Accept", "Return"]),
-    ("nftablesFilterDenyAction", &["Drop", "Reject"]),
+/// Fields whose value must be one of a fixed set: (field, values, whether case is ignored).
+/// Calico checks the older ones with case-insensitive patterns and the newer ones as CRD enums.
+const ENUM_FIELDS: &[(&str, &[&str], bool)] = &[
+    ("iptablesBackend", &["Legacy", "NFT", "Auto"], true),
+    ("nftablesMode", &["Disabled", "Enabled", "Auto"], false),
+    ("chainInsertMode", &["Insert", "Append"], true),
+    (
+        "defaultEndpointToHostAction",
+        &["Drop", "Return", "Accept"],
+        true,
+    ),
+    ("iptablesFilterAllowAction", &["Accept", "Return"], true),
+    ("iptablesMangleAllowAction", &["Accept", "Return"], true),
+    ("iptablesFilterDenyAction", &["Drop", "Reject"], true),
+    ("nftablesFilterAllowAction", &["Accept", "Return"], true),
+    ("nftablesMangleAllowAction", &["Accept", "Return"], true),
+    ("nftablesFilterDenyAction", &["Drop", "Reject"], true),
     (
         "logSeverityScreen",
         &["Trace", "Debug", "Info", "Warning", "Error", "Fatal"],
+        true,
     ),
     (
         "logSeverityFile",
         &["Trace", "Debug", "Info", "Warning", "Error", "Fatal"],
+        true,
     ),
     (
         "logSeveritySys",
         &["Trace", "Debug", "Info", "Warning", "Error", "Fatal"],
+        true,
     ),
-    ("routeSource", &["CalicoIPAM", "WorkloadIPs"]),
-    ("ipForwarding", &["Enabled", "Disabled"]),
-    ("serviceLoopPrevention", &["Drop", "Reject", "Disabled"]),
-    ("floatingIPs", &["Enabled", "Disabled"]),
-    ("workloadSourceSpoofing", &["Disabled", "Any"]),
+    ("routeSource", &["CalicoIPAM", "WorkloadIPs"], true),
+    ("ipForwarding", &["Enabled", "Disabled"], false),
+    (
+        "serviceLoopPrevention",
+        &["Drop", "Reject", "Disabled"],
+        false,
+    ),
+    ("floatingIPs", &["Enabled", "Disabled"], false),
+    ("workloadSourceSpoofing", &["Disabled", "Any"], false),
     (
         "natOutgoingExclusions",
         &["IPPoolsOnly", "IPPoolsAndHostIPs"],
+        false,
+    ),
+    ("bpfLogLevel", &["Off", "Info", "Debug"], true),
+    ("nftablesFlowTableOffload", &["All", "Disabled"], false),
+    ("awsSrcDstCheck", &["DoNothing", "Enable", "Disable"], false),
+    ("bpfAttachType", &["TC", "TCX", "Netkit"], false),
+    (
+        "bpfOverlayHostSourceIP",
+        &["TunnelAddress", "HostAddress"],
+        false,
+    ),
+    ("bpfJITHardening", &["Auto", "Strict"], false),
+    (
+        "bpfConntrackMode",
+        &["Auto", "Userspace", "BPFProgram"],
+        false,
+    ),
+    (
+        "bpfConnectTimeLoadBalancing",
+        &["TCP", "Enabled", "Disabled"],
+        false,
+    ),
+    (
+        "bpfHostNetworkedNATWithoutCTLB",
+        &["Enabled", "Disabled"],
+        false,
+    ),
+    ("istioAmbientMode", &["Enabled", "Disabled"], false),
+    (
+        "flowLogsPolicyEvaluationMode",
+        &["None", "Continuous"],
+        false,
+    ),
+    (
+        "localSubnetL2Reachability",
+        &["Disabled", "PodsAndLoadBalancers"],
+        false,
+    ),
+    (
+        "windowsManageFirewallRules",
+        &["Enabled", "Disabled"],
+        false,
+    ),
+    (
+        "prometheusMetricsClientAuth",
+        &[
+            "RequireAndVerifyClientCert",
+            "RequireAnyClientCert",
+            "VerifyClientCertIfGiven",
+            "NoClientCert",
+        ],
+        false,
     ),
 ];
 
@@ -1241,6 +1305,20 @@ impl FelixConfigurationSpec {
             "floatingIPs" => &self.floating_ips,
             "workloadSourceSpoofing" => &self.workload_source_spoofing,
             "natOutgoingExclusions" => &self.nat_outgoing_exclusions,
+            "bpfLogLevel" => &self.bpf_log_level,
+            "nftablesFlowTableOffload" => &self.nftables_flow_table_offload,
+            "awsSrcDstCheck" => &self.aws_src_dst_check,
+            "bpfAttachType" => &self.bpf_attach_type,
+            "bpfOverlayHostSourceIP" => &self.bpf_overlay_host_source_ip,
+            "bpfJITHardening" => &self.bpf_jit_hardening,
+            "bpfConntrackMode" => &self.bpf_conntrack_mode,
+            "bpfConnectTimeLoadBalancing" => &self.bpf_connect_time_load_balancing,
+            "bpfHostNetworkedNATWithoutCTLB" => &self.bpf_host_networked_nat_without_ctlb,
+            "istioAmbientMode" => &self.istio_ambient_mode,
+            "flowLogsPolicyEvaluationMode" => &self.flow_logs_policy_evaluation_mode,
+            "localSubnetL2Reachability" => &self.local_subnet_l2_reachability,
+            "windowsManageFirewallRules" => &self.windows_manage_firewall_rules,
+            "prometheusMetricsClientAuth" => &self.prometheus_metrics_client_auth,
             _ => &None,
         };
         v.as_deref().filter(|s| !s.is_empty())
@@ -1299,9 +1377,11 @@ impl KindRules for FelixConfiguration {
     fn check(&self, errs: &mut Errors) {
         let s = &self.spec;
         let p = Path::root("spec");
-        for (field, allowed) in ENUM_FIELDS {
+        for (field, allowed, any_case) in ENUM_FIELDS {
             if let Some(v) = s.enum_value(field)
-                && !allowed.contains(&v)
+                && !allowed
+                    .iter()
+                    .any(|a| *a == v || (*any_case && a.eq_ignore_ascii_case(v)))
             {
                 errs.add(
                     p.field(field),

@@ -43,9 +43,17 @@ pub struct OrchRef {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeWireguardSpec {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "interfaceIPv4Address",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub interface_ipv4_address: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "interfaceIPv6Address",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub interface_ipv6_address: String,
 }
 
