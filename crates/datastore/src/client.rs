@@ -66,7 +66,7 @@ fn now_rfc3339() -> String {
 }
 
 fn parse_revision(m: &ObjectMeta, kind: Kind) -> Result<i64> {
-    m.resource_version.parse().map_err(|_| DatastoreError::Forbidden {
+    m.resource_version.parse().ok().filter(|r: &i64| *r > 0).ok_or_else(|| DatastoreError::Forbidden {
         message: format!(
             "{kind} {:?}: metadata.resourceVersion {:?} is not a revision this datastore issued; get the resource again",
             m.name, m.resource_version
@@ -172,10 +172,12 @@ impl ResourceClient {
         {
             let (cm, m) = (current.metadata(), r.metadata_mut());
             if !m.uid.is_empty() && m.uid != cm.uid {
-                return Err(DatastoreError::Conflict {
-                    key: key.path(),
-                    expected: revision,
-                    actual: cm.resource_version.parse().ok(),
+                // A different object of the same name (deleted and recreated): not retryable.
+                return Err(DatastoreError::Forbidden {
+                    message: format!(
+                        "{kind} {:?}: metadata.uid {} belongs to an object that no longer exists (the current one is {}); remove uid and resourceVersion, or get the object again",
+                        m.name, m.uid, cm.uid
+                    ),
                 });
             }
             m.uid.clone_from(&cm.uid);
@@ -204,10 +206,16 @@ impl ResourceClient {
                 )
                 .await
             {
-                Err(DatastoreError::NotFound { .. }) => match self.create_any(r.clone()).await {
-                    Err(DatastoreError::AlreadyExists { .. }) if !pinned => continue,
-                    other => return other,
-                },
+                Err(DatastoreError::NotFound { .. }) => {
+                    // As calicoctl does: a revision from an object that is gone is dropped.
+                    let mut fresh = r.clone();
+                    fresh.metadata_mut().resource_version.clear();
+                    fresh.metadata_mut().uid.clear();
+                    match self.create_any(fresh).await {
+                        Err(DatastoreError::AlreadyExists { .. }) => continue,
+                        other => return other,
+                    }
+                }
                 Err(e) => return Err(e),
                 Ok(current) => {
                     let mut next = r.clone();
@@ -250,7 +258,8 @@ impl ResourceClient {
     }
 
     /// Rules that involve other objects: IP pools must not overlap; an IP pool's CIDR and
-    /// block size are immutable.
+    /// block size are immutable. The overlap check reads and then writes, so two overlapping
+    /// pools created at the same instant can both succeed (as in Calico).
     async fn check_cross_object(
         &self,
         r: &AnyResource,

@@ -68,8 +68,7 @@ impl DatastoreConfig {
 }
 
 fn bad_config(reason: &str) -> DatastoreError {
-    DatastoreError::Unavailable {
-        backend: "datastore configuration".into(),
+    DatastoreError::Config {
         reason: reason.into(),
     }
 }

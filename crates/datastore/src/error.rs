@@ -40,6 +40,14 @@ pub enum DatastoreError {
         reason: String,
     },
 
+    /// The datastore is configured wrongly; retrying will not help.
+    #[error("datastore configuration: {reason}")]
+    Config { reason: String },
+
+    /// A key that cannot be stored: an empty name, or a `/` inside a name or owner.
+    #[error("{key:?} is not a valid key: {reason}")]
+    InvalidKey { key: String, reason: String },
+
     #[error("{key} holds data that cannot be read: {reason}")]
     Corrupt { key: String, reason: String },
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity,
-    TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+    KvClient, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchClient, WatchOptions,
 };
 
 use crate::error::{DatastoreError, Result};
@@ -76,7 +76,8 @@ impl EtcdConfig {
 /// The etcd backend.
 #[derive(Clone)]
 pub struct EtcdDatastore {
-    client: Client,
+    kv: KvClient,
+    watch: WatchClient,
     endpoints: String,
     request_timeout: Duration,
 }
@@ -90,11 +91,15 @@ impl std::fmt::Debug for EtcdDatastore {
 }
 
 /// Page size for lists.
-const LIST_PAGE: i64 = 1000;
+const LIST_PAGE: i64 = 500;
+/// The largest response accepted. tonic's default (4 MiB) is less than a page of full IPAM
+/// blocks (~15 KB each); etcd's own limit on a value is 1.5 MiB.
+const MAX_RESPONSE_BYTES: usize = 512 * 1024 * 1024;
+/// How often a list restarts when etcd compacts the revision it was reading at.
+const LIST_ATTEMPTS: usize = 3;
 
 fn read_file(what: &str, path: &PathBuf) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| DatastoreError::Unavailable {
-        backend: "etcd".into(),
+    std::fs::read(path).map_err(|e| DatastoreError::Config {
         reason: format!("cannot read the {what} {}: {e}", path.display()),
     })
 }
@@ -147,7 +152,12 @@ impl EtcdDatastore {
             .await
             .map_err(|e| map_err(&endpoints, "connect", "", e))?;
         Ok(EtcdDatastore {
-            client,
+            kv: client
+                .kv_client()
+                .max_decoding_message_size(MAX_RESPONSE_BYTES),
+            watch: client
+                .watch_client()
+                .max_decoding_message_size(MAX_RESPONSE_BYTES),
             endpoints,
             request_timeout: cfg.request_timeout,
         })
@@ -156,7 +166,7 @@ impl EtcdDatastore {
     /// Compacts etcd's history up to `revision` (operators and tests; Calico's
     /// kube-controllers does this periodically).
     pub async fn compact(&self, revision: i64) -> Result<()> {
-        let mut c = self.client.clone();
+        let mut c = self.kv.clone();
         self.timed("compact", "", c.compact(revision, None)).await?;
         Ok(())
     }
@@ -195,12 +205,18 @@ fn map_err(endpoints: &str, op: &'static str, key: &str, e: etcd_client::Error) 
     match e {
         E::TransportError(t) => unavailable(format!("transport error: {t}")),
         E::IoError(io) => unavailable(format!("I/O error: {io}")),
+        E::WatchError(w) => unavailable(format!("watch channel failed: {w}")),
         E::GRpcStatus(s) => match s.code() {
+            // Overload and compaction races are worth retrying; so is a lost connection.
             tonic::Code::Unavailable
             | tonic::Code::DeadlineExceeded
             | tonic::Code::Cancelled
             | tonic::Code::Aborted
+            | tonic::Code::ResourceExhausted
             | tonic::Code::Unknown => unavailable(format!("{op}: {}", s.message())),
+            tonic::Code::OutOfRange if s.message().contains("compacted") => {
+                unavailable(format!("{op}: {}", s.message()))
+            }
             _ => DatastoreError::Rejected {
                 backend,
                 operation: op,
@@ -229,37 +245,12 @@ fn range_end(prefix: &str) -> Vec<u8> {
     vec![0]
 }
 
-fn get_response(resp: &etcd_client::TxnResponse) -> Option<etcd_client::KeyValue> {
-    resp.op_responses().into_iter().find_map(|r| match r {
-        TxnOpResponse::Get(g) => g.kvs().first().cloned(),
-        _ => None,
-    })
-}
-
-fn header_revision(resp: &etcd_client::TxnResponse) -> i64 {
-    resp.header().map_or(0, |h| h.revision())
-}
-
-#[async_trait::async_trait]
-impl Datastore for EtcdDatastore {
-    fn backend_name(&self) -> &'static str {
-        "etcdv3"
-    }
-
-    async fn get(&self, key: &Key) -> Result<KvPair> {
-        let path = key.path();
-        let mut c = self.client.clone();
-        let resp = self.timed("get", &path, c.get(path.clone(), None)).await?;
-        resp.kvs()
-            .first()
-            .map(|kv| self.pair(key, kv))
-            .ok_or(DatastoreError::NotFound { key: path })
-    }
-
-    async fn list(&self, prefix: &KeyPrefix) -> Result<KvList> {
+impl EtcdDatastore {
+    /// One consistent list: the first page fixes the revision, later pages read at it.
+    async fn list_once(&self, prefix: &KeyPrefix) -> Result<KvList> {
         let p = prefix.path();
         let end = range_end(&p);
-        let mut c = self.client.clone();
+        let mut c = self.kv.clone();
         let mut items = Vec::new();
         let mut start = p.as_bytes().to_vec();
         let mut revision = 0;
@@ -294,13 +285,55 @@ impl Datastore for EtcdDatastore {
         }
         Ok(KvList { items, revision })
     }
+}
+
+fn get_response(resp: &etcd_client::TxnResponse) -> Option<etcd_client::KeyValue> {
+    resp.op_responses().into_iter().find_map(|r| match r {
+        TxnOpResponse::Get(g) => g.kvs().first().cloned(),
+        _ => None,
+    })
+}
+
+fn header_revision(resp: &etcd_client::TxnResponse) -> i64 {
+    resp.header().map_or(0, |h| h.revision())
+}
+
+#[async_trait::async_trait]
+impl Datastore for EtcdDatastore {
+    fn backend_name(&self) -> &'static str {
+        "etcdv3"
+    }
+
+    async fn get(&self, key: &Key) -> Result<KvPair> {
+        let path = key.path();
+        let mut c = self.kv.clone();
+        let resp = self.timed("get", &path, c.get(path.clone(), None)).await?;
+        resp.kvs()
+            .first()
+            .map(|kv| self.pair(key, kv))
+            .ok_or(DatastoreError::NotFound { key: path })
+    }
+
+    async fn list(&self, prefix: &KeyPrefix) -> Result<KvList> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.list_once(prefix).await {
+                // A later page's revision was compacted under us: read a fresh snapshot.
+                Err(DatastoreError::Unavailable { reason, .. })
+                    if attempt < LIST_ATTEMPTS && reason.contains("compacted") => {}
+                other => return other,
+            }
+        }
+    }
 
     async fn create(&self, key: &Key, value: Vec<u8>) -> Result<KvPair> {
+        key.check()?;
         let path = key.path();
         let txn = Txn::new()
             .when([Compare::version(path.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(path.clone(), value.clone(), None)]);
-        let mut c = self.client.clone();
+        let mut c = self.kv.clone();
         let resp = self.timed("create", &path, c.txn(txn)).await?;
         if !resp.succeeded() {
             return Err(DatastoreError::AlreadyExists { key: path });
@@ -313,16 +346,17 @@ impl Datastore for EtcdDatastore {
     }
 
     async fn update(&self, key: &Key, value: Vec<u8>, revision: i64) -> Result<KvPair> {
+        key.check()?;
         let path = key.path();
+        // `mod_revision == 0` would also match a key that does not exist; require it to exist.
         let txn = Txn::new()
-            .when([Compare::mod_revision(
-                path.clone(),
-                CompareOp::Equal,
-                revision,
-            )])
+            .when([
+                Compare::version(path.clone(), CompareOp::Greater, 0),
+                Compare::mod_revision(path.clone(), CompareOp::Equal, revision),
+            ])
             .and_then([TxnOp::put(path.clone(), value.clone(), None)])
             .or_else([TxnOp::get(path.clone(), None)]);
-        let mut c = self.client.clone();
+        let mut c = self.kv.clone();
         let resp = self.timed("update", &path, c.txn(txn)).await?;
         if !resp.succeeded() {
             return Err(match get_response(&resp) {
@@ -342,8 +376,9 @@ impl Datastore for EtcdDatastore {
     }
 
     async fn apply(&self, key: &Key, value: Vec<u8>) -> Result<KvPair> {
+        key.check()?;
         let path = key.path();
-        let mut c = self.client.clone();
+        let mut c = self.kv.clone();
         let resp = self
             .timed("apply", &path, c.put(path.clone(), value.clone(), None))
             .await?;
@@ -355,16 +390,20 @@ impl Datastore for EtcdDatastore {
     }
 
     async fn delete(&self, key: &Key, revision: Option<i64>) -> Result<KvPair> {
+        key.check()?;
         let path = key.path();
         let del = TxnOp::delete(path.clone(), Some(DeleteOptions::new().with_prev_key()));
         let txn = match revision {
             Some(r) => Txn::new()
-                .when([Compare::mod_revision(path.clone(), CompareOp::Equal, r)])
+                .when([
+                    Compare::version(path.clone(), CompareOp::Greater, 0),
+                    Compare::mod_revision(path.clone(), CompareOp::Equal, r),
+                ])
                 .and_then([del])
                 .or_else([TxnOp::get(path.clone(), None)]),
             None => Txn::new().and_then([del]),
         };
-        let mut c = self.client.clone();
+        let mut c = self.kv.clone();
         let resp = self.timed("delete", &path, c.txn(txn)).await?;
         if !resp.succeeded() {
             return Err(match get_response(&resp) {
@@ -398,7 +437,7 @@ impl Datastore for EtcdDatastore {
         if from_revision > 0 {
             opts = opts.with_start_revision(from_revision);
         }
-        let mut c = self.client.clone();
+        let mut c = self.watch.clone();
         let stream = self
             .timed("watch", &p, c.watch(p.clone(), Some(opts)))
             .await?;
@@ -450,6 +489,13 @@ async fn next_watch_event(mut st: WatchState) -> Option<(Result<WatchEvent>, Wat
                     continue;
                 }
                 let header_rev = resp.header().map_or(0, |h| h.revision());
+                // In a catch-up batch the header holds the store's current revision while later
+                // events are still to come; progress may only claim what was actually seen.
+                let last_event_rev = resp
+                    .events()
+                    .iter()
+                    .filter_map(|e| e.kv().map(etcd_client::KeyValue::mod_revision))
+                    .max();
                 let mut any = false;
                 for ev in resp.events() {
                     let Some(kv) = ev.kv() else { continue };
@@ -473,10 +519,11 @@ async fn next_watch_event(mut st: WatchState) -> Option<(Result<WatchEvent>, Wat
                         },
                     }));
                 }
-                if !any && !resp.created() && header_rev > 0 {
-                    st.pending.push_back(Ok(WatchEvent::Progress {
-                        revision: header_rev,
-                    }));
+                if !any && !resp.created() {
+                    let revision = last_event_rev.unwrap_or(header_rev);
+                    if revision > 0 {
+                        st.pending.push_back(Ok(WatchEvent::Progress { revision }));
+                    }
                 }
             }
             Ok(None) => {

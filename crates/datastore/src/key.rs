@@ -118,6 +118,43 @@ impl Key {
         }
     }
 
+    /// Rejects keys whose parts would not survive the path round trip (a `/` or nothing where a
+    /// name, namespace, owner or handle goes). Backends call it before every write.
+    pub fn check(&self) -> Result<(), crate::DatastoreError> {
+        let parts: Vec<(&str, &str)> = match self {
+            Key::Resource {
+                kind,
+                namespace,
+                name,
+            } => {
+                let mut v = vec![("name", name.as_str())];
+                match (kind.info().namespaced, namespace) {
+                    (true, Some(ns)) => v.push(("namespace", ns.as_str())),
+                    (true, None) => {
+                        return Err(crate::DatastoreError::InvalidKey {
+                            key: self.path(),
+                            reason: format!("{kind} is namespaced: give a namespace"),
+                        });
+                    }
+                    _ => {}
+                }
+                v
+            }
+            Key::Affinity { owner, .. } => vec![("owner", owner.as_str())],
+            Key::Handle { id } => vec![("handle", id.as_str())],
+            Key::Block { .. } | Key::IpamConfig => vec![],
+        };
+        for (what, v) in parts {
+            if v.is_empty() || v.contains('/') {
+                return Err(crate::DatastoreError::InvalidKey {
+                    key: self.path(),
+                    reason: format!("the {what} must be non-empty and contain no '/'"),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The resource kind, for resource keys.
     pub fn kind(&self) -> Option<Kind> {
         match self {

@@ -32,6 +32,8 @@ struct Change {
 #[derive(Debug)]
 struct Watcher {
     prefix: KeyPrefix,
+    /// Changes below this revision are not sent (a watch from a future revision).
+    from_revision: i64,
     tx: mpsc::UnboundedSender<Result<WatchEvent>>,
 }
 
@@ -139,8 +141,11 @@ impl MemoryDatastore {
                 revision,
             },
         };
-        s.watchers
-            .retain(|w| !w.prefix.matches(&key) || w.tx.send(Ok(event.clone())).is_ok());
+        s.watchers.retain(|w| {
+            !w.prefix.matches(&key)
+                || revision < w.from_revision
+                || w.tx.send(Ok(event.clone())).is_ok()
+        });
         s.history.push_back(Change {
             revision,
             key,
@@ -220,6 +225,7 @@ impl Datastore for MemoryDatastore {
     }
 
     async fn create(&self, key: &Key, value: Vec<u8>) -> Result<KvPair> {
+        key.check()?;
         let mut s = self.lock();
         Self::check_available(&s)?;
         if s.data.contains_key(&key.path()) {
@@ -229,6 +235,7 @@ impl Datastore for MemoryDatastore {
     }
 
     async fn update(&self, key: &Key, value: Vec<u8>, revision: i64) -> Result<KvPair> {
+        key.check()?;
         let mut s = self.lock();
         Self::check_available(&s)?;
         match s.data.get(&key.path()) {
@@ -246,12 +253,14 @@ impl Datastore for MemoryDatastore {
     }
 
     async fn apply(&self, key: &Key, value: Vec<u8>) -> Result<KvPair> {
+        key.check()?;
         let mut s = self.lock();
         Self::check_available(&s)?;
         Ok(Self::put(&mut s, key, value))
     }
 
     async fn delete(&self, key: &Key, revision: Option<i64>) -> Result<KvPair> {
+        key.check()?;
         let mut s = self.lock();
         Self::check_available(&s)?;
         let path = key.path();
@@ -306,6 +315,7 @@ impl Datastore for MemoryDatastore {
         }
         s.watchers.push(Watcher {
             prefix: prefix.clone(),
+            from_revision,
             tx,
         });
         Ok(Box::pin(UnboundedReceiverStream::new(rx)))

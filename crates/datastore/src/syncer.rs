@@ -88,6 +88,10 @@ pub struct SyncCache {
     entries: HashMap<Key, Entry>,
     /// The highest revision applied (from a list or an event).
     applied: i64,
+    /// The revision of the last list. Watch events at or below it are already reflected in
+    /// that list (a periodic resync lists while the watch keeps running, so such events can
+    /// still be in flight) and are dropped.
+    listed_at: i64,
 }
 
 impl SyncCache {
@@ -152,11 +156,15 @@ impl SyncCache {
         } else {
             self.applied.max(list.revision)
         };
+        self.listed_at = list.revision;
         out
     }
 
     /// Applies one watch event; `None` when it changes nothing the consumer has not seen.
     pub fn apply_event(&mut self, ev: &WatchEvent) -> Option<SyncUpdate> {
+        if ev.revision() <= self.listed_at {
+            return None;
+        }
         self.applied = self.applied.max(ev.revision());
         match ev {
             WatchEvent::Put(kv) => {
@@ -268,16 +276,13 @@ impl Syncer {
                 if !st.need_list {
                     continue;
                 }
-                match self.list_and_watch(i, st, &mut watches).await {
-                    Ok(updates) => {
-                        if !send_batched(&tx, updates, self.cfg.max_batch).await {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(prefix = %st.prefix, error = %e, "datastore list or watch failed; will retry");
-                        failed = true;
-                    }
+                let (updates, error) = self.list_and_watch(i, st, &mut watches).await;
+                if !send_batched(&tx, updates, self.cfg.max_batch).await {
+                    return;
+                }
+                if let Some(e) = error {
+                    tracing::warn!(prefix = %st.prefix, error = %e, "datastore list or watch failed; will retry");
+                    failed = true;
                 }
             }
             let listed = states.iter().filter(|s| s.listed).count();
@@ -332,30 +337,37 @@ impl Syncer {
         }
     }
 
+    /// Lists a prefix and (re)starts its watch. The list's updates are returned even when
+    /// the watch cannot be started: the cache already counts them as delivered.
     async fn list_and_watch(
         &self,
         i: usize,
         st: &mut PrefixState,
         watches: &mut SelectAll<futures::stream::BoxStream<'static, Tagged>>,
-    ) -> crate::Result<Vec<SyncUpdate>> {
-        let list = self.ds.list(&st.prefix).await?;
+    ) -> (Vec<SyncUpdate>, Option<DatastoreError>) {
+        let list = match self.ds.list(&st.prefix).await {
+            Ok(l) => l,
+            Err(e) => return (Vec::new(), Some(e)),
+        };
         let updates = st.cache.apply_list(&list);
         st.listed = true;
         st.need_list = false;
-        if !st.watching {
-            let stream: WatchStream = match self.ds.watch(&st.prefix, list.revision + 1).await {
-                Ok(s) => s,
-                Err(e) => {
-                    st.need_list = true;
-                    return Err(e);
-                }
-            };
-            st.generation += 1;
-            st.watching = true;
-            let generation = st.generation;
-            watches.push(stream.map(move |ev| (i, generation, ev)).boxed());
+        if st.watching {
+            return (updates, None);
         }
-        Ok(updates)
+        match self.ds.watch(&st.prefix, list.revision + 1).await {
+            Ok(stream) => {
+                st.generation += 1;
+                st.watching = true;
+                let generation = st.generation;
+                watches.push(stream.map(move |ev| (i, generation, ev)).boxed());
+                (updates, None)
+            }
+            Err(e) => {
+                st.need_list = true;
+                (updates, Some(e))
+            }
+        }
     }
 
     fn handle(
@@ -483,6 +495,37 @@ mod tests {
         );
         assert!(c.is_empty());
         assert_eq!(c.revision(), 8);
+    }
+
+    #[test]
+    fn events_already_covered_by_a_resync_list_are_dropped() {
+        // k at 5 in the cache; k updated at 10 and deleted at 11 while both events are still
+        // in flight; a periodic list at 11 already reflects both.
+        let mut c = SyncCache::new();
+        c.apply_list(&KvList {
+            items: vec![kv("k", "1", 5)],
+            revision: 5,
+        });
+        let ups = c.apply_list(&KvList {
+            items: vec![],
+            revision: 11,
+        });
+        assert_eq!(
+            ups,
+            vec![SyncUpdate::Delete {
+                key: key("k"),
+                revision: 11
+            }]
+        );
+        assert_eq!(c.apply_event(&WatchEvent::Put(kv("k", "2", 10))), None);
+        assert_eq!(
+            c.apply_event(&WatchEvent::Delete {
+                key: key("k"),
+                revision: 11
+            }),
+            None
+        );
+        assert!(c.apply_event(&WatchEvent::Put(kv("k", "3", 12))).is_some());
     }
 
     #[test]

@@ -101,7 +101,7 @@ async fn apply_writes_whatever_is_there(b: &Backend) {
     assert_eq!(ds.get(&pool("a")).await.unwrap().value, b"2");
 }
 
-async fn list_returns_exactly_the_prefix_at_one_revision(b: &Backend) {
+async fn list_returns_exactly_the_prefix(b: &Backend) {
     let ds = b.ds();
     ds.create(&pool("p1"), b"1".to_vec()).await.unwrap();
     ds.create(&pool("p2"), b"2".to_vec()).await.unwrap();
@@ -317,6 +317,119 @@ async fn concurrent_compare_and_swap_loses_no_update(b: &Backend) {
     );
 }
 
+async fn update_and_delete_of_a_missing_key_are_not_found_whatever_the_revision(b: &Backend) {
+    let ds = b.ds();
+    // etcd's mod_revision of a missing key is 0: a naive compare would "update" it into life.
+    for rev in [0, 1, 99] {
+        assert!(
+            matches!(
+                ds.update(&pool("ghost"), b"x".to_vec(), rev).await,
+                Err(DatastoreError::NotFound { .. })
+            ),
+            "update at {rev}"
+        );
+        assert!(
+            matches!(
+                ds.delete(&pool("ghost"), Some(rev)).await,
+                Err(DatastoreError::NotFound { .. })
+            ),
+            "delete at {rev}"
+        );
+    }
+    assert!(matches!(
+        ds.get(&pool("ghost")).await,
+        Err(DatastoreError::NotFound { .. })
+    ));
+}
+
+async fn keys_that_would_not_round_trip_are_refused(b: &Backend) {
+    let ds = b.ds();
+    for key in [
+        Key::Handle { id: "a/b".into() },
+        Key::Handle { id: String::new() },
+        Key::resource(Kind::IpPool, None, "x/y"),
+        Key::Resource {
+            kind: Kind::NetworkPolicy,
+            namespace: None,
+            name: "np".into(),
+        },
+    ] {
+        assert!(
+            matches!(
+                ds.create(&key, b"1".to_vec()).await,
+                Err(DatastoreError::InvalidKey { .. })
+            ),
+            "{key:?}"
+        );
+    }
+}
+
+async fn a_watch_from_a_future_revision_starts_there(b: &Backend) {
+    let ds = b.ds();
+    let now = ds.create(&pool("a"), b"1".to_vec()).await.unwrap().revision;
+    let mut w = ds
+        .watch(&KeyPrefix::kind(Kind::IpPool), now + 3)
+        .await
+        .unwrap();
+    let mut last = None;
+    for i in 0..4 {
+        last = Some(
+            ds.apply(&pool("a"), format!("{i}").into_bytes())
+                .await
+                .unwrap(),
+        );
+    }
+    // Revisions now+1 and now+2 are before the start; now+3 and now+4 are seen.
+    let first = next_event(&mut w).await;
+    assert_eq!(first.revision(), now + 3);
+    assert_eq!(next_event(&mut w).await, WatchEvent::Put(last.unwrap()));
+}
+
+async fn a_list_is_one_snapshot_while_writes_go_on(b: &Backend) {
+    let ds = b.ds();
+    let n = 1200;
+    for i in 0..n {
+        ds.create(
+            &Key::Handle {
+                id: format!("h{i:05}"),
+            },
+            b"x".to_vec(),
+        )
+        .await
+        .unwrap();
+    }
+    // Delete keys from the far end while the (paged) list runs.
+    let deleter = {
+        let ds = ds.clone();
+        tokio::spawn(async move {
+            let mut revs = Vec::new();
+            for i in (0..n).rev().take(300) {
+                revs.push(
+                    ds.delete(
+                        &Key::Handle {
+                            id: format!("h{i:05}"),
+                        },
+                        None,
+                    )
+                    .await
+                    .unwrap()
+                    .revision,
+                );
+            }
+            revs
+        })
+    };
+    let list = ds.list(&KeyPrefix::Handles).await.unwrap();
+    let delete_revs = deleter.await.unwrap();
+    let deleted_before = delete_revs.iter().filter(|r| **r <= list.revision).count();
+    assert_eq!(
+        list.items.len(),
+        n - deleted_before,
+        "the list is the state at its revision"
+    );
+    assert!(list.items.iter().all(|kv| kv.revision <= list.revision));
+}
+
 macro_rules! contract_tests {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -334,9 +447,13 @@ contract_tests!(
     update_is_a_compare_and_swap_on_the_revision,
     delete_honours_its_revision_precondition,
     apply_writes_whatever_is_there,
-    list_returns_exactly_the_prefix_at_one_revision,
+    list_returns_exactly_the_prefix,
     large_lists_are_complete,
     watch_replays_from_a_revision_then_follows_live_changes,
     watch_from_a_compacted_revision_reports_compacted,
     concurrent_compare_and_swap_loses_no_update,
+    update_and_delete_of_a_missing_key_are_not_found_whatever_the_revision,
+    keys_that_would_not_round_trip_are_refused,
+    a_watch_from_a_future_revision_starts_there,
+    a_list_is_one_snapshot_while_writes_go_on,
 );

@@ -190,6 +190,30 @@ async fn initialisation_creates_cluster_information_and_tiers_once(b: &Backend) 
     }
 }
 
+async fn apply_survives_stale_identity_and_refuses_a_foreign_uid(b: &Backend) {
+    let c = ResourceClient::new(b.ds());
+    let first = c.create(pool("p1", "10.0.0.0/16")).await.unwrap();
+    // An exported copy (with resourceVersion and uid) re-applied after the object is gone is
+    // simply created again, as calicoctl does.
+    c.delete::<IpPool>(None, "p1", None).await.unwrap();
+    let again = c.apply(first.clone()).await.unwrap();
+    assert_ne!(again.metadata.uid, first.metadata.uid);
+    // Updating with the old object's uid is refused, and not as a retryable conflict.
+    let mut stale = first.clone();
+    stale.metadata.resource_version = again.metadata.resource_version.clone();
+    let err = c.update(stale).await.unwrap_err();
+    assert!(matches!(err, DatastoreError::Forbidden { .. }), "{err}");
+    assert!(!err.is_transient());
+    assert!(err.to_string().contains("no longer exists"), "{err}");
+    // A revision of 0 is not one the datastore issued.
+    let mut zero = again.clone();
+    zero.metadata.resource_version = "0".into();
+    assert!(matches!(
+        c.update(zero).await,
+        Err(DatastoreError::Forbidden { .. })
+    ));
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -210,4 +234,5 @@ both_backends!(
     delete_returns_the_deleted_object,
     kubernetes_policies_are_stored_as_calico_policies,
     initialisation_creates_cluster_information_and_tiers_once,
+    apply_survives_stale_identity_and_refuses_a_foreign_uid,
 );
