@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::error::DatastoreError;
-use crate::{Datastore, Key, KeyPrefix, KvList, KvPair, WatchEvent, WatchStream};
+use crate::{Datastore, Key, KeyPrefix, KvList, KvPair, WatchEvent};
 
 /// How far along the syncer is, as Calico's syncers report it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
