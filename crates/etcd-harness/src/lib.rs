@@ -5,6 +5,8 @@
 //! A missing `etcd` binary is a loud failure naming the package to install, never a skip.
 //! Nothing here listens anywhere but 127.0.0.1.
 
+pub mod backend;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

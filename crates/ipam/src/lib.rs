@@ -1,7 +1,23 @@
 //! Calico IPAM: IP pools carved into blocks (/26 by default) with node affinity, borrowing,
-//! handles and leak collection, on top of the Datastore trait with compare-and-swap writes
-//! only.
+//! handles, reservations and release guarded by sequence numbers, over the Datastore trait
+//! with compare-and-swap writes only — no locks, so any number of allocators may run at once.
 //!
-//! Not implemented yet in this build: the allocator lands with the IPAM issue. The data
-//! layout it will use (block, affinity and handle keys) is already defined by
-//! `calico_api::names` and `calico_datastore::Key`.
+//! The data is Calico's (`/calico/ipam/v2/...`, the same JSON), so Calico and calico-rs can
+//! read each other's allocations.
+//!
+//! - [`block`]: the allocation block and its pure operations;
+//! - [`model`]: affinities, handles, configuration;
+//! - [`pools`]: which pools a request may use and the order blocks are tried in;
+//! - [`allocator`]: AutoAssign, AssignIP, release, affinities and usage over a datastore.
+
+pub mod allocator;
+pub mod block;
+pub mod check;
+mod error;
+pub mod model;
+pub mod pools;
+
+pub use allocator::{Assignment, AutoAssignArgs, Ipam, ReleaseOutcome};
+pub use block::ReleaseRequest;
+pub use error::{IpamError, Result};
+pub use pools::IpUse;

@@ -1,0 +1,1513 @@
+//! The allocator: Calico's AutoAssign, AssignIP, ReleaseIPs and ReleaseByHandle over any
+//! [`Datastore`], with the same data and the same order of decisions, so that it can share a
+//! cluster with Calico's own IPAM.
+//!
+//! Correctness comes from the data alone: every change to a block, an affinity or a handle is
+//! a compare-and-swap on that key's revision, retried on conflict (up to 100 times, as
+//! Calico). No lock is taken anywhere, so any number of allocators on any number of nodes
+//! may run at once. The block write is the point where an assignment takes effect; handles
+//! are counted before it (and taken back if it fails) so that a handle never undercounts.
+//!
+//! Claiming a block is two-phase, as in Calico: a `pending` affinity, then the block created
+//! with the node's affinity, then the affinity `confirmed`. A crash in between leaves state
+//! the next attempt (by anyone) completes or undoes.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use calico_api::names::{AffinityType, ip_version};
+use calico_api::resource::{IpPool, IpReservation, IpamConfiguration, Node};
+use calico_datastore::{Datastore, DatastoreError, Key, KeyPrefix, KvPair, ResourceClient};
+use ipnet::IpNet;
+
+use crate::block::{AllocationBlock, BlockReleaseError, ReleaseRequest, affinity_string};
+use crate::model::{AffinityState, BlockAffinity, Handle, IpamConfig};
+use crate::pools::{IpUse, Pool, Reservations, select_pools};
+use crate::{IpamError, Result};
+
+/// Attempts per compare-and-swap loop, as Calico's `datastoreRetries`.
+pub const MAX_ATTEMPTS: usize = 100;
+
+/// An empty block owned by another host may be taken over once its claim is this old.
+pub const EMPTY_BLOCK_MIN_RECLAIM_AGE: Duration = Duration::from_secs(60);
+
+/// The largest number of addresses of one family a single request may ask for.
+pub const MAX_ADDRESSES_PER_REQUEST: usize = 256;
+
+/// Time, injected so tests can move it.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now(&self) -> SystemTime;
+}
+
+/// The real clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// Counters a service exports as metrics.
+#[derive(Debug, Default)]
+pub struct IpamStats {
+    /// Compare-and-swap writes that lost to a concurrent writer (and were retried).
+    pub cas_conflicts: AtomicU64,
+    pub blocks_claimed: AtomicU64,
+    pub addresses_assigned: AtomicU64,
+    pub addresses_released: AtomicU64,
+}
+
+/// One AutoAssign request.
+#[derive(Debug, Clone)]
+pub struct AutoAssignArgs {
+    pub num_v4: usize,
+    pub num_v6: usize,
+    /// `<network>.<containerID>` for pods; none only for callers that track addresses
+    /// themselves.
+    pub handle: Option<String>,
+    /// Owner attributes: node, namespace, pod, timestamp...
+    pub attrs: BTreeMap<String, String>,
+    /// Pools by name or CIDR; empty means every pool that selects the node.
+    pub ipv4_pools: Vec<String>,
+    pub ipv6_pools: Vec<String>,
+    /// The node (or virtual owner, for LoadBalancer addresses) the addresses are for.
+    pub host: String,
+    /// 0 = the configured limit.
+    pub max_blocks_per_host: u32,
+    pub use_: IpUse,
+    /// Labels of the pod's namespace, for pools with a namespaceSelector.
+    pub namespace_labels: Option<BTreeMap<String, String>>,
+}
+
+impl AutoAssignArgs {
+    pub fn new(host: &str, handle: &str, num_v4: usize, num_v6: usize) -> AutoAssignArgs {
+        AutoAssignArgs {
+            num_v4,
+            num_v6,
+            handle: Some(handle.to_string()),
+            attrs: BTreeMap::new(),
+            ipv4_pools: Vec::new(),
+            ipv6_pools: Vec::new(),
+            host: host.to_string(),
+            max_blocks_per_host: 0,
+            use_: IpUse::Workload,
+            namespace_labels: None,
+        }
+    }
+}
+
+/// What one family of an AutoAssign got.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Assignment {
+    /// Each address with its block's prefix length (`10.0.3.7/26`), as Calico returns them.
+    pub ips: Vec<IpNet>,
+    pub requested: usize,
+    /// Why fewer were assigned than requested.
+    pub messages: Vec<String>,
+}
+
+impl Assignment {
+    pub fn is_complete(&self) -> bool {
+        self.ips.len() >= self.requested
+    }
+
+    /// Calico's wording for a short result.
+    pub fn shortfall(&self, version: u8) -> Option<String> {
+        (!self.is_complete()).then(|| {
+            let mut s = format!(
+                "assigned {} out of {} requested IPv{version} addresses",
+                self.ips.len(),
+                self.requested
+            );
+            for m in &self.messages {
+                s.push_str("; ");
+                s.push_str(m);
+            }
+            s
+        })
+    }
+}
+
+/// What a ReleaseIPs did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReleaseOutcome {
+    pub released: Vec<IpAddr>,
+    /// Addresses that were not allocated (nothing to do).
+    pub unallocated: Vec<IpAddr>,
+}
+
+/// Per-pool and per-block capacity and use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub pools: Vec<PoolUsage>,
+    pub blocks: Vec<BlockUsage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolUsage {
+    pub name: String,
+    pub cidr: IpNet,
+    pub capacity: u128,
+    pub in_use: u128,
+    pub reserved: u128,
+    pub available: u128,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockUsage {
+    pub cidr: IpNet,
+    pub pool: String,
+    pub affinity: Option<String>,
+    pub capacity: u128,
+    pub in_use: u128,
+    pub reserved: u128,
+    pub available: u128,
+}
+
+/// Calico IPAM over a datastore.
+#[derive(Debug, Clone)]
+pub struct Ipam {
+    ds: Arc<dyn Datastore>,
+    resources: ResourceClient,
+    clock: Arc<dyn Clock>,
+    stats: Arc<IpamStats>,
+}
+
+fn corrupt(kv: &KvPair, e: impl std::fmt::Display) -> IpamError {
+    IpamError::Corrupt {
+        key: kv.key.path(),
+        reason: e.to_string(),
+    }
+}
+
+fn decode_block(kv: &KvPair) -> Result<AllocationBlock> {
+    serde_json::from_slice(&kv.value).map_err(|e| corrupt(kv, e))
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn family_name(v: u8) -> &'static str {
+    if v == 4 { "IPv4" } else { "IPv6" }
+}
+
+/// Checks what a caller sends before anything is read or written.
+pub fn check_handle(handle: &str) -> Result<()> {
+    let bad = |reason: &str| IpamError::InvalidRequest {
+        field: "handle_id",
+        reason: format!("{handle:?} {reason}"),
+    };
+    if handle.is_empty() {
+        return Err(IpamError::InvalidRequest {
+            field: "handle_id",
+            reason: "is empty; use <network>.<containerID>, e.g. k8s-pod-network.abc123".into(),
+        });
+    }
+    if handle.len() > 512 {
+        return Err(bad("is longer than 512 characters"));
+    }
+    if handle.contains('/') || handle.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("may not contain '/', spaces or control characters"));
+    }
+    Ok(())
+}
+
+impl Ipam {
+    pub fn new(ds: Arc<dyn Datastore>) -> Ipam {
+        Ipam::with_clock(ds, Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(ds: Arc<dyn Datastore>, clock: Arc<dyn Clock>) -> Ipam {
+        Ipam {
+            resources: ResourceClient::new(ds.clone()),
+            ds,
+            clock,
+            stats: Arc::new(IpamStats::default()),
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<IpamStats> {
+        &self.stats
+    }
+
+    pub fn datastore(&self) -> &Arc<dyn Datastore> {
+        &self.ds
+    }
+
+    fn now_rfc3339(&self) -> String {
+        chrono::DateTime::<chrono::Utc>::from(self.clock.now())
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    }
+
+    /// A new block's first sequence number: the time in nanoseconds, as Calico, so that a
+    /// recreated block never reuses the numbers of the one before.
+    fn initial_sequence_number(&self) -> u64 {
+        self.clock
+            .now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .unwrap_or(1)
+    }
+
+    fn conflict(&self) {
+        self.stats.cas_conflicts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    // ---- configuration and inputs ----
+
+    /// The IPAM configuration: `/calico/ipam/v2/config` (what Calico's IPAM reads), else the
+    /// v3 IPAMConfiguration `default`, else Calico's defaults.
+    pub async fn config(&self) -> Result<IpamConfig> {
+        let cfg = match self.ds.get(&Key::IpamConfig).await {
+            Ok(kv) => {
+                serde_json::from_slice::<IpamConfig>(&kv.value).map_err(|e| corrupt(&kv, e))?
+            }
+            Err(DatastoreError::NotFound { .. }) => {
+                match self
+                    .resources
+                    .get::<IpamConfiguration>(None, "default")
+                    .await
+                {
+                    Ok(r) => IpamConfig::from_spec(&r.spec),
+                    Err(DatastoreError::NotFound { .. }) => IpamConfig::default(),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        cfg.check()
+            .map_err(|reason| IpamError::InvalidConfig { reason })?;
+        Ok(cfg)
+    }
+
+    /// Stores the IPAM configuration where Calico's IPAM reads it.
+    pub async fn set_config(&self, cfg: &IpamConfig) -> Result<()> {
+        cfg.check()
+            .map_err(|reason| IpamError::InvalidConfig { reason })?;
+        self.ds.apply(&Key::IpamConfig, encode(cfg)).await?;
+        Ok(())
+    }
+
+    async fn pools(&self) -> Result<Vec<Pool>> {
+        let list = self.resources.list::<IpPool>(None).await?;
+        Ok(list
+            .items
+            .iter()
+            .filter_map(|p| {
+                let mut p = p.clone();
+                calico_api::Resource::apply_defaults(&mut p);
+                Pool::from_resource(&p)
+            })
+            .collect())
+    }
+
+    async fn reservations(&self) -> Result<Reservations> {
+        let list = self.resources.list::<IpReservation>(None).await?;
+        Ok(Reservations::new(
+            list.items
+                .iter()
+                .flat_map(|r| r.spec.reserved_cidrs.iter())
+                .filter_map(|c| calico_api::validation::parse_cidr_or_ip(c).ok())
+                .collect(),
+        ))
+    }
+
+    async fn node_labels(&self, host: &str) -> Result<BTreeMap<String, String>> {
+        match self.resources.get::<Node>(None, host).await {
+            Ok(n) => Ok(n.metadata.labels),
+            Err(DatastoreError::NotFound { .. }) => Ok(BTreeMap::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    // ---- AutoAssign ----
+
+    /// Assigns addresses for one owner, IPv4 then IPv6. A short result is not an error:
+    /// check [`Assignment::is_complete`] (the caller decides whether a partial result is
+    /// acceptable, as with Calico's `PartialFulfillmentError`).
+    pub async fn auto_assign(&self, args: &AutoAssignArgs) -> Result<(Assignment, Assignment)> {
+        if args.num_v4 == 0 && args.num_v6 == 0 {
+            return Err(IpamError::InvalidRequest {
+                field: "num_ipv4/num_ipv6",
+                reason: "ask for at least one address".into(),
+            });
+        }
+        for (field, n) in [("num_ipv4", args.num_v4), ("num_ipv6", args.num_v6)] {
+            if n > MAX_ADDRESSES_PER_REQUEST {
+                return Err(IpamError::InvalidRequest {
+                    field,
+                    reason: format!(
+                        "{n} addresses in one request; the limit is {MAX_ADDRESSES_PER_REQUEST}"
+                    ),
+                });
+            }
+        }
+        if let Some(h) = &args.handle {
+            check_handle(h)?;
+        }
+        if args.host.is_empty() {
+            return Err(IpamError::InvalidRequest {
+                field: "hostname",
+                reason: "is empty; name the node the addresses are for".into(),
+            });
+        }
+        let config = self.config().await?;
+        let reservations = self.reservations().await?;
+        let pools = self.pools().await?;
+        let node_labels = if args.use_ == IpUse::LoadBalancer {
+            BTreeMap::new()
+        } else {
+            self.node_labels(&args.host).await?
+        };
+        // Choose pools for both families before writing anything, so a request that cannot
+        // be served fails without leaving a half-made allocation behind.
+        let mut plan = Vec::with_capacity(2);
+        for (version, num, requested) in [
+            (4u8, args.num_v4, &args.ipv4_pools),
+            (6u8, args.num_v6, &args.ipv6_pools),
+        ] {
+            if num == 0 {
+                plan.push((version, num, Vec::new()));
+                continue;
+            }
+            let chosen = select_pools(
+                &pools,
+                version,
+                requested,
+                &args.host,
+                &node_labels,
+                args.namespace_labels.as_ref(),
+                args.use_,
+            )?;
+            plan.push((version, num, chosen));
+        }
+        let mut out: Vec<Assignment> = Vec::with_capacity(2);
+        for (version, num, chosen) in plan {
+            if num == 0 {
+                out.push(Assignment::default());
+                continue;
+            }
+            match self
+                .assign_family(args, version, num, &chosen, &config, &reservations)
+                .await
+            {
+                Ok(a) => out.push(a),
+                Err(e) => {
+                    // Give back what this call already took, so the caller's error leaves no
+                    // allocation it does not know about.
+                    self.undo(
+                        out.iter().flat_map(|a| a.ips.iter()),
+                        args.handle.as_deref(),
+                    )
+                    .await;
+                    return Err(e);
+                }
+            }
+        }
+        let v6 = out.pop().unwrap_or_default();
+        let v4 = out.pop().unwrap_or_default();
+        Ok((v4, v6))
+    }
+
+    /// Best-effort release of addresses a failed request assigned (guarded by the handle, so
+    /// nothing anyone else holds is touched).
+    async fn undo<'a>(&self, ips: impl Iterator<Item = &'a IpNet>, handle: Option<&str>) {
+        let requests: Vec<ReleaseRequest> = ips
+            .map(|n| ReleaseRequest {
+                ip: n.addr(),
+                handle: handle.map(str::to_string),
+                sequence_number: None,
+            })
+            .collect();
+        if requests.is_empty() {
+            return;
+        }
+        if let Err(e) = self.release_ips(&requests).await {
+            tracing::warn!(error = %e, "could not give back addresses of a failed request; leak collection will");
+        }
+    }
+
+    fn affinity_type(use_: IpUse) -> AffinityType {
+        if use_ == IpUse::LoadBalancer {
+            AffinityType::Virtual
+        } else {
+            AffinityType::Host
+        }
+    }
+
+    async fn assign_family(
+        &self,
+        args: &AutoAssignArgs,
+        version: u8,
+        num: usize,
+        pools: &[Pool],
+        config: &IpamConfig,
+        reservations: &Reservations,
+    ) -> Result<Assignment> {
+        let kind = Self::affinity_type(args.use_);
+        let host = args.host.as_str();
+        let mut result = Assignment {
+            requested: num,
+            ..Default::default()
+        };
+        let reserved = |ip: IpAddr| reservations.contains(ip);
+        // The host's blocks in the chosen pools.
+        let affinities = self
+            .ds
+            .list(&KeyPrefix::Affinities {
+                affinity_type: kind,
+                owner: Some(host.to_string()),
+                ip_version: Some(version),
+            })
+            .await?;
+        let mut owned = 0u32;
+        let mut affine: Vec<IpNet> = Vec::new();
+        for kv in &affinities.items {
+            let Key::Affinity { cidr, .. } = &kv.key else {
+                continue;
+            };
+            owned += 1;
+            let state = BlockAffinity::from_bytes(&kv.value).map_err(|e| corrupt(kv, e))?;
+            if state.state != AffinityState::PendingDeletion
+                && pools.iter().any(|p| p.net.contains(cidr))
+            {
+                affine.push(*cidr);
+            }
+        }
+        let cap = config.block_cap(args.max_blocks_per_host);
+        let mut remaining_affine = affine.into_iter();
+        'fill: while result.ips.len() < num {
+            // 1. A block of ours with room; 2. a new block.
+            let mut chosen: Option<KvPair> = None;
+            for cidr in remaining_affine.by_ref() {
+                if reservations.covers(&cidr) {
+                    continue;
+                }
+                if let Some(kv) = self.block_for_affinity(kind, host, cidr).await? {
+                    let b = decode_block(&kv)?;
+                    if b.num_free(&reserved) > 0 {
+                        chosen = Some(kv);
+                        break;
+                    }
+                }
+            }
+            if chosen.is_none() {
+                if owned >= cap {
+                    return Err(IpamError::BlockLimit {
+                        node: host.to_string(),
+                        limit: cap,
+                    });
+                }
+                if !config.auto_allocate_blocks {
+                    result.messages.push(
+                        "automatic block allocation is disabled and the node's blocks are full"
+                            .into(),
+                    );
+                    break 'fill;
+                }
+                match self
+                    .claim_new_block(kind, host, pools, reservations, config)
+                    .await?
+                {
+                    Some(kv) => {
+                        owned += 1;
+                        chosen = Some(kv);
+                    }
+                    None => {
+                        if config.strict_affinity {
+                            result.messages.push(
+                                "no more free affine blocks and strict affinity is enabled".into(),
+                            );
+                        }
+                        break 'fill;
+                    }
+                }
+            }
+            let Some(kv) = chosen else { break };
+            let got = self
+                .assign_from_block(
+                    kv,
+                    num - result.ips.len(),
+                    args,
+                    kind,
+                    config.strict_affinity,
+                    &reserved,
+                )
+                .await?;
+            result.ips.extend(got);
+        }
+        // 3. Borrow from any block with room, unless affinity is strict.
+        if result.ips.len() < num && !config.strict_affinity {
+            let blocks = self
+                .ds
+                .list(&KeyPrefix::Blocks {
+                    ip_version: Some(version),
+                })
+                .await?;
+            let mut exhausted = Vec::new();
+            for pool in pools {
+                let mut in_pool: Vec<(IpNet, KvPair)> = blocks
+                    .items
+                    .iter()
+                    .filter_map(|kv| match &kv.key {
+                        Key::Block { cidr } if pool.net.contains(cidr) => Some((*cidr, kv.clone())),
+                        _ => None,
+                    })
+                    .collect();
+                // Walk the pool's blocks in this host's order, as Calico does.
+                let order: std::collections::HashMap<IpNet, usize> = if in_pool.len() > 1 {
+                    pool.blocks_from(host)
+                        .take(pool.num_blocks().min(1 << 20) as usize)
+                        .enumerate()
+                        .map(|(i, b)| (b, i))
+                        .collect()
+                } else {
+                    Default::default()
+                };
+                in_pool.sort_by_key(|(c, _)| order.get(c).copied().unwrap_or(usize::MAX));
+                for (cidr, kv) in in_pool {
+                    if result.ips.len() >= num {
+                        break;
+                    }
+                    if reservations.covers(&cidr) {
+                        continue;
+                    }
+                    let b = decode_block(&kv)?;
+                    if b.num_free(&reserved) == 0 {
+                        continue;
+                    }
+                    let got = self
+                        .assign_from_block(kv, num - result.ips.len(), args, kind, false, &reserved)
+                        .await?;
+                    result.ips.extend(got);
+                }
+                if result.ips.len() < num {
+                    exhausted.push(pool.net.to_string());
+                }
+            }
+            if result.ips.len() < num && !exhausted.is_empty() {
+                result.messages.push(format!(
+                    "no IPs available in pools: {}",
+                    exhausted.join(", ")
+                ));
+            }
+        }
+        self.stats
+            .addresses_assigned
+            .fetch_add(result.ips.len() as u64, Ordering::Relaxed);
+        Ok(result)
+    }
+
+    /// The block behind one of the host's affinities, finishing a claim a crash interrupted.
+    async fn block_for_affinity(
+        &self,
+        kind: AffinityType,
+        host: &str,
+        cidr: IpNet,
+    ) -> Result<Option<KvPair>> {
+        let aff_key = Key::Affinity {
+            affinity_type: kind,
+            owner: host.to_string(),
+            cidr,
+        };
+        for _ in 0..MAX_ATTEMPTS {
+            let aff = match self.ds.get(&aff_key).await {
+                Ok(kv) => kv,
+                Err(DatastoreError::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            let state = BlockAffinity::from_bytes(&aff.value).map_err(|e| corrupt(&aff, e))?;
+            if state.state == AffinityState::PendingDeletion {
+                return Ok(None);
+            }
+            match self.ds.get(&Key::Block { cidr }).await {
+                Ok(kv) if state.is_confirmed() => {
+                    let b = decode_block(&kv)?;
+                    if b.is_owned_by(kind, host) {
+                        return Ok(Some(kv));
+                    }
+                    // Someone else's block: our affinity is stale.
+                    let _ = self.ds.delete(&aff_key, Some(aff.revision)).await;
+                    return Ok(None);
+                }
+                Ok(_) | Err(DatastoreError::NotFound { .. }) => {
+                    // Pending, or confirmed with the block missing: complete the claim.
+                    match self.claim_block(kind, host, cidr, aff).await {
+                        Ok(kv) => return Ok(Some(kv)),
+                        Err(ClaimError::Retry) => continue,
+                        Err(ClaimError::TakenByOther) => return Ok(None),
+                        Err(ClaimError::Ipam(e)) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(IpamError::TooManyRetries {
+            operation: "reading an affine block",
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    /// Finds a block no one owns in the pools (or an empty one abandoned by another host)
+    /// and claims it. `None` when every block of every pool is taken.
+    async fn claim_new_block(
+        &self,
+        kind: AffinityType,
+        host: &str,
+        pools: &[Pool],
+        reservations: &Reservations,
+        config: &IpamConfig,
+    ) -> Result<Option<KvPair>> {
+        let reserved = |ip: IpAddr| reservations.contains(ip);
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(version) = pools.first().map(Pool::version) else {
+                return Ok(None);
+            };
+            let existing = self
+                .ds
+                .list(&KeyPrefix::Blocks {
+                    ip_version: Some(version),
+                })
+                .await?;
+            let mut blocks: std::collections::HashMap<IpNet, (AllocationBlock, KvPair)> =
+                std::collections::HashMap::with_capacity(existing.items.len());
+            for kv in existing.items {
+                if let Key::Block { cidr } = &kv.key {
+                    let b = decode_block(&kv)?;
+                    blocks.insert(*cidr, (b, kv));
+                }
+            }
+            let mut candidate = None;
+            let mut abandoned = Vec::new();
+            'pools: for pool in pools {
+                // Bounded: among `existing + 1` distinct subnets at least one is free.
+                for subnet in pool.blocks_from(host).take(blocks.len() + 1) {
+                    if reservations.covers(&subnet) {
+                        continue;
+                    }
+                    match blocks.get(&subnet) {
+                        None => {
+                            candidate = Some(subnet);
+                            break 'pools;
+                        }
+                        Some((b, _)) if b.is_owned_by(kind, host) && b.num_free(&reserved) > 0 => {
+                            candidate = Some(subnet);
+                            break 'pools;
+                        }
+                        Some((b, kv)) if b.is_empty() && b.num_free(&reserved) > 0 => {
+                            abandoned.push((subnet, b.clone(), kv.clone()));
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+            // Nothing free: take over an empty block another host has not used for a while.
+            if candidate.is_none() {
+                for (subnet, b, _) in &abandoned {
+                    if !self.claim_is_old(b) {
+                        continue;
+                    }
+                    if let Some((owner_kind, owner)) = b.owner() {
+                        let owner = owner.to_string();
+                        match self
+                            .release_block_affinity(
+                                owner_kind,
+                                &owner,
+                                *subnet,
+                                true,
+                                Some(b.sequence_number),
+                            )
+                            .await
+                        {
+                            Ok(()) => {
+                                tracing::info!(block = %subnet, from = %owner, to = %host, "reclaimed an empty block");
+                                candidate = Some(*subnet);
+                                break;
+                            }
+                            Err(e) => {
+                                tracing::debug!(block = %subnet, error = %e, "could not reclaim block")
+                            }
+                        }
+                    } else {
+                        candidate = Some(*subnet);
+                        break;
+                    }
+                }
+            }
+            let Some(subnet) = candidate else {
+                return Ok(None);
+            };
+            let _ = config;
+            let pending = match self.pending_affinity(kind, host, subnet).await {
+                Ok(kv) => kv,
+                Err(IpamError::Datastore(DatastoreError::Conflict { .. })) => {
+                    self.conflict();
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            match self.claim_block(kind, host, subnet, pending).await {
+                Ok(kv) => {
+                    self.stats.blocks_claimed.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Some(kv));
+                }
+                Err(ClaimError::Retry | ClaimError::TakenByOther) => continue,
+                Err(ClaimError::Ipam(e)) => return Err(e),
+            }
+        }
+        Err(IpamError::TooManyRetries {
+            operation: "claiming a block",
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    fn claim_is_old(&self, b: &AllocationBlock) -> bool {
+        let Some(t) = &b.affinity_claim_time else {
+            return true;
+        };
+        let Ok(claimed) = chrono::DateTime::parse_from_rfc3339(t) else {
+            return true;
+        };
+        let age =
+            chrono::DateTime::<chrono::Utc>::from(self.clock.now()).signed_duration_since(claimed);
+        age.to_std().is_ok_and(|a| a >= EMPTY_BLOCK_MIN_RECLAIM_AGE)
+    }
+
+    /// Creates (or re-marks) this host's affinity for `cidr` as pending.
+    async fn pending_affinity(
+        &self,
+        kind: AffinityType,
+        host: &str,
+        cidr: IpNet,
+    ) -> Result<KvPair> {
+        let key = Key::Affinity {
+            affinity_type: kind,
+            owner: host.to_string(),
+            cidr,
+        };
+        match self
+            .ds
+            .create(&key, encode(&BlockAffinity::new(AffinityState::Pending)))
+            .await
+        {
+            Ok(kv) => Ok(kv),
+            Err(DatastoreError::AlreadyExists { .. }) => {
+                let kv = self.ds.get(&key).await?;
+                let a = BlockAffinity::from_bytes(&kv.value).map_err(|e| corrupt(&kv, e))?;
+                if a.is_confirmed() {
+                    return Ok(kv);
+                }
+                Ok(self
+                    .ds
+                    .update(
+                        &key,
+                        encode(&BlockAffinity::new(AffinityState::Pending)),
+                        kv.revision,
+                    )
+                    .await?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates the block for a pending affinity and confirms the affinity.
+    async fn claim_block(
+        &self,
+        kind: AffinityType,
+        host: &str,
+        cidr: IpNet,
+        aff: KvPair,
+    ) -> Result<KvPair, ClaimError> {
+        let block = AllocationBlock::new(
+            cidr,
+            Some((kind, host)),
+            Some(self.now_rfc3339()),
+            self.initial_sequence_number(),
+        );
+        let block_kv = match self.ds.create(&Key::Block { cidr }, encode(&block)).await {
+            Ok(kv) => kv,
+            Err(DatastoreError::AlreadyExists { .. }) => {
+                let kv = self
+                    .ds
+                    .get(&Key::Block { cidr })
+                    .await
+                    .map_err(ClaimError::ds)?;
+                let existing = decode_block(&kv).map_err(ClaimError::Ipam)?;
+                if !existing.is_owned_by(kind, host) {
+                    // Another host won the race: give up our pending claim.
+                    let _ = self.ds.delete(&aff.key, Some(aff.revision)).await;
+                    return Err(ClaimError::TakenByOther);
+                }
+                kv
+            }
+            Err(e) => return Err(ClaimError::ds(e)),
+        };
+        let confirmed = encode(&BlockAffinity::new(AffinityState::Confirmed));
+        match self.ds.update(&aff.key, confirmed, aff.revision).await {
+            Ok(_) => Ok(block_kv),
+            Err(DatastoreError::Conflict { .. }) => {
+                self.conflict();
+                // Someone confirmed it for us already?
+                match self.ds.get(&aff.key).await {
+                    Ok(kv)
+                        if BlockAffinity::from_bytes(&kv.value).is_ok_and(|a| a.is_confirmed()) =>
+                    {
+                        Ok(block_kv)
+                    }
+                    _ => Err(ClaimError::Retry),
+                }
+            }
+            Err(e) => Err(ClaimError::ds(e)),
+        }
+    }
+
+    /// Assigns up to `num` addresses from one block (CAS loop on the block).
+    async fn assign_from_block(
+        &self,
+        mut kv: KvPair,
+        num: usize,
+        args: &AutoAssignArgs,
+        kind: AffinityType,
+        affinity_check: bool,
+        reserved: &(dyn Fn(IpAddr) -> bool + Sync),
+    ) -> Result<Vec<IpNet>> {
+        let handle = args.handle.as_deref();
+        for _ in 0..MAX_ATTEMPTS {
+            let mut b = decode_block(&kv)?;
+            if affinity_check && !b.is_owned_by(kind, &args.host) {
+                return Ok(Vec::new());
+            }
+            let ips = b.assign(num, handle, &args.attrs, reserved);
+            if ips.is_empty() {
+                return Ok(ips);
+            }
+            if let Some(h) = handle {
+                self.change_handle(h, b.cidr, ips.len() as i64).await?;
+            }
+            b.sequence_number += 1;
+            match self.ds.update(&kv.key, encode(&b), kv.revision).await {
+                Ok(_) => return Ok(ips),
+                Err(e) => {
+                    if let Some(h) = handle {
+                        self.change_handle(h, b.cidr, -(ips.len() as i64)).await?;
+                    }
+                    match e {
+                        DatastoreError::Conflict { .. } => {
+                            self.conflict();
+                            kv = match self.ds.get(&kv.key).await {
+                                Ok(kv) => kv,
+                                Err(DatastoreError::NotFound { .. }) => return Ok(Vec::new()),
+                                Err(e) => return Err(e.into()),
+                            };
+                        }
+                        DatastoreError::NotFound { .. } => return Ok(Vec::new()),
+                        e => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        Err(IpamError::TooManyRetries {
+            operation: "writing a block",
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    /// Adds `delta` to a handle's count for a block (creating or deleting the handle).
+    async fn change_handle(&self, handle: &str, block: IpNet, delta: i64) -> Result<()> {
+        let key = Key::Handle {
+            id: handle.to_string(),
+        };
+        let block_key = block.to_string();
+        for _ in 0..MAX_ATTEMPTS {
+            let (mut h, revision) = match self.ds.get(&key).await {
+                Ok(kv) => (
+                    serde_json::from_slice::<Handle>(&kv.value).map_err(|e| corrupt(&kv, e))?,
+                    Some(kv.revision),
+                ),
+                Err(DatastoreError::NotFound { .. }) => (Handle::default(), None),
+                Err(e) => return Err(e.into()),
+            };
+            let current = h.block.get(&block_key).copied().unwrap_or(0) as i64;
+            let next = (current + delta).max(0);
+            if next == 0 {
+                h.block.remove(&block_key);
+            } else {
+                h.block.insert(block_key.clone(), next as usize);
+            }
+            let result = match (revision, h.block.is_empty()) {
+                (None, true) => return Ok(()),
+                (None, false) => self.ds.create(&key, encode(&h)).await.map(|_| ()),
+                (Some(r), true) => self.ds.delete(&key, Some(r)).await.map(|_| ()),
+                (Some(r), false) => self.ds.update(&key, encode(&h), r).await.map(|_| ()),
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(
+                    DatastoreError::Conflict { .. }
+                    | DatastoreError::AlreadyExists { .. }
+                    | DatastoreError::NotFound { .. },
+                ) => {
+                    self.conflict();
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(IpamError::TooManyRetries {
+            operation: "updating a handle",
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    // ---- AssignIP ----
+
+    /// Assigns one specific address to `handle` on `host`, claiming its block for the host
+    /// if nobody has it yet.
+    pub async fn assign_ip(
+        &self,
+        ip: IpAddr,
+        handle: &str,
+        attrs: &BTreeMap<String, String>,
+        host: &str,
+        use_: IpUse,
+    ) -> Result<IpNet> {
+        check_handle(handle)?;
+        let pools = self.pools().await?;
+        let pool = pools
+            .iter()
+            .find(|p| p.net.contains(&ip) && !p.spec.disabled)
+            .ok_or(IpamError::NotInAnyPool { ip })?;
+        if !pool
+            .spec
+            .uses()
+            .iter()
+            .any(|u| format!("{u:?}") == format!("{use_:?}"))
+        {
+            return Err(IpamError::UseNotAllowed {
+                pool: pool.name.clone(),
+                use_: format!("{use_:?}"),
+            });
+        }
+        if self.reservations().await?.contains(ip) {
+            return Err(IpamError::Reserved { ip });
+        }
+        let config = self.config().await?;
+        let kind = Self::affinity_type(use_);
+        let cidr = pool.block_for(ip);
+        let block_key = Key::Block { cidr };
+        for _ in 0..MAX_ATTEMPTS {
+            let kv = match self.ds.get(&block_key).await {
+                Ok(kv) => kv,
+                Err(DatastoreError::NotFound { .. }) => {
+                    let pending = self.pending_affinity(kind, host, cidr).await?;
+                    match self.claim_block(kind, host, cidr, pending).await {
+                        Ok(kv) => {
+                            self.stats.blocks_claimed.fetch_add(1, Ordering::Relaxed);
+                            kv
+                        }
+                        Err(ClaimError::Retry | ClaimError::TakenByOther) => continue,
+                        Err(ClaimError::Ipam(e)) => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let mut b = decode_block(&kv)?;
+            if config.strict_affinity && !b.is_owned_by(kind, host) {
+                return Err(IpamError::StrictAffinity {
+                    block: cidr,
+                    owner: b.affinity.clone().unwrap_or_else(|| "no one".into()),
+                    node: host.to_string(),
+                });
+            }
+            let assigned = b.assign_ip(ip, Some(handle), attrs).map_err(|e| match e {
+                crate::block::AssignIpError::InUse { handle } => IpamError::InUse { ip, handle },
+                crate::block::AssignIpError::NotInBlock => IpamError::NotInAnyPool { ip },
+            })?;
+            self.change_handle(handle, cidr, 1).await?;
+            b.sequence_number += 1;
+            match self.ds.update(&block_key, encode(&b), kv.revision).await {
+                Ok(_) => {
+                    self.stats
+                        .addresses_assigned
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Ok(assigned);
+                }
+                Err(e) => {
+                    self.change_handle(handle, cidr, -1).await?;
+                    match e {
+                        DatastoreError::Conflict { .. } | DatastoreError::NotFound { .. } => {
+                            self.conflict();
+                            continue;
+                        }
+                        e => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        Err(IpamError::TooManyRetries {
+            operation: "assigning an address",
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    // ---- Release ----
+
+    /// The block an address lives in: from its pool (disabled pools included), else by
+    /// looking through the blocks.
+    async fn block_of(
+        &self,
+        ip: IpAddr,
+        pools: &[Pool],
+        blocks: &mut Option<Vec<IpNet>>,
+    ) -> Result<Option<IpNet>> {
+        if let Some(p) = pools.iter().find(|p| p.net.contains(&ip)) {
+            return Ok(Some(p.block_for(ip)));
+        }
+        if blocks.is_none() {
+            let v = if ip.is_ipv4() { 4 } else { 6 };
+            let list = self
+                .ds
+                .list(&KeyPrefix::Blocks {
+                    ip_version: Some(v),
+                })
+                .await?;
+            *blocks = Some(
+                list.items
+                    .iter()
+                    .filter_map(|kv| match kv.key {
+                        Key::Block { cidr } => Some(cidr),
+                        _ => None,
+                    })
+                    .collect(),
+            );
+        }
+        Ok(blocks
+            .as_ref()
+            .and_then(|bs| bs.iter().find(|b| b.contains(&ip)).copied()))
+    }
+
+    /// Releases addresses, each optionally only if it still has the given handle and
+    /// sequence number. A block in which any guard fails is left untouched and reported.
+    pub async fn release_ips(&self, requests: &[ReleaseRequest]) -> Result<ReleaseOutcome> {
+        let pools = self.pools().await?;
+        let mut by_block: BTreeMap<IpNet, Vec<ReleaseRequest>> = BTreeMap::new();
+        let mut out = ReleaseOutcome::default();
+        let mut all_blocks = None;
+        for r in requests {
+            match self.block_of(r.ip, &pools, &mut all_blocks).await? {
+                Some(b) => by_block.entry(b).or_default().push(r.clone()),
+                None => out.unallocated.push(r.ip),
+            }
+        }
+        for (cidr, reqs) in by_block {
+            let (released, unallocated) = self.release_from_block(cidr, &reqs).await?;
+            out.released.extend(released);
+            out.unallocated.extend(unallocated);
+        }
+        Ok(out)
+    }
+
+    async fn release_from_block(
+        &self,
+        cidr: IpNet,
+        reqs: &[ReleaseRequest],
+    ) -> Result<(Vec<IpAddr>, Vec<IpAddr>)> {
+        let key = Key::Block { cidr };
+        for _ in 0..MAX_ATTEMPTS {
+            let kv = match self.ds.get(&key).await {
+                Ok(kv) => kv,
+                Err(DatastoreError::NotFound { .. }) => {
+                    return Ok((Vec::new(), reqs.iter().map(|r| r.ip).collect()));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let mut b = decode_block(&kv)?;
+            let rel = b.release(reqs).map_err(|e| {
+                let ip = match &e {
+                    BlockReleaseError::BadSequenceNumber { ip, .. }
+                    | BlockReleaseError::BadHandle { ip, .. }
+                    | BlockReleaseError::NotInBlock { ip, .. } => *ip,
+                };
+                IpamError::ReleaseRefused {
+                    ip,
+                    reason: e.to_string(),
+                }
+            })?;
+            if rel.released.is_empty() {
+                return Ok((Vec::new(), rel.unallocated));
+            }
+            if !self.write_released_block(&kv, b).await? {
+                self.conflict();
+                continue;
+            }
+            for (h, n) in &rel.by_handle {
+                if let Err(e) = self.change_handle(h, cidr, -(*n as i64)).await {
+                    // The block is the truth; a stale handle count is repaired by GC/check.
+                    tracing::warn!(handle = %h, block = %cidr, error = %e, "could not decrement handle after release");
+                }
+            }
+            self.stats
+                .addresses_released
+                .fetch_add(rel.released.len() as u64, Ordering::Relaxed);
+            return Ok((rel.released, rel.unallocated));
+        }
+        Err(IpamError::TooManyRetries {
+            operation: "releasing addresses",
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    /// Writes a block after a release: an empty block with no affinity is deleted. False on
+    /// a CAS conflict.
+    async fn write_released_block(&self, kv: &KvPair, mut b: AllocationBlock) -> Result<bool> {
+        let result = if b.is_empty() && b.owner().is_none() {
+            self.ds.delete(&kv.key, Some(kv.revision)).await.map(|_| ())
+        } else {
+            b.sequence_number += 1;
+            self.ds
+                .update(&kv.key, encode(&b), kv.revision)
+                .await
+                .map(|_| ())
+        };
+        match result {
+            Ok(()) => Ok(true),
+            Err(DatastoreError::Conflict { .. } | DatastoreError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Releases every address a handle holds; releasing an unknown handle is not an error
+    /// (releases must be idempotent). Returns what was released.
+    pub async fn release_by_handle(&self, handle: &str) -> Result<Vec<IpAddr>> {
+        check_handle(handle)?;
+        let key = Key::Handle {
+            id: handle.to_string(),
+        };
+        let h = match self.ds.get(&key).await {
+            Ok(kv) => serde_json::from_slice::<Handle>(&kv.value).map_err(|e| corrupt(&kv, e))?,
+            Err(DatastoreError::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut released = Vec::new();
+        for block in h.block.keys() {
+            let Ok(cidr) = block.parse::<IpNet>() else {
+                continue;
+            };
+            let block_key = Key::Block { cidr };
+            let mut done = false;
+            for _ in 0..MAX_ATTEMPTS {
+                let kv = match self.ds.get(&block_key).await {
+                    Ok(kv) => kv,
+                    Err(DatastoreError::NotFound { .. }) => {
+                        done = true;
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let mut b = decode_block(&kv)?;
+                let ips = b.release_handle(handle, None);
+                if ips.is_empty() {
+                    done = true;
+                    break;
+                }
+                if self.write_released_block(&kv, b).await? {
+                    self.stats
+                        .addresses_released
+                        .fetch_add(ips.len() as u64, Ordering::Relaxed);
+                    released.extend(ips);
+                    done = true;
+                    break;
+                }
+                self.conflict();
+            }
+            if !done {
+                return Err(IpamError::TooManyRetries {
+                    operation: "releasing a handle",
+                    attempts: MAX_ATTEMPTS,
+                });
+            }
+            self.change_handle(handle, cidr, -(i64::MAX / 2)).await?;
+        }
+        Ok(released)
+    }
+
+    /// The addresses a handle holds.
+    pub async fn ips_by_handle(&self, handle: &str) -> Result<Vec<IpAddr>> {
+        let h = match self
+            .ds
+            .get(&Key::Handle {
+                id: handle.to_string(),
+            })
+            .await
+        {
+            Ok(kv) => serde_json::from_slice::<Handle>(&kv.value).map_err(|e| corrupt(&kv, e))?,
+            Err(DatastoreError::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for block in h.block.keys() {
+            let Ok(cidr) = block.parse::<IpNet>() else {
+                continue;
+            };
+            match self.ds.get(&Key::Block { cidr }).await {
+                Ok(kv) => out.extend(decode_block(&kv)?.ips_for_handle(handle)),
+                Err(DatastoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- affinities ----
+
+    /// Releases a host's affinity for a block: an empty block is deleted; a block still in
+    /// use stays, without affinity, for anyone to borrow from (and is never lost). With
+    /// `must_be_empty`, a block in use is left alone. `sequence_number`, when given, must
+    /// still be the block's (the block was not touched since it was judged empty).
+    pub async fn release_block_affinity(
+        &self,
+        kind: AffinityType,
+        host: &str,
+        cidr: IpNet,
+        must_be_empty: bool,
+        sequence_number: Option<u64>,
+    ) -> Result<()> {
+        let aff_key = Key::Affinity {
+            affinity_type: kind,
+            owner: host.to_string(),
+            cidr,
+        };
+        for _ in 0..MAX_ATTEMPTS {
+            let aff = match self.ds.get(&aff_key).await {
+                Ok(kv) => kv,
+                Err(DatastoreError::NotFound { .. }) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            let block = match self.ds.get(&Key::Block { cidr }).await {
+                Ok(kv) => Some(kv),
+                Err(DatastoreError::NotFound { .. }) => None,
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(kv) = &block {
+                let b = decode_block(kv)?;
+                if sequence_number.is_some_and(|s| s != b.sequence_number) {
+                    return Err(IpamError::Datastore(DatastoreError::Conflict {
+                        key: kv.key.path(),
+                        expected: 0,
+                        actual: Some(kv.revision),
+                    }));
+                }
+                if b.owner().is_some() && !b.is_owned_by(kind, host) {
+                    // Stale affinity for someone else's block.
+                    let _ = self.ds.delete(&aff_key, Some(aff.revision)).await;
+                    return Ok(());
+                }
+                if must_be_empty && !b.is_empty() {
+                    return Err(IpamError::InUse {
+                        ip: cidr.network(),
+                        handle: None,
+                    });
+                }
+            }
+            // Mark the affinity as going away, so nobody routes to or allocates from it.
+            let marked = match self
+                .ds
+                .update(
+                    &aff_key,
+                    encode(&BlockAffinity::new(AffinityState::PendingDeletion)),
+                    aff.revision,
+                )
+                .await
+            {
+                Ok(kv) => kv,
+                Err(DatastoreError::Conflict { .. }) => {
+                    self.conflict();
+                    continue;
+                }
+                Err(DatastoreError::NotFound { .. }) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(kv) = block {
+                let mut b = decode_block(&kv)?;
+                let r = if b.is_empty() {
+                    self.ds.delete(&kv.key, Some(kv.revision)).await.map(|_| ())
+                } else {
+                    b.affinity = None;
+                    b.affinity_claim_time = None;
+                    b.host_affinity = None;
+                    b.sequence_number += 1;
+                    self.ds
+                        .update(&kv.key, encode(&b), kv.revision)
+                        .await
+                        .map(|_| ())
+                };
+                match r {
+                    Ok(()) | Err(DatastoreError::NotFound { .. }) => {}
+                    Err(DatastoreError::Conflict { .. }) => {
+                        self.conflict();
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            match self.ds.delete(&aff_key, Some(marked.revision)).await {
+                Ok(_) | Err(DatastoreError::NotFound { .. }) => return Ok(()),
+                Err(DatastoreError::Conflict { .. }) => {
+                    self.conflict();
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(IpamError::TooManyRetries {
+            operation: "releasing a block affinity",
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    /// Releases every affinity of a host (node deletion). Addresses stay allocated.
+    pub async fn release_host_affinities(&self, host: &str, must_be_empty: bool) -> Result<usize> {
+        let mut n = 0;
+        for kind in [AffinityType::Host] {
+            let list = self
+                .ds
+                .list(&KeyPrefix::Affinities {
+                    affinity_type: kind,
+                    owner: Some(host.to_string()),
+                    ip_version: None,
+                })
+                .await?;
+            for kv in list.items {
+                if let Key::Affinity { cidr, .. } = kv.key {
+                    match self
+                        .release_block_affinity(kind, host, cidr, must_be_empty, None)
+                        .await
+                    {
+                        Ok(()) => n += 1,
+                        Err(IpamError::InUse { .. }) if must_be_empty => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    // ---- reporting ----
+
+    /// Capacity and use per pool and per block.
+    pub async fn usage(&self) -> Result<Usage> {
+        let pools = self.pools().await?;
+        let reservations = self.reservations().await?;
+        let reserved = |ip: IpAddr| reservations.contains(ip);
+        let mut usage = Usage::default();
+        let mut blocks = Vec::new();
+        for v in [4u8, 6] {
+            for kv in self
+                .ds
+                .list(&KeyPrefix::Blocks {
+                    ip_version: Some(v),
+                })
+                .await?
+                .items
+            {
+                blocks.push(decode_block(&kv)?);
+            }
+        }
+        for pool in &pools {
+            let size = |n: &IpNet| {
+                1u128
+                    .checked_shl(u32::from(n.max_prefix_len() - n.prefix_len()))
+                    .unwrap_or(u128::MAX)
+            };
+            let mut pu = PoolUsage {
+                name: pool.name.clone(),
+                cidr: pool.net,
+                capacity: size(&pool.net),
+                in_use: 0,
+                reserved: 0,
+                available: 0,
+            };
+            let mut covered: u128 = 0;
+            for b in blocks.iter().filter(|b| pool.net.contains(&b.cidr)) {
+                let cap = b.size() as u128;
+                let in_use = b.num_allocated() as u128;
+                let res = (0..b.size()).filter(|o| reserved(b.ip(*o))).count() as u128;
+                let free = b.num_free(&reserved) as u128;
+                pu.in_use += in_use;
+                pu.reserved += res;
+                pu.available += free;
+                covered += cap;
+                usage.blocks.push(BlockUsage {
+                    cidr: b.cidr,
+                    pool: pool.name.clone(),
+                    affinity: b.affinity.clone(),
+                    capacity: cap,
+                    in_use,
+                    reserved: res,
+                    available: free,
+                });
+            }
+            // Space with no block yet is available, less what reservations hold there.
+            let unblocked = pu.capacity.saturating_sub(covered);
+            pu.available += unblocked;
+            usage.pools.push(pu);
+        }
+        Ok(usage)
+    }
+
+    /// Every allocation in every block: (address, block, attributes).
+    pub async fn allocations(
+        &self,
+    ) -> Result<Vec<(IpAddr, IpNet, crate::block::AllocationAttribute)>> {
+        let mut out = Vec::new();
+        for v in [4u8, 6] {
+            for kv in self
+                .ds
+                .list(&KeyPrefix::Blocks {
+                    ip_version: Some(v),
+                })
+                .await?
+                .items
+            {
+                let b = decode_block(&kv)?;
+                out.extend(b.allocated().map(|(ip, a)| (ip, b.cidr, a.clone())));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The block affinity text for a host (`host:<name>`).
+    pub fn host_affinity(host: &str) -> String {
+        affinity_string(AffinityType::Host, host)
+    }
+
+    /// The IP family of a network, for callers that branch on it.
+    pub fn version_of(net: &IpNet) -> &'static str {
+        family_name(ip_version(net))
+    }
+}
+
+enum ClaimError {
+    /// A concurrent change; start the claim again.
+    Retry,
+    /// Another host owns the block.
+    TakenByOther,
+    Ipam(IpamError),
+}
+
+impl ClaimError {
+    fn ds(e: DatastoreError) -> ClaimError {
+        match e {
+            DatastoreError::Conflict { .. } | DatastoreError::NotFound { .. } => ClaimError::Retry,
+            e => ClaimError::Ipam(e.into()),
+        }
+    }
+}
