@@ -13,9 +13,13 @@
 pub mod allocator;
 pub mod block;
 pub mod check;
+pub mod client;
 mod error;
+pub mod metrics;
 pub mod model;
 pub mod pools;
+pub mod server;
+pub mod service;
 
 pub use allocator::{Assignment, AutoAssignArgs, Ipam, ReleaseOutcome};
 pub use block::ReleaseRequest;

@@ -1,31 +1,107 @@
-//! ipamd: serves Calico IPAM over gRPC. Not implemented yet in this build.
+//! ipamd: serves Calico IPAM over gRPC.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use calico_datastore::config::{DatastoreConfig, NODENAME_FILE, node_name};
+use calico_ipam::Ipam;
+use calico_ipam::server::{Ipamd, Listen, TlsFiles};
 use clap::Parser;
+use tokio_util::sync::CancellationToken;
 
-/// ipamd: Calico IPAM as a gRPC service (AutoAssign, AssignIP, ReleaseByHandle, ReleaseIPs,
-/// Usage, Check), plus leak collection.
+/// ipamd: Calico IPAM as a gRPC service — AutoAssign, AssignIP, ReleaseByHandle, ReleaseIPs,
+/// Usage, Check — on a node-local unix socket and, optionally, TCP with mutual TLS.
 ///
-/// STATUS: not implemented in this build; it parses its flags and exits with an error.
-/// The datastore, resource model and gRPC contract it will use are in place.
+/// The datastore comes from Calico's variables: DATASTORE_TYPE=etcdv3 and ETCD_ENDPOINTS
+/// (plus ETCD_CA_CERT_FILE, ETCD_CERT_FILE, ETCD_KEY_FILE for TLS).
+///
+/// Example: ETCD_ENDPOINTS=http://127.0.0.1:2379 ipamd --nodename node1
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Where to serve: unix:///path or tcp://addr:port (repeatable).
+    /// Where to serve gRPC: unix:///path (mode 0600) or tcp://address:port; repeatable.
     #[arg(long, default_value = "unix:///var/run/calico/ipam.sock")]
-    listen: Vec<String>,
+    listen: Vec<Listen>,
+    /// Address for /liveness, /readiness and /metrics ("none" to disable).
+    #[arg(long, default_value = "127.0.0.1:9096")]
+    http_listen: String,
     /// This node's name (else /var/lib/calico/nodename, NODENAME, or the hostname).
     #[arg(long, env = "NODENAME")]
     nodename: Option<String>,
-    /// etcdv3 or kubernetes.
-    #[arg(long, env = "DATASTORE_TYPE", default_value = "etcdv3")]
-    datastore_type: String,
-    /// Comma-separated etcd URLs.
-    #[arg(long, env = "ETCD_ENDPOINTS")]
-    etcd_endpoints: Option<String>,
+    /// The nodename file to read when --nodename is not given.
+    #[arg(long, default_value = NODENAME_FILE)]
+    nodename_file: PathBuf,
+    /// Server certificate for tcp:// listeners (PEM).
+    #[arg(long, requires_all = ["tls_key", "tls_client_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// Server key for tcp:// listeners (PEM).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// CA that client certificates must be signed by (PEM).
+    #[arg(long)]
+    tls_client_ca: Option<PathBuf>,
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides.
+    #[arg(long, env = "IPAMD_LOG_LEVEL", default_value = "info")]
+    log_level: String,
 }
 
-fn main() -> std::process::ExitCode {
-    let _args = Args::parse();
-    eprintln!("ipamd: IPAM is not implemented in this build of calico-rs yet; nothing was started");
-    std::process::ExitCode::FAILURE
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let node = node_name(args.nodename.as_deref(), &args.nodename_file)?;
+    let ds = DatastoreConfig::from_env()?
+        .connect()
+        .await
+        .context("connecting to the datastore")?;
+    let http = match args.http_listen.as_str() {
+        "none" | "" => None,
+        a => Some(
+            a.parse()
+                .with_context(|| format!("--http-listen {a:?}: expected ADDRESS:PORT or none"))?,
+        ),
+    };
+    let tls = match (args.tls_cert, args.tls_key, args.tls_client_ca) {
+        (Some(cert), Some(key), Some(client_ca)) => Some(TlsFiles {
+            cert,
+            key,
+            client_ca,
+        }),
+        _ => None,
+    };
+    let ipamd = Ipamd {
+        ipam: Ipam::new(ds),
+        node: node.clone(),
+        listen: args.listen,
+        http,
+        tls,
+    };
+    tracing::info!(%node, "ipamd starting");
+
+    let stop = CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot watch SIGTERM");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("stopping");
+        on_signal.cancel();
+    });
+    ipamd.run(stop, Duration::from_secs(10)).await
 }
