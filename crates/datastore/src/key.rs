@@ -31,6 +31,8 @@ pub enum Key {
     Handle { id: String },
     /// `/calico/ipam/v2/config`.
     IpamConfig,
+    /// The lease of the IPAM garbage collector's leader (calico-rs only; Calico ignores it).
+    IpamGcLease,
 }
 
 impl Key {
@@ -66,6 +68,7 @@ impl Key {
             } => names::ipam_affinity_key(*affinity_type, owner, cidr),
             Key::Handle { id } => names::ipam_handle_key(id),
             Key::IpamConfig => names::IPAM_CONFIG_KEY.to_string(),
+            Key::IpamGcLease => format!("{IPAM_ROOT}gc-leader"),
         }
     }
 
@@ -93,6 +96,9 @@ impl Key {
         let rest = path.strip_prefix(IPAM_ROOT)?;
         if rest == "config" {
             return Some(Key::IpamConfig);
+        }
+        if rest == "gc-leader" {
+            return Some(Key::IpamGcLease);
         }
         let parts: Vec<&str> = rest.split('/').collect();
         match parts.as_slice() {
@@ -142,7 +148,7 @@ impl Key {
             }
             Key::Affinity { owner, .. } => vec![("owner", owner.as_str())],
             Key::Handle { id } => vec![("handle", id.as_str())],
-            Key::Block { .. } | Key::IpamConfig => vec![],
+            Key::Block { .. } | Key::IpamConfig | Key::IpamGcLease => vec![],
         };
         for (what, v) in parts {
             if v.is_empty() || v.contains('/') {

@@ -747,7 +747,11 @@ impl Ipam {
             let _ = config;
             let pending = match self.pending_affinity(kind, host, subnet).await {
                 Ok(kv) => kv,
-                Err(IpamError::Datastore(DatastoreError::Conflict { .. })) => {
+                // Our affinity changed or vanished between create and update (another
+                // allocator gave up its claim, or a reclaim released it): look again.
+                Err(IpamError::Datastore(
+                    DatastoreError::Conflict { .. } | DatastoreError::NotFound { .. },
+                )) => {
                     self.conflict();
                     continue;
                 }

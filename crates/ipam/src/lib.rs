@@ -15,6 +15,7 @@ pub mod block;
 pub mod check;
 pub mod client;
 mod error;
+pub mod gc;
 pub mod metrics;
 pub mod model;
 pub mod pools;

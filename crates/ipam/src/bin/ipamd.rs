@@ -5,7 +5,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use calico_datastore::config::{DatastoreConfig, NODENAME_FILE, node_name};
+use std::sync::Arc;
+
 use calico_ipam::Ipam;
+use calico_ipam::allocator::SystemClock;
+use calico_ipam::gc::{Collector, GcConfig};
 use calico_ipam::server::{Ipamd, Listen, TlsFiles};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
@@ -41,6 +45,13 @@ struct Args {
     /// CA that client certificates must be signed by (PEM).
     #[arg(long)]
     tls_client_ca: Option<PathBuf>,
+    /// How long an address's owner must stay gone before the leak collector releases it
+    /// (Go duration syntax, as Calico's leakGracePeriod).
+    #[arg(long, default_value = "15m")]
+    leak_grace_period: calico_api::numorstring::Duration,
+    /// Do not take part in leak collection (another ipamd does it).
+    #[arg(long)]
+    no_gc: bool,
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides.
     #[arg(long, env = "IPAMD_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -76,8 +87,13 @@ async fn main() -> Result<()> {
         }),
         _ => None,
     };
+    let ipam = Ipam::new(ds);
+    let grace = args
+        .leak_grace_period
+        .to_std()
+        .context("--leak-grace-period must not be negative")?;
     let ipamd = Ipamd {
-        ipam: Ipam::new(ds),
+        ipam: ipam.clone(),
         node: node.clone(),
         listen: args.listen,
         http,
@@ -86,6 +102,11 @@ async fn main() -> Result<()> {
     tracing::info!(%node, "ipamd starting");
 
     let stop = CancellationToken::new();
+    if !args.no_gc {
+        let identity = format!("{node}/{}", std::process::id());
+        let gc = Collector::new(ipam, Arc::new(SystemClock), GcConfig::new(&identity, grace));
+        tokio::spawn(gc.run(stop.clone()));
+    }
     let on_signal = stop.clone();
     tokio::spawn(async move {
         let mut term =
