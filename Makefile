@@ -14,7 +14,7 @@ DEB_PACKAGES := \
 	protobuf-compiler libprotobuf-dev \
 	ca-certificates
 
-.PHONY: all deps build test lint fmt demo bench clean help
+.PHONY: all deps build test lint fmt demo bench bench-ipam clean help
 
 all: build
 
@@ -22,7 +22,7 @@ help:
 	@echo "make demo   - build and run the demo (installs what is missing)"
 	@echo "make test   - install what is missing, build everything, run every test"
 	@echo "make lint   - rustfmt check and clippy with warnings as errors"
-	@echo "make bench  - benchmarks (see README: none are implemented yet)"
+	@echo "make bench  - benchmarks, each beside a reference measured in the same run (make bench-ipam: IPAM only)"
 	@echo "make deps   - only install the Debian packages listed in DEB_PACKAGES"
 
 # RUNLEVEL=1 below: packaged daemons (etcd, bird, frr) must not start on the host during
@@ -58,8 +58,12 @@ fmt:
 demo: deps
 	$(CARGO) run --locked -q -p calico-e2e --bin demo
 
-bench: deps
-	@echo "bench: no benchmarks are implemented yet; they arrive with ipamd, the CNI plugin, felixd and birdd (see README.md)."
+bench: bench-ipam
+
+# IPAM: allocations through ipamd on a real etcd beside raw etcd compare-and-swap (README: figures).
+bench-ipam: deps
+	$(CARGO) build --release --locked -p calico-ipam --bin ipamd -p calico-bench --bin bench-ipam
+	./target/release/bench-ipam --ipamd ./target/release/ipamd
 
 clean:
 	$(CARGO) clean

@@ -54,6 +54,10 @@ pub enum DatastoreError {
     #[error(transparent)]
     Invalid(#[from] ValidationError),
 
+    /// A multi-key transaction that cannot be sent (a caller bug, not a data problem).
+    #[error("transaction not sent: {reason}")]
+    InvalidTxn { reason: String },
+
     /// A resource write that the datastore's consistency rules forbid (e.g. an overlapping
     /// IP pool, or changing an immutable field).
     #[error("{message}")]

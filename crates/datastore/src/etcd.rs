@@ -16,7 +16,10 @@ use etcd_client::{
 };
 
 use crate::error::{DatastoreError, Result};
-use crate::{Datastore, Key, KeyPrefix, KvList, KvPair, WatchEvent, WatchStream};
+use crate::{
+    Datastore, Expect, Key, KeyPrefix, KvList, KvPair, TxnOutcome, TxnWrite, WatchEvent,
+    WatchStream, check_txn,
+};
 
 /// How to reach etcd.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -427,6 +430,49 @@ impl Datastore for EtcdDatastore {
             }),
             None => Err(DatastoreError::NotFound { key: path }),
         }
+    }
+
+    async fn txn(&self, writes: &[TxnWrite]) -> Result<TxnOutcome> {
+        check_txn(writes)?;
+        let mut compares = Vec::with_capacity(writes.len() * 2);
+        let mut ops = Vec::with_capacity(writes.len());
+        let mut reads = Vec::with_capacity(writes.len());
+        for w in writes {
+            let path = w.key.path();
+            match w.expect {
+                Expect::Absent => {
+                    compares.push(Compare::version(path.clone(), CompareOp::Equal, 0));
+                }
+                Expect::Revision(r) => {
+                    // `mod_revision == r` alone would also match an absent key when r is 0.
+                    compares.push(Compare::version(path.clone(), CompareOp::Greater, 0));
+                    compares.push(Compare::mod_revision(path.clone(), CompareOp::Equal, r));
+                }
+            }
+            ops.push(match &w.value {
+                Some(v) => TxnOp::put(path.clone(), v.clone(), None),
+                None => TxnOp::delete(path.clone(), None),
+            });
+            reads.push(TxnOp::get(path, None));
+        }
+        let first = writes.first().map(|w| w.key.path()).unwrap_or_default();
+        let txn = Txn::new().when(compares).and_then(ops).or_else(reads);
+        let mut c = self.kv.clone();
+        let resp = self.timed("txn", &first, c.txn(txn)).await?;
+        if resp.succeeded() {
+            return Ok(TxnOutcome::Committed {
+                revision: header_revision(&resp),
+            });
+        }
+        let current = writes
+            .iter()
+            .zip(resp.op_responses())
+            .map(|(w, r)| match r {
+                TxnOpResponse::Get(g) => g.kvs().first().map(|kv| self.pair(&w.key, kv)),
+                _ => None,
+            })
+            .collect();
+        Ok(TxnOutcome::Failed { current })
     }
 
     async fn watch(&self, prefix: &KeyPrefix, from_revision: i64) -> Result<WatchStream> {

@@ -203,6 +203,8 @@ pub enum KeyPrefix {
     },
     /// All IPAM handles.
     Handles,
+    /// The one key `/calico/ipam/v2/config` (its path is the key itself, not a folder).
+    IpamConfig,
     /// Everything under `/calico/`.
     Everything,
 }
@@ -215,7 +217,8 @@ impl KeyPrefix {
         }
     }
 
-    /// The etcd key prefix (always ending in `/` so that siblings do not match).
+    /// The etcd key prefix (ending in `/` so that siblings do not match; only the single-key
+    /// [`KeyPrefix::IpamConfig`] does not, and [`KeyPrefix::matches`] filters its siblings).
     pub fn path(&self) -> String {
         match self {
             KeyPrefix::Kind { kind, namespace } => match namespace {
@@ -240,6 +243,7 @@ impl KeyPrefix {
                 (None, _) => format!("{IPAM_ROOT}{}/", affinity_type.as_str()),
             },
             KeyPrefix::Handles => format!("{IPAM_ROOT}handle/"),
+            KeyPrefix::IpamConfig => names::IPAM_CONFIG_KEY.to_string(),
             KeyPrefix::Everything => "/calico/".to_string(),
         }
     }
@@ -278,6 +282,7 @@ impl KeyPrefix {
                     && ip_version.is_none_or(|v| names::ip_version(cidr) == v)
             }
             (KeyPrefix::Handles, Key::Handle { .. }) => true,
+            (KeyPrefix::IpamConfig, Key::IpamConfig) => true,
             _ => false,
         }
     }

@@ -68,6 +68,69 @@ impl WatchEvent {
     }
 }
 
+/// What a key must look like for a [`TxnWrite`] to go ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// The key does not exist.
+    Absent,
+    /// The key exists and was last written at this revision.
+    Revision(i64),
+}
+
+/// One key's part in an atomic multi-key write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnWrite {
+    pub key: Key,
+    pub expect: Expect,
+    /// The new value, or `None` to delete the key.
+    pub value: Option<Vec<u8>>,
+}
+
+/// The result of [`Datastore::txn`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnOutcome {
+    /// Every write took effect, all at this revision.
+    Committed { revision: i64 },
+    /// Some key was not as expected; nothing was written. `current` holds each key's value
+    /// now, in the order of the writes (`None`: the key does not exist), so the caller can
+    /// retry without reading them again.
+    Failed { current: Vec<Option<KvPair>> },
+}
+
+/// The most writes one transaction may carry (etcd's default `--max-txn-ops` is 128, and a
+/// failed transaction reads every key back).
+pub const MAX_TXN_WRITES: usize = 128;
+
+/// The checks every backend makes on a transaction before sending it.
+pub fn check_txn(writes: &[TxnWrite]) -> Result<()> {
+    let invalid = |reason: String| DatastoreError::InvalidTxn { reason };
+    if writes.is_empty() {
+        return Err(invalid("a transaction needs at least one write".into()));
+    }
+    if writes.len() > MAX_TXN_WRITES {
+        return Err(invalid(format!(
+            "a transaction of {} writes is over the limit of {MAX_TXN_WRITES}",
+            writes.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(writes.len());
+    for w in writes {
+        w.key.check()?;
+        let path = w.key.path();
+        if w.value.is_none() && w.expect == Expect::Absent {
+            return Err(invalid(format!(
+                "{path}: deleting a key expected to be absent"
+            )));
+        }
+        if !seen.insert(path.clone()) {
+            return Err(invalid(format!(
+                "{path} is written twice in one transaction"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// An ordered stream of changes; ends with an error (e.g. [`DatastoreError::Compacted`] or
 /// [`DatastoreError::Unavailable`]) or when the datastore closes it.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent>> + Send>>;
@@ -96,6 +159,11 @@ pub trait Datastore: Send + Sync + std::fmt::Debug + 'static {
     /// Deletes a key, if `revision` is given only while it is still at that revision.
     /// Returns the value that was deleted.
     async fn delete(&self, key: &Key, revision: Option<i64>) -> Result<KvPair>;
+
+    /// Writes several keys atomically, each only if it is as expected: all or nothing.
+    /// Fails with `Invalid` for an empty or oversized list, a key named twice, or a delete
+    /// of a key expected to be absent.
+    async fn txn(&self, writes: &[TxnWrite]) -> Result<TxnOutcome>;
 
     /// Changes under `prefix` with a revision of at least `from_revision`, in revision order.
     async fn watch(&self, prefix: &KeyPrefix, from_revision: i64) -> Result<WatchStream>;

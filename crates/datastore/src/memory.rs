@@ -13,7 +13,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::error::{DatastoreError, Result};
-use crate::{Datastore, Key, KeyPrefix, KvList, KvPair, WatchEvent, WatchStream};
+use crate::{
+    Datastore, Expect, Key, KeyPrefix, KvList, KvPair, TxnOutcome, TxnWrite, WatchEvent,
+    WatchStream, check_txn,
+};
 
 #[derive(Debug)]
 struct Entry {
@@ -130,6 +133,12 @@ impl MemoryDatastore {
     fn record(s: &mut State, key: Key, value: Option<Vec<u8>>) -> i64 {
         s.revision += 1;
         let revision = s.revision;
+        Self::record_at(s, revision, key, value);
+        revision
+    }
+
+    /// Records a change at a revision already taken (a transaction's writes share one).
+    fn record_at(s: &mut State, revision: i64, key: Key, value: Option<Vec<u8>>) {
         let event = match &value {
             Some(v) => WatchEvent::Put(KvPair {
                 key: key.clone(),
@@ -156,7 +165,6 @@ impl MemoryDatastore {
         {
             s.compacted = c.revision + 1;
         }
-        revision
     }
 
     fn put(s: &mut State, key: &Key, value: Vec<u8>) -> KvPair {
@@ -280,6 +288,47 @@ impl Datastore for MemoryDatastore {
         let mut old = old.ok_or(DatastoreError::NotFound { key: path })?;
         old.revision = revision;
         Ok(old)
+    }
+
+    async fn txn(&self, writes: &[TxnWrite]) -> Result<TxnOutcome> {
+        check_txn(writes)?;
+        let mut s = self.lock();
+        Self::check_available(&s)?;
+        let as_expected = writes
+            .iter()
+            .all(|w| match (s.data.get(&w.key.path()), w.expect) {
+                (None, Expect::Absent) => true,
+                (Some(e), Expect::Revision(r)) => e.revision == r,
+                _ => false,
+            });
+        if !as_expected {
+            let current = writes
+                .iter()
+                .map(|w| s.data.get(&w.key.path()).map(kv))
+                .collect();
+            return Ok(TxnOutcome::Failed { current });
+        }
+        s.revision += 1;
+        let revision = s.revision;
+        for w in writes {
+            match &w.value {
+                Some(v) => {
+                    s.data.insert(
+                        w.key.path(),
+                        Entry {
+                            key: w.key.clone(),
+                            value: v.clone(),
+                            revision,
+                        },
+                    );
+                }
+                None => {
+                    s.data.remove(&w.key.path());
+                }
+            }
+            Self::record_at(&mut s, revision, w.key.clone(), w.value.clone());
+        }
+        Ok(TxnOutcome::Committed { revision })
     }
 
     async fn watch(&self, prefix: &KeyPrefix, from_revision: i64) -> Result<WatchStream> {

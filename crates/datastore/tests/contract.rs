@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use calico_api::Kind;
 use calico_api::names::AffinityType;
-use calico_datastore::{Datastore, DatastoreError, Key, KeyPrefix, WatchEvent};
+use calico_datastore::{
+    Datastore, DatastoreError, Expect, Key, KeyPrefix, TxnOutcome, TxnWrite, WatchEvent,
+};
 use common::Backend;
 use futures::StreamExt;
 
@@ -430,6 +432,158 @@ async fn a_list_is_one_snapshot_while_writes_go_on(b: &Backend) {
     assert!(list.items.iter().all(|kv| kv.revision <= list.revision));
 }
 
+fn handle(id: &str) -> Key {
+    Key::Handle { id: id.into() }
+}
+
+fn put(key: Key, expect: Expect, value: &str) -> TxnWrite {
+    TxnWrite {
+        key,
+        expect,
+        value: Some(value.as_bytes().to_vec()),
+    }
+}
+
+async fn a_transaction_writes_every_key_at_one_revision_or_none(b: &Backend) {
+    let ds = b.ds();
+    let a = ds.create(&handle("a"), b"a1".to_vec()).await.unwrap();
+    let gone = ds.create(&handle("gone"), b"g".to_vec()).await.unwrap();
+    let mut w = ds
+        .watch(&KeyPrefix::Handles, gone.revision + 1)
+        .await
+        .unwrap();
+    let writes = [
+        put(handle("a"), Expect::Revision(a.revision), "a2"),
+        put(handle("new"), Expect::Absent, "n1"),
+        TxnWrite {
+            key: handle("gone"),
+            expect: Expect::Revision(gone.revision),
+            value: None,
+        },
+    ];
+    let TxnOutcome::Committed { revision } = ds.txn(&writes).await.unwrap() else {
+        panic!("the transaction should commit");
+    };
+    assert_eq!(ds.get(&handle("a")).await.unwrap().revision, revision);
+    assert_eq!(ds.get(&handle("new")).await.unwrap().value, b"n1");
+    assert!(matches!(
+        ds.get(&handle("gone")).await,
+        Err(DatastoreError::NotFound { .. })
+    ));
+    // Watchers see the three changes, all at the transaction's revision.
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        seen.push(next_event(&mut w).await);
+    }
+    assert!(seen.iter().all(|e| e.revision() == revision), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, WatchEvent::Delete { key, .. } if key == &handle("gone")))
+    );
+
+    // Any key not as expected: nothing is written, and every key's value comes back.
+    let stale = [
+        put(handle("a"), Expect::Revision(revision), "a3"),
+        put(handle("new"), Expect::Absent, "n2"),
+        put(handle("other"), Expect::Absent, "o"),
+    ];
+    let TxnOutcome::Failed { current } = ds.txn(&stale).await.unwrap() else {
+        panic!("the transaction should fail: \"new\" exists");
+    };
+    assert_eq!(current.len(), 3);
+    assert_eq!(current[0].as_ref().unwrap().value, b"a2");
+    assert_eq!(current[1].as_ref().unwrap().value, b"n1");
+    assert!(current[2].is_none());
+    assert!(matches!(
+        ds.get(&handle("other")).await,
+        Err(DatastoreError::NotFound { .. })
+    ));
+    assert_eq!(ds.get(&handle("a")).await.unwrap().value, b"a2");
+    // Expecting a revision of a key that does not exist fails too (even revision 0).
+    let TxnOutcome::Failed { current } = ds
+        .txn(&[put(handle("nope"), Expect::Revision(0), "x")])
+        .await
+        .unwrap()
+    else {
+        panic!("a revision precondition on a missing key must fail");
+    };
+    assert_eq!(current, vec![None]);
+}
+
+async fn transactions_that_cannot_be_sent_are_refused_before_sending(b: &Backend) {
+    let ds = b.ds();
+    for bad in [
+        vec![],
+        vec![
+            put(handle("x"), Expect::Absent, "1"),
+            put(handle("x"), Expect::Absent, "2"),
+        ],
+        vec![TxnWrite {
+            key: handle("x"),
+            expect: Expect::Absent,
+            value: None,
+        }],
+        vec![put(handle("a/b"), Expect::Absent, "1")],
+        (0..=calico_datastore::MAX_TXN_WRITES)
+            .map(|i| put(handle(&format!("h{i}")), Expect::Absent, "1"))
+            .collect(),
+    ] {
+        let err = ds.txn(&bad).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DatastoreError::InvalidTxn { .. } | DatastoreError::InvalidKey { .. }
+            ),
+            "{err}"
+        );
+    }
+    assert!(ds.list(&KeyPrefix::Handles).await.unwrap().items.is_empty());
+}
+
+async fn racing_transactions_lose_no_update(b: &Backend) {
+    // Two counters moved together by concurrent transactions: both always agree.
+    let ds = b.ds();
+    ds.create(&handle("c1"), b"0".to_vec()).await.unwrap();
+    ds.create(&handle("c2"), b"0".to_vec()).await.unwrap();
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let ds = ds.clone();
+            tokio::spawn(async move {
+                let mut cur = (
+                    ds.get(&handle("c1")).await.unwrap(),
+                    ds.get(&handle("c2")).await.unwrap(),
+                );
+                let mut done = 0;
+                while done < 25 {
+                    let n: u64 = std::str::from_utf8(&cur.0.value).unwrap().parse().unwrap();
+                    let next = (n + 1).to_string();
+                    let writes = [
+                        put(handle("c1"), Expect::Revision(cur.0.revision), &next),
+                        put(handle("c2"), Expect::Revision(cur.1.revision), &next),
+                    ];
+                    match ds.txn(&writes).await.unwrap() {
+                        TxnOutcome::Committed { .. } => {
+                            done += 1;
+                            cur = (
+                                ds.get(&handle("c1")).await.unwrap(),
+                                ds.get(&handle("c2")).await.unwrap(),
+                            );
+                        }
+                        TxnOutcome::Failed { current } => {
+                            cur = (current[0].clone().unwrap(), current[1].clone().unwrap());
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(ds.get(&handle("c1")).await.unwrap().value, b"100");
+    assert_eq!(ds.get(&handle("c2")).await.unwrap().value, b"100");
+}
+
 macro_rules! contract_tests {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -456,4 +610,7 @@ contract_tests!(
     keys_that_would_not_round_trip_are_refused,
     a_watch_from_a_future_revision_starts_there,
     a_list_is_one_snapshot_while_writes_go_on,
+    a_transaction_writes_every_key_at_one_revision_or_none,
+    transactions_that_cannot_be_sent_are_refused_before_sending,
+    racing_transactions_lose_no_update,
 );

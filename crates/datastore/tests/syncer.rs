@@ -225,6 +225,12 @@ impl Datastore for Faulty {
     async fn delete(&self, key: &Key, revision: Option<i64>) -> calico_datastore::Result<KvPair> {
         self.inner.delete(key, revision).await
     }
+    async fn txn(
+        &self,
+        writes: &[calico_datastore::TxnWrite],
+    ) -> calico_datastore::Result<calico_datastore::TxnOutcome> {
+        self.inner.txn(writes).await
+    }
     async fn watch(&self, prefix: &KeyPrefix, from: i64) -> calico_datastore::Result<WatchStream> {
         self.watches.fetch_add(1, Ordering::SeqCst);
         let mut hold = self.hold.subscribe();

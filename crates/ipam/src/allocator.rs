@@ -5,25 +5,29 @@
 //! Correctness comes from the data alone: every change to a block, an affinity or a handle is
 //! a compare-and-swap on that key's revision, retried on conflict (up to 100 times, as
 //! Calico). No lock is taken anywhere, so any number of allocators on any number of nodes
-//! may run at once. The block write is the point where an assignment takes effect; handles
-//! are counted before it (and taken back if it fails) so that a handle never undercounts.
+//! may run at once. A block and the handles whose counts it changes are written in one
+//! transaction (see `blocks`), so an address and its handle record appear and go together.
 //!
 //! Claiming a block is two-phase, as in Calico: a `pending` affinity, then the block created
 //! with the node's affinity, then the affinity `confirmed`. A crash in between leaves state
 //! the next attempt (by anyone) completes or undoes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use calico_api::names::{AffinityType, ip_version};
-use calico_api::resource::{IpPool, IpReservation, IpamConfiguration, Node};
 use calico_datastore::{Datastore, DatastoreError, Key, KeyPrefix, KvPair, ResourceClient};
 use ipnet::IpNet;
 
 use crate::block::{AllocationBlock, BlockReleaseError, ReleaseRequest, affinity_string};
+use crate::blocks::{
+    AssignOp, BlockOp, BlockWrite, Blocks, CachedBlock, Commit, HandleState, HandleWrite, corrupt,
+    decode_block, encode,
+};
+use crate::inputs::{self, ClusterView, Inputs};
 use crate::model::{AffinityState, BlockAffinity, Handle, IpamConfig};
 use crate::pools::{IpUse, Pool, Reservations, select_pools};
 use crate::{IpamError, Result};
@@ -58,6 +62,8 @@ pub struct IpamStats {
     /// Compare-and-swap writes that lost to a concurrent writer (and were retried).
     pub cas_conflicts: AtomicU64,
     pub blocks_claimed: AtomicU64,
+    /// Block transactions committed; fewer than requests when concurrent ones combine.
+    pub block_writes: AtomicU64,
     pub addresses_assigned: AtomicU64,
     pub addresses_released: AtomicU64,
 }
@@ -176,22 +182,19 @@ pub struct Ipam {
     resources: ResourceClient,
     clock: Arc<dyn Clock>,
     stats: Arc<IpamStats>,
+    blocks: Arc<Blocks>,
+    /// Watched inputs (ipamd); without it every request reads them.
+    view: Option<Arc<ClusterView>>,
+    /// Each (owner, IP version)'s affine blocks as last listed, in the order Calico tries
+    /// them: where a request looks first, before listing again.
+    affine: Arc<Mutex<AffineMemory>>,
 }
 
-fn corrupt(kv: &KvPair, e: impl std::fmt::Display) -> IpamError {
-    IpamError::Corrupt {
-        key: kv.key.path(),
-        reason: e.to_string(),
-    }
-}
+type AffineMemory = HashMap<(AffinityType, String, u8), Vec<IpNet>>;
 
-fn decode_block(kv: &KvPair) -> Result<AllocationBlock> {
-    serde_json::from_slice(&kv.value).map_err(|e| corrupt(kv, e))
-}
-
-fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).unwrap_or_default()
-}
+/// Owners whose affine blocks are remembered at most (ipamd serves one node; the memory is
+/// dropped and refilled past this).
+const MAX_REMEMBERED_OWNERS: usize = 1024;
 
 fn family_name(v: u8) -> &'static str {
     if v == 4 { "IPv4" } else { "IPv6" }
@@ -224,12 +227,23 @@ impl Ipam {
     }
 
     pub fn with_clock(ds: Arc<dyn Datastore>, clock: Arc<dyn Clock>) -> Ipam {
+        let stats = Arc::new(IpamStats::default());
         Ipam {
             resources: ResourceClient::new(ds.clone()),
+            blocks: Arc::new(Blocks::new(ds.clone(), stats.clone())),
             ds,
             clock,
-            stats: Arc::new(IpamStats::default()),
+            stats,
+            view: None,
+            affine: Arc::default(),
         }
+    }
+
+    /// Takes configuration, pools, reservations and node labels from a watched view instead
+    /// of reading them for every request (once the view is in sync).
+    pub fn with_view(mut self, view: Arc<ClusterView>) -> Ipam {
+        self.view = Some(view);
+        self
     }
 
     pub fn stats(&self) -> &Arc<IpamStats> {
@@ -263,28 +277,11 @@ impl Ipam {
     // ---- configuration and inputs ----
 
     /// The IPAM configuration: `/calico/ipam/v2/config` (what Calico's IPAM reads), else the
-    /// v3 IPAMConfiguration `default`, else Calico's defaults.
+    /// v3 IPAMConfiguration `default`, else Calico's defaults. Not checked against the
+    /// rules of [`Ipam::set_config`]: Calico checks them only when the configuration is set,
+    /// and a stored value it would refuse must not stop every allocation.
     pub async fn config(&self) -> Result<IpamConfig> {
-        let cfg = match self.ds.get(&Key::IpamConfig).await {
-            Ok(kv) => {
-                serde_json::from_slice::<IpamConfig>(&kv.value).map_err(|e| corrupt(&kv, e))?
-            }
-            Err(DatastoreError::NotFound { .. }) => {
-                match self
-                    .resources
-                    .get::<IpamConfiguration>(None, "default")
-                    .await
-                {
-                    Ok(r) => IpamConfig::from_spec(&r.spec),
-                    Err(DatastoreError::NotFound { .. }) => IpamConfig::default(),
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Err(e) => return Err(e.into()),
-        };
-        cfg.check()
-            .map_err(|reason| IpamError::InvalidConfig { reason })?;
-        Ok(cfg)
+        inputs::read_config(&self.ds, &self.resources).await
     }
 
     /// Stores the IPAM configuration where Calico's IPAM reads it.
@@ -296,35 +293,66 @@ impl Ipam {
     }
 
     async fn pools(&self) -> Result<Vec<Pool>> {
-        let list = self.resources.list::<IpPool>(None).await?;
-        Ok(list
-            .items
-            .iter()
-            .filter_map(|p| {
-                let mut p = p.clone();
-                calico_api::Resource::apply_defaults(&mut p);
-                Pool::from_resource(&p)
-            })
-            .collect())
-    }
-
-    async fn reservations(&self) -> Result<Reservations> {
-        let list = self.resources.list::<IpReservation>(None).await?;
-        Ok(Reservations::new(
-            list.items
-                .iter()
-                .flat_map(|r| r.spec.reserved_cidrs.iter())
-                .filter_map(|c| calico_api::validation::parse_cidr_or_ip(c).ok())
-                .collect(),
-        ))
-    }
-
-    async fn node_labels(&self, host: &str) -> Result<BTreeMap<String, String>> {
-        match self.resources.get::<Node>(None, host).await {
-            Ok(n) => Ok(n.metadata.labels),
-            Err(DatastoreError::NotFound { .. }) => Ok(BTreeMap::new()),
-            Err(e) => Err(e.into()),
+        match self.view.as_ref().and_then(|v| v.snapshot()) {
+            Some(i) => Ok(i.pools.clone()),
+            None => inputs::read_pools(&self.resources).await,
         }
+    }
+
+    async fn reservations(&self) -> Result<Arc<Reservations>> {
+        match self.view.as_ref().and_then(|v| v.snapshot()) {
+            Some(i) => Ok(i.reservations.clone()),
+            None => Ok(Arc::new(inputs::read_reservations(&self.resources).await?)),
+        }
+    }
+
+    /// What a request for `host` decides from: from the view when there is one in sync
+    /// (reading only another node's labels), else read now.
+    async fn inputs(&self, host: &str, use_: IpUse) -> Result<Arc<Inputs>> {
+        let wants_labels = use_ != IpUse::LoadBalancer;
+        if let Some(view) = &self.view
+            && let Some(snapshot) = view.snapshot()
+        {
+            if !wants_labels && !snapshot.node_labels.is_empty() {
+                let mut i = (*snapshot).clone();
+                i.node_labels.clear();
+                return Ok(Arc::new(i));
+            }
+            if !wants_labels || host == view.node() {
+                return Ok(snapshot);
+            }
+            let mut i = (*snapshot).clone();
+            i.node_labels = inputs::read_node_labels(&self.resources, host).await?;
+            return Ok(Arc::new(i));
+        }
+        Ok(Arc::new(Inputs {
+            config: self.config().await?,
+            reservations: Arc::new(inputs::read_reservations(&self.resources).await?),
+            pools: inputs::read_pools(&self.resources).await?,
+            node_labels: if wants_labels {
+                inputs::read_node_labels(&self.resources, host).await?
+            } else {
+                BTreeMap::new()
+            },
+        }))
+    }
+
+    fn remembered_affine(&self, kind: AffinityType, host: &str, version: u8) -> Vec<IpNet> {
+        self.affine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(kind, host.to_string(), version))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn remember_affine(&self, kind: AffinityType, host: &str, version: u8, blocks: Vec<IpNet>) {
+        let mut m = self.affine.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (kind, host.to_string(), version);
+        if m.len() >= MAX_REMEMBERED_OWNERS && !m.contains_key(&key) {
+            m.clear();
+        }
+        m.insert(key, blocks);
     }
 
     // ---- AutoAssign ----
@@ -358,14 +386,7 @@ impl Ipam {
                 reason: "is empty; name the node the addresses are for".into(),
             });
         }
-        let config = self.config().await?;
-        let reservations = self.reservations().await?;
-        let pools = self.pools().await?;
-        let node_labels = if args.use_ == IpUse::LoadBalancer {
-            BTreeMap::new()
-        } else {
-            self.node_labels(&args.host).await?
-        };
+        let inputs = self.inputs(&args.host, args.use_).await?;
         // Choose pools for both families before writing anything, so a request that cannot
         // be served fails without leaving a half-made allocation behind.
         let mut plan = Vec::with_capacity(2);
@@ -378,11 +399,11 @@ impl Ipam {
                 continue;
             }
             let chosen = select_pools(
-                &pools,
+                &inputs.pools,
                 version,
                 requested,
                 &args.host,
-                &node_labels,
+                &inputs.node_labels,
                 args.namespace_labels.as_ref(),
                 args.use_,
             )?;
@@ -395,7 +416,7 @@ impl Ipam {
                 continue;
             }
             match self
-                .assign_family(args, version, num, &chosen, &config, &reservations)
+                .assign_family(args, version, num, &chosen, &inputs)
                 .await
             {
                 Ok(a) => out.push(a),
@@ -442,14 +463,28 @@ impl Ipam {
         }
     }
 
+    fn assign_op(
+        args: &AutoAssignArgs,
+        num: usize,
+        owner: Option<(AffinityType, &str)>,
+        reservations: &Arc<Reservations>,
+    ) -> AssignOp {
+        AssignOp {
+            num,
+            handle: args.handle.clone(),
+            attrs: args.attrs.clone(),
+            owner: owner.map(|(k, o)| (k, o.to_string())),
+            reservations: reservations.clone(),
+        }
+    }
+
     async fn assign_family(
         &self,
         args: &AutoAssignArgs,
         version: u8,
         num: usize,
         pools: &[Pool],
-        config: &IpamConfig,
-        reservations: &Reservations,
+        inputs: &Inputs,
     ) -> Result<Assignment> {
         let kind = Self::affinity_type(args.use_);
         let host = args.host.as_str();
@@ -457,6 +492,58 @@ impl Ipam {
             requested: num,
             ..Default::default()
         };
+        let reservations = &inputs.reservations;
+        let reserved = |ip: IpAddr| reservations.contains(ip);
+        // First the host's blocks as this process last saw them, when one has room: the
+        // common case costs one transaction and no reads. What the memory says is only
+        // trusted as far as the write's compare-and-swap checks it; everything else (a
+        // block being full, the list of blocks) is read again below before acting on it.
+        for cidr in self.remembered_affine(kind, host, version) {
+            if result.ips.len() >= num {
+                break;
+            }
+            if !pools.iter().any(|p| p.net.contains(&cidr)) || reservations.covers(&cidr) {
+                continue;
+            }
+            let Some(cached) = self.blocks.cached(cidr) else {
+                continue;
+            };
+            if !cached.block.is_owned_by(kind, host) || cached.block.num_free(&reserved) == 0 {
+                continue;
+            }
+            let op = Self::assign_op(
+                args,
+                num - result.ips.len(),
+                Some((kind, host)),
+                reservations,
+            );
+            result.ips.extend(self.blocks.assign(cidr, op).await?);
+        }
+        if result.ips.len() < num {
+            self.assign_family_from_datastore(args, version, num, pools, inputs, &mut result)
+                .await?;
+        }
+        self.stats
+            .addresses_assigned
+            .fetch_add(result.ips.len() as u64, Ordering::Relaxed);
+        Ok(result)
+    }
+
+    /// Calico's order on freshly read data: the host's affine blocks, a new block, an
+    /// abandoned empty block, then borrowing.
+    async fn assign_family_from_datastore(
+        &self,
+        args: &AutoAssignArgs,
+        version: u8,
+        num: usize,
+        pools: &[Pool],
+        inputs: &Inputs,
+        result: &mut Assignment,
+    ) -> Result<()> {
+        let kind = Self::affinity_type(args.use_);
+        let host = args.host.as_str();
+        let config = &inputs.config;
+        let reservations = &inputs.reservations;
         let reserved = |ip: IpAddr| reservations.contains(ip);
         // The host's blocks in the chosen pools.
         let affinities = self
@@ -469,33 +556,35 @@ impl Ipam {
             .await?;
         let mut owned = 0u32;
         let mut affine: Vec<IpNet> = Vec::new();
+        let mut all_affine: Vec<IpNet> = Vec::new();
         for kv in &affinities.items {
             let Key::Affinity { cidr, .. } = &kv.key else {
                 continue;
             };
             owned += 1;
             let state = BlockAffinity::from_bytes(&kv.value).map_err(|e| corrupt(kv, e))?;
-            if state.state != AffinityState::PendingDeletion
-                && pools.iter().any(|p| p.net.contains(cidr))
-            {
-                affine.push(*cidr);
+            if state.state != AffinityState::PendingDeletion {
+                all_affine.push(*cidr);
+                if pools.iter().any(|p| p.net.contains(cidr)) {
+                    affine.push(*cidr);
+                }
             }
         }
+        self.remember_affine(kind, host, version, all_affine.clone());
         let cap = config.block_cap(args.max_blocks_per_host);
         let mut remaining_affine = affine.into_iter();
         'fill: while result.ips.len() < num {
             // 1. A block of ours with room; 2. a new block.
-            let mut chosen: Option<KvPair> = None;
+            let mut chosen: Option<IpNet> = None;
             for cidr in remaining_affine.by_ref() {
                 if reservations.covers(&cidr) {
                     continue;
                 }
-                if let Some(kv) = self.block_for_affinity(kind, host, cidr).await? {
-                    let b = decode_block(&kv)?;
-                    if b.num_free(&reserved) > 0 {
-                        chosen = Some(kv);
-                        break;
-                    }
+                if let Some(b) = self.block_for_affinity(kind, host, cidr).await?
+                    && b.block.num_free(&reserved) > 0
+                {
+                    chosen = Some(cidr);
+                    break;
                 }
             }
             if chosen.is_none() {
@@ -518,7 +607,13 @@ impl Ipam {
                 {
                     Some(kv) => {
                         owned += 1;
-                        chosen = Some(kv);
+                        let Key::Block { cidr } = kv.key else {
+                            break 'fill;
+                        };
+                        self.blocks.note_kv(cidr, &kv)?;
+                        all_affine.push(cidr);
+                        self.remember_affine(kind, host, version, all_affine.clone());
+                        chosen = Some(cidr);
                     }
                     None => {
                         if config.strict_affinity {
@@ -530,18 +625,14 @@ impl Ipam {
                     }
                 }
             }
-            let Some(kv) = chosen else { break };
-            let got = self
-                .assign_from_block(
-                    kv,
-                    num - result.ips.len(),
-                    args,
-                    kind,
-                    config.strict_affinity,
-                    &reserved,
-                )
-                .await?;
-            result.ips.extend(got);
+            let Some(cidr) = chosen else { break };
+            let op = Self::assign_op(
+                args,
+                num - result.ips.len(),
+                Some((kind, host)),
+                reservations,
+            );
+            result.ips.extend(self.blocks.assign(cidr, op).await?);
         }
         // 3. Borrow from any block with room, unless affinity is strict.
         if result.ips.len() < num && !config.strict_affinity {
@@ -562,7 +653,7 @@ impl Ipam {
                     })
                     .collect();
                 // Walk the pool's blocks in this host's order, as Calico does.
-                let order: std::collections::HashMap<IpNet, usize> = if in_pool.len() > 1 {
+                let order: HashMap<IpNet, usize> = if in_pool.len() > 1 {
                     pool.blocks_from(host)
                         .take(pool.num_blocks().min(1 << 20) as usize)
                         .enumerate()
@@ -583,10 +674,9 @@ impl Ipam {
                     if b.num_free(&reserved) == 0 {
                         continue;
                     }
-                    let got = self
-                        .assign_from_block(kv, num - result.ips.len(), args, kind, false, &reserved)
-                        .await?;
-                    result.ips.extend(got);
+                    self.blocks.note_block(cidr, kv.revision, b);
+                    let op = Self::assign_op(args, num - result.ips.len(), None, reservations);
+                    result.ips.extend(self.blocks.assign(cidr, op).await?);
                 }
                 if result.ips.len() < num {
                     exhausted.push(pool.net.to_string());
@@ -599,19 +689,17 @@ impl Ipam {
                 ));
             }
         }
-        self.stats
-            .addresses_assigned
-            .fetch_add(result.ips.len() as u64, Ordering::Relaxed);
-        Ok(result)
+        Ok(())
     }
 
-    /// The block behind one of the host's affinities, finishing a claim a crash interrupted.
+    /// The block behind one of the host's affinities, read now, finishing a claim a crash
+    /// interrupted.
     async fn block_for_affinity(
         &self,
         kind: AffinityType,
         host: &str,
         cidr: IpNet,
-    ) -> Result<Option<KvPair>> {
+    ) -> Result<Option<Arc<CachedBlock>>> {
         let aff_key = Key::Affinity {
             affinity_type: kind,
             owner: host.to_string(),
@@ -627,26 +715,24 @@ impl Ipam {
             if state.state == AffinityState::PendingDeletion {
                 return Ok(None);
             }
-            match self.ds.get(&Key::Block { cidr }).await {
-                Ok(kv) if state.is_confirmed() => {
-                    let b = decode_block(&kv)?;
-                    if b.is_owned_by(kind, host) {
-                        return Ok(Some(kv));
+            match self.blocks.read(cidr).await? {
+                Some(b) if state.is_confirmed() => {
+                    if b.block.is_owned_by(kind, host) {
+                        return Ok(Some(b));
                     }
                     // Someone else's block: our affinity is stale.
                     let _ = self.ds.delete(&aff_key, Some(aff.revision)).await;
                     return Ok(None);
                 }
-                Ok(_) | Err(DatastoreError::NotFound { .. }) => {
+                _ => {
                     // Pending, or confirmed with the block missing: complete the claim.
                     match self.claim_block(kind, host, cidr, aff).await {
-                        Ok(kv) => return Ok(Some(kv)),
+                        Ok(kv) => return Ok(Some(self.blocks.note_kv(cidr, &kv)?)),
                         Err(ClaimError::Retry) => continue,
                         Err(ClaimError::TakenByOther) => return Ok(None),
                         Err(ClaimError::Ipam(e)) => return Err(e),
                     }
                 }
-                Err(e) => return Err(e.into()),
             }
         }
         Err(IpamError::TooManyRetries {
@@ -872,104 +958,6 @@ impl Ipam {
         }
     }
 
-    /// Assigns up to `num` addresses from one block (CAS loop on the block).
-    async fn assign_from_block(
-        &self,
-        mut kv: KvPair,
-        num: usize,
-        args: &AutoAssignArgs,
-        kind: AffinityType,
-        affinity_check: bool,
-        reserved: &(dyn Fn(IpAddr) -> bool + Sync),
-    ) -> Result<Vec<IpNet>> {
-        let handle = args.handle.as_deref();
-        for _ in 0..MAX_ATTEMPTS {
-            let mut b = decode_block(&kv)?;
-            if affinity_check && !b.is_owned_by(kind, &args.host) {
-                return Ok(Vec::new());
-            }
-            let ips = b.assign(num, handle, &args.attrs, reserved);
-            if ips.is_empty() {
-                return Ok(ips);
-            }
-            if let Some(h) = handle {
-                self.change_handle(h, b.cidr, ips.len() as i64).await?;
-            }
-            b.sequence_number += 1;
-            match self.ds.update(&kv.key, encode(&b), kv.revision).await {
-                Ok(_) => return Ok(ips),
-                Err(e) => {
-                    if let Some(h) = handle {
-                        self.change_handle(h, b.cidr, -(ips.len() as i64)).await?;
-                    }
-                    match e {
-                        DatastoreError::Conflict { .. } => {
-                            self.conflict();
-                            kv = match self.ds.get(&kv.key).await {
-                                Ok(kv) => kv,
-                                Err(DatastoreError::NotFound { .. }) => return Ok(Vec::new()),
-                                Err(e) => return Err(e.into()),
-                            };
-                        }
-                        DatastoreError::NotFound { .. } => return Ok(Vec::new()),
-                        e => return Err(e.into()),
-                    }
-                }
-            }
-        }
-        Err(IpamError::TooManyRetries {
-            operation: "writing a block",
-            attempts: MAX_ATTEMPTS,
-        })
-    }
-
-    /// Adds `delta` to a handle's count for a block (creating or deleting the handle).
-    async fn change_handle(&self, handle: &str, block: IpNet, delta: i64) -> Result<()> {
-        let key = Key::Handle {
-            id: handle.to_string(),
-        };
-        let block_key = block.to_string();
-        for _ in 0..MAX_ATTEMPTS {
-            let (mut h, revision) = match self.ds.get(&key).await {
-                Ok(kv) => (
-                    serde_json::from_slice::<Handle>(&kv.value).map_err(|e| corrupt(&kv, e))?,
-                    Some(kv.revision),
-                ),
-                Err(DatastoreError::NotFound { .. }) => (Handle::default(), None),
-                Err(e) => return Err(e.into()),
-            };
-            let current = h.block.get(&block_key).copied().unwrap_or(0) as i64;
-            let next = (current + delta).max(0);
-            if next == 0 {
-                h.block.remove(&block_key);
-            } else {
-                h.block.insert(block_key.clone(), next as usize);
-            }
-            let result = match (revision, h.block.is_empty()) {
-                (None, true) => return Ok(()),
-                (None, false) => self.ds.create(&key, encode(&h)).await.map(|_| ()),
-                (Some(r), true) => self.ds.delete(&key, Some(r)).await.map(|_| ()),
-                (Some(r), false) => self.ds.update(&key, encode(&h), r).await.map(|_| ()),
-            };
-            match result {
-                Ok(()) => return Ok(()),
-                Err(
-                    DatastoreError::Conflict { .. }
-                    | DatastoreError::AlreadyExists { .. }
-                    | DatastoreError::NotFound { .. },
-                ) => {
-                    self.conflict();
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(IpamError::TooManyRetries {
-            operation: "updating a handle",
-            attempts: MAX_ATTEMPTS,
-        })
-    }
-
     // ---- AssignIP ----
 
     /// Assigns one specific address to `handle` on `host`, claiming its block for the host
@@ -1005,24 +993,25 @@ impl Ipam {
         let config = self.config().await?;
         let kind = Self::affinity_type(use_);
         let cidr = pool.block_for(ip);
-        let block_key = Key::Block { cidr };
+        // "In use" is an answer the caller acts on: decide it from values read now.
+        let mut current = self.blocks.read(cidr).await?;
+        let mut handle_state = self.blocks.read_handle(handle).await?;
         for _ in 0..MAX_ATTEMPTS {
-            let kv = match self.ds.get(&block_key).await {
-                Ok(kv) => kv,
-                Err(DatastoreError::NotFound { .. }) => {
-                    let pending = self.pending_affinity(kind, host, cidr).await?;
-                    match self.claim_block(kind, host, cidr, pending).await {
-                        Ok(kv) => {
-                            self.stats.blocks_claimed.fetch_add(1, Ordering::Relaxed);
-                            kv
-                        }
-                        Err(ClaimError::Retry | ClaimError::TakenByOther) => continue,
-                        Err(ClaimError::Ipam(e)) => return Err(e),
+            let Some(cur) = current.clone() else {
+                let pending = self.pending_affinity(kind, host, cidr).await?;
+                match self.claim_block(kind, host, cidr, pending).await {
+                    Ok(kv) => {
+                        self.stats.blocks_claimed.fetch_add(1, Ordering::Relaxed);
+                        current = Some(self.blocks.note_kv(cidr, &kv)?);
                     }
+                    Err(ClaimError::Retry | ClaimError::TakenByOther) => {
+                        current = self.blocks.read(cidr).await?;
+                    }
+                    Err(ClaimError::Ipam(e)) => return Err(e),
                 }
-                Err(e) => return Err(e.into()),
+                continue;
             };
-            let mut b = decode_block(&kv)?;
+            let mut b = cur.block.clone();
             if config.strict_affinity && !b.is_owned_by(kind, host) {
                 return Err(IpamError::StrictAffinity {
                     block: cidr,
@@ -1034,24 +1023,32 @@ impl Ipam {
                 crate::block::AssignIpError::InUse { handle } => IpamError::InUse { ip, handle },
                 crate::block::AssignIpError::NotInBlock => IpamError::NotInAnyPool { ip },
             })?;
-            self.change_handle(handle, cidr, 1).await?;
             b.sequence_number += 1;
-            match self.ds.update(&block_key, encode(&b), kv.revision).await {
-                Ok(_) => {
+            let mut h = handle_state
+                .as_ref()
+                .map(|(_, h)| h.clone())
+                .unwrap_or_default();
+            *h.block.entry(cidr.to_string()).or_default() += 1;
+            let writes = vec![HandleWrite {
+                id: handle.to_string(),
+                base: handle_state.as_ref().map(|(r, _)| *r),
+                new: Some(h),
+            }];
+            let block = BlockWrite {
+                cidr,
+                base: cur.revision,
+                new: Some(b),
+            };
+            match self.blocks.commit(Some(block), writes).await? {
+                Commit::Done { .. } => {
                     self.stats
                         .addresses_assigned
                         .fetch_add(1, Ordering::Relaxed);
                     return Ok(assigned);
                 }
-                Err(e) => {
-                    self.change_handle(handle, cidr, -1).await?;
-                    match e {
-                        DatastoreError::Conflict { .. } | DatastoreError::NotFound { .. } => {
-                            self.conflict();
-                            continue;
-                        }
-                        e => return Err(e.into()),
-                    }
+                Commit::Stale { block, handles } => {
+                    current = block;
+                    handle_state = handles.into_iter().next().flatten();
                 }
             }
         }
@@ -1123,16 +1120,14 @@ impl Ipam {
         cidr: IpNet,
         reqs: &[ReleaseRequest],
     ) -> Result<(Vec<IpAddr>, Vec<IpAddr>)> {
-        let key = Key::Block { cidr };
+        // "Not allocated" is reported without a write, so it must come from a fresh read.
+        let mut current = self.blocks.read(cidr).await?;
+        let mut handles: HashMap<String, HandleState> = HashMap::new();
         for _ in 0..MAX_ATTEMPTS {
-            let kv = match self.ds.get(&key).await {
-                Ok(kv) => kv,
-                Err(DatastoreError::NotFound { .. }) => {
-                    return Ok((Vec::new(), reqs.iter().map(|r| r.ip).collect()));
-                }
-                Err(e) => return Err(e.into()),
+            let Some(cur) = current.clone() else {
+                return Ok((Vec::new(), reqs.iter().map(|r| r.ip).collect()));
             };
-            let mut b = decode_block(&kv)?;
+            let mut b = cur.block.clone();
             let rel = b.release(reqs).map_err(|e| {
                 let ip = match &e {
                     BlockReleaseError::BadSequenceNumber { ip, .. }
@@ -1147,20 +1142,42 @@ impl Ipam {
             if rel.released.is_empty() {
                 return Ok((Vec::new(), rel.unallocated));
             }
-            if !self.write_released_block(&kv, b).await? {
-                self.conflict();
-                continue;
+            let mut writes = Vec::with_capacity(rel.by_handle.len());
+            for (id, n) in &rel.by_handle {
+                if !handles.contains_key(id) {
+                    let state = self.blocks.handle_or_read(id).await?;
+                    handles.insert(id.clone(), state);
+                }
+                let state = handles.get(id).cloned().flatten();
+                writes.push(HandleWrite {
+                    id: id.clone(),
+                    base: state.as_ref().map(|(r, _)| *r),
+                    new: state.and_then(|(_, h)| handle_less(h, cidr, *n)),
+                });
             }
-            for (h, n) in &rel.by_handle {
-                if let Err(e) = self.change_handle(h, cidr, -(*n as i64)).await {
-                    // The block is the truth; a stale handle count is repaired by GC/check.
-                    tracing::warn!(handle = %h, block = %cidr, error = %e, "could not decrement handle after release");
+            let ids: Vec<String> = writes.iter().map(|w| w.id.clone()).collect();
+            let block = BlockWrite {
+                cidr,
+                base: cur.revision,
+                new: after_release(b),
+            };
+            match self.blocks.commit(Some(block), writes).await? {
+                Commit::Done { .. } => {
+                    self.stats
+                        .addresses_released
+                        .fetch_add(rel.released.len() as u64, Ordering::Relaxed);
+                    return Ok((rel.released, rel.unallocated));
+                }
+                Commit::Stale {
+                    block,
+                    handles: now,
+                } => {
+                    current = block;
+                    for (id, s) in ids.into_iter().zip(now) {
+                        handles.insert(id, s);
+                    }
                 }
             }
-            self.stats
-                .addresses_released
-                .fetch_add(rel.released.len() as u64, Ordering::Relaxed);
-            return Ok((rel.released, rel.unallocated));
         }
         Err(IpamError::TooManyRetries {
             operation: "releasing addresses",
@@ -1168,78 +1185,84 @@ impl Ipam {
         })
     }
 
-    /// Writes a block after a release: an empty block with no affinity is deleted. False on
-    /// a CAS conflict.
-    async fn write_released_block(&self, kv: &KvPair, mut b: AllocationBlock) -> Result<bool> {
-        let result = if b.is_empty() && b.owner().is_none() {
-            self.ds.delete(&kv.key, Some(kv.revision)).await.map(|_| ())
-        } else {
-            b.sequence_number += 1;
-            self.ds
-                .update(&kv.key, encode(&b), kv.revision)
-                .await
-                .map(|_| ())
-        };
-        match result {
-            Ok(()) => Ok(true),
-            Err(DatastoreError::Conflict { .. } | DatastoreError::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// Releases every address a handle holds; releasing an unknown handle is not an error
     /// (releases must be idempotent). Returns what was released.
+    ///
+    /// Block by block, the addresses and the handle's count for that block go in one
+    /// transaction (combined with other requests on the same block); the handle record
+    /// goes with the last.
     pub async fn release_by_handle(&self, handle: &str) -> Result<Vec<IpAddr>> {
         check_handle(handle)?;
-        let key = Key::Handle {
-            id: handle.to_string(),
-        };
-        let h = match self.ds.get(&key).await {
-            Ok(kv) => serde_json::from_slice::<Handle>(&kv.value).map_err(|e| corrupt(&kv, e))?,
-            Err(DatastoreError::NotFound { .. }) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        };
+        let mut state = self.blocks.handle_or_read(handle).await?;
         let mut released = Vec::new();
-        for block in h.block.keys() {
-            let Ok(cidr) = block.parse::<IpNet>() else {
+        let mut checked: Vec<IpNet> = Vec::new();
+        // Each round settles one block, or learns newer values after losing a race.
+        for _ in 0..MAX_ATTEMPTS {
+            let Some((revision, h)) = state.clone() else {
+                return Ok(released);
+            };
+            let Some(name) = h.block.keys().next().cloned() else {
+                // A record counting nothing: remove it.
+                state = self.rewrite_handle(handle, revision, None).await?;
                 continue;
             };
-            let block_key = Key::Block { cidr };
-            let mut done = false;
-            for _ in 0..MAX_ATTEMPTS {
-                let kv = match self.ds.get(&block_key).await {
-                    Ok(kv) => kv,
-                    Err(DatastoreError::NotFound { .. }) => {
-                        done = true;
-                        break;
-                    }
-                    Err(e) => return Err(e.into()),
+            let mut rest = h.clone();
+            rest.block.remove(&name);
+            let rest = (!rest.block.is_empty()).then_some(rest);
+            let Ok(cidr) = name.parse::<IpNet>() else {
+                // Not a block name: nothing can be allocated under it.
+                state = self.rewrite_handle(handle, revision, rest).await?;
+                continue;
+            };
+            let op = BlockOp::ReleaseHandle {
+                handle: handle.to_string(),
+                seen: state.clone(),
+            };
+            let out = self.blocks.run(cidr, op).await?;
+            if !out.released.is_empty() {
+                self.stats
+                    .addresses_released
+                    .fetch_add(out.released.len() as u64, Ordering::Relaxed);
+                released.extend(out.released);
+                state = match out.handle {
+                    Some(s) => s,
+                    None => self.blocks.read_handle(handle).await?,
                 };
-                let mut b = decode_block(&kv)?;
-                let ips = b.release_handle(handle, None);
-                if ips.is_empty() {
-                    done = true;
-                    break;
-                }
-                if self.write_released_block(&kv, b).await? {
-                    self.stats
-                        .addresses_released
-                        .fetch_add(ips.len() as u64, Ordering::Relaxed);
-                    released.extend(ips);
-                    done = true;
-                    break;
-                }
-                self.conflict();
+                continue;
             }
-            if !done {
-                return Err(IpamError::TooManyRetries {
-                    operation: "releasing a handle",
-                    attempts: MAX_ATTEMPTS,
-                });
+            // Nothing of the handle's in the block as this process knew it: look again
+            // before believing it, since no compare-and-swap checks an absence.
+            if !checked.contains(&cidr) {
+                checked.push(cidr);
+                self.blocks.read(cidr).await?;
+                state = self.blocks.read_handle(handle).await?;
+                continue;
             }
-            self.change_handle(handle, cidr, -(i64::MAX / 2)).await?;
+            state = self.rewrite_handle(handle, revision, rest).await?;
         }
-        Ok(released)
+        Err(IpamError::TooManyRetries {
+            operation: "releasing a handle",
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    /// Replaces a handle record seen at `revision` (`None` deletes it); returns the handle
+    /// as it is afterwards, or as found if it had changed.
+    async fn rewrite_handle(
+        &self,
+        handle: &str,
+        revision: i64,
+        new: Option<Handle>,
+    ) -> Result<HandleState> {
+        let write = HandleWrite {
+            id: handle.to_string(),
+            base: Some(revision),
+            new: new.clone(),
+        };
+        match self.blocks.commit(None, vec![write]).await? {
+            Commit::Done { revision } => Ok(new.map(|h| (revision, h))),
+            Commit::Stale { handles, .. } => Ok(handles.into_iter().next().flatten()),
+        }
     }
 
     /// The addresses a handle holds.
@@ -1514,4 +1537,27 @@ impl ClaimError {
             e => ClaimError::Ipam(e.into()),
         }
     }
+}
+
+/// A block after addresses left it: an empty block no host has affinity for is deleted
+/// (`None`); otherwise its sequence number moves on.
+fn after_release(mut b: AllocationBlock) -> Option<AllocationBlock> {
+    if b.is_empty() && b.owner().is_none() {
+        None
+    } else {
+        b.sequence_number += 1;
+        Some(b)
+    }
+}
+
+/// A handle with `n` fewer addresses in `block`; `None` once it counts nothing.
+fn handle_less(mut h: Handle, block: IpNet, n: usize) -> Option<Handle> {
+    let name = block.to_string();
+    let left = h.block.get(&name).copied().unwrap_or(0).saturating_sub(n);
+    if left == 0 {
+        h.block.remove(&name);
+    } else {
+        h.block.insert(name, left);
+    }
+    (!h.block.is_empty()).then_some(h)
 }

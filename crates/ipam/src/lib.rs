@@ -8,14 +8,18 @@
 //! - [`block`]: the allocation block and its pure operations;
 //! - [`model`]: affinities, handles, configuration;
 //! - [`pools`]: which pools a request may use and the order blocks are tried in;
-//! - [`allocator`]: AutoAssign, AssignIP, release, affinities and usage over a datastore.
+//! - [`allocator`]: AutoAssign, AssignIP, release, affinities and usage over a datastore;
+//! - [`inputs`]: configuration, pools, reservations and node labels, read or watched;
+//! - `blocks`: block and handle writes as single transactions, combined per block.
 
 pub mod allocator;
 pub mod block;
+mod blocks;
 pub mod check;
 pub mod client;
 mod error;
 pub mod gc;
+pub mod inputs;
 pub mod metrics;
 pub mod model;
 pub mod pools;

@@ -21,11 +21,12 @@ pub struct Metrics {
     released: IntCounter,
     cas_conflicts: IntCounter,
     blocks_claimed: IntCounter,
+    block_writes: IntCounter,
     pool_capacity: IntGaugeVec,
     pool_in_use: IntGaugeVec,
     pool_available: IntGaugeVec,
     /// Counter values already exported, so the allocator's totals are added as deltas.
-    last: Mutex<[u64; 4]>,
+    last: Mutex<[u64; 5]>,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -66,6 +67,10 @@ impl Metrics {
             "ipam_blocks_claimed_total",
             "blocks claimed for a node",
         ));
+        let block_writes = must(IntCounter::new(
+            "ipam_block_writes_total",
+            "block transactions committed (concurrent requests on one block share one)",
+        ));
         let pool_capacity = must(IntGaugeVec::new(
             Opts::new("ipam_pool_capacity", "addresses in the pool"),
             &["pool"],
@@ -81,7 +86,13 @@ impl Metrics {
             ),
             &["pool"],
         ));
-        for c in [&assigned, &released, &cas_conflicts, &blocks_claimed] {
+        for c in [
+            &assigned,
+            &released,
+            &cas_conflicts,
+            &blocks_claimed,
+            &block_writes,
+        ] {
             must(registry.register(Box::new(c.clone())));
         }
         must(registry.register(Box::new(requests.clone())));
@@ -101,10 +112,11 @@ impl Metrics {
             released,
             cas_conflicts,
             blocks_claimed,
+            block_writes,
             pool_capacity,
             pool_in_use,
             pool_available,
-            last: Mutex::new([0; 4]),
+            last: Mutex::new([0; 5]),
         }
     }
 
@@ -115,6 +127,7 @@ impl Metrics {
             stats.addresses_released.load(Ordering::Relaxed),
             stats.cas_conflicts.load(Ordering::Relaxed),
             stats.blocks_claimed.load(Ordering::Relaxed),
+            stats.block_writes.load(Ordering::Relaxed),
         ];
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         for (i, c) in [
@@ -122,6 +135,7 @@ impl Metrics {
             &self.released,
             &self.cas_conflicts,
             &self.blocks_claimed,
+            &self.block_writes,
         ]
         .into_iter()
         .enumerate()

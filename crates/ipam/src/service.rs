@@ -50,6 +50,16 @@ pub fn to_status(e: &IpamError) -> Status {
     Status::new(code, e.to_string())
 }
 
+/// Runs a request that writes to the end even if the client goes away (a cancelled call
+/// would otherwise stop between writes, leaving what it took without the give-back).
+async fn finish<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, Status>> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::spawn(work)
+        .await
+        .unwrap_or_else(|e| Err(Status::internal(format!("the request failed: {e}"))))
+}
+
 fn invalid(field: &str, reason: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("invalid {field}: {reason}"))
 }
@@ -163,7 +173,8 @@ impl pb::ipam_server::Ipam for IpamService {
         req: Request<pb::AutoAssignRequest>,
     ) -> Result<Response<pb::AutoAssignResponse>, Status> {
         let t = Instant::now();
-        let r = self.auto_assign_inner(req.into_inner()).await;
+        let svc = self.clone();
+        let r = finish(async move { svc.auto_assign_inner(req.into_inner()).await }).await;
         self.observe("AutoAssign", t, &r);
         r.map(Response::new)
     }
@@ -173,20 +184,21 @@ impl pb::ipam_server::Ipam for IpamService {
         req: Request<pb::AssignIpRequest>,
     ) -> Result<Response<pb::AssignIpResponse>, Status> {
         let t = Instant::now();
-        let r = async {
+        let svc = self.clone();
+        let r = finish(async move {
             let r = req.into_inner();
             let ip = parse_ip("ip", &r.ip)?;
             let use_ = parse_use(r.r#use)?;
             let attrs: BTreeMap<String, String> = r.attributes.into_iter().collect();
-            let got = self
+            let got = svc
                 .ipam
-                .assign_ip(ip, &r.handle_id, &attrs, self.host(&r.hostname), use_)
+                .assign_ip(ip, &r.handle_id, &attrs, svc.host(&r.hostname), use_)
                 .await
                 .map_err(|e| to_status(&e))?;
             Ok(pb::AssignIpResponse {
                 ip: got.to_string(),
             })
-        }
+        })
         .await;
         self.observe("AssignIP", t, &r);
         r.map(Response::new)
@@ -197,9 +209,10 @@ impl pb::ipam_server::Ipam for IpamService {
         req: Request<pb::ReleaseByHandleRequest>,
     ) -> Result<Response<pb::ReleaseByHandleResponse>, Status> {
         let t = Instant::now();
-        let r = async {
+        let svc = self.clone();
+        let r = finish(async move {
             let handle = req.into_inner().handle_id;
-            let released = self
+            let released = svc
                 .ipam
                 .release_by_handle(&handle)
                 .await
@@ -207,7 +220,7 @@ impl pb::ipam_server::Ipam for IpamService {
             Ok(pb::ReleaseByHandleResponse {
                 released: released.iter().map(ToString::to_string).collect(),
             })
-        }
+        })
         .await;
         self.observe("ReleaseByHandle", t, &r);
         r.map(Response::new)
@@ -218,7 +231,8 @@ impl pb::ipam_server::Ipam for IpamService {
         req: Request<pb::ReleaseIPsRequest>,
     ) -> Result<Response<pb::ReleaseIPsResponse>, Status> {
         let t = Instant::now();
-        let r = async {
+        let svc = self.clone();
+        let r = finish(async move {
             let reqs = req.into_inner().ips;
             if reqs.is_empty() {
                 return Err(invalid("ips", "list at least one address"));
@@ -231,7 +245,7 @@ impl pb::ipam_server::Ipam for IpamService {
                     sequence_number: o.sequence_number,
                 });
             }
-            let out = self
+            let out = svc
                 .ipam
                 .release_ips(&parsed)
                 .await
@@ -240,7 +254,7 @@ impl pb::ipam_server::Ipam for IpamService {
                 released: out.released.iter().map(ToString::to_string).collect(),
                 unallocated: out.unallocated.iter().map(ToString::to_string).collect(),
             })
-        }
+        })
         .await;
         self.observe("ReleaseIPs", t, &r);
         r.map(Response::new)

@@ -1,5 +1,7 @@
 //! Random sequences of assign, assign-specific, release, node deletion and pool disabling on
-//! the in-memory store. After every step: no address held by two handles, handle counts
+//! the in-memory store, each made through one of two allocators sharing it (as two ipamds
+//! would), so each acts on what it remembers while the other changes the data. After every
+//! step: no address held by two handles, handle counts
 //! agree with the blocks, nothing allocated outside a pool or inside a reservation, no
 //! orphaned affinity, and the datastore holds exactly what the model says.
 
@@ -46,7 +48,9 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 struct World {
+    /// Two allocators over one datastore; `ipam` is the one taking the current step.
     ipam: Ipam,
+    other: Ipam,
     resources: ResourceClient,
     /// Address → handle, as the model expects the datastore to hold.
     model: BTreeMap<IpAddr, String>,
@@ -82,6 +86,7 @@ impl World {
             .unwrap();
         World {
             ipam: Ipam::new(b.ds()),
+            other: Ipam::new(b.ds()),
             resources,
             model: BTreeMap::new(),
             disabled: [false; 3],
@@ -114,7 +119,10 @@ impl World {
         Ok(())
     }
 
-    async fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
+    async fn step(&mut self, op: &Op, switch: bool) -> Result<(), TestCaseError> {
+        if switch {
+            std::mem::swap(&mut self.ipam, &mut self.other);
+        }
         match *op {
             Op::Assign { node, n4, n6 } => {
                 if n4 == 0 && n6 == 0 {
@@ -234,12 +242,14 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
-    fn any_sequence_of_operations_keeps_ipam_consistent(ops in prop::collection::vec(op(), 1..40)) {
+    fn any_sequence_of_operations_keeps_ipam_consistent(
+        ops in prop::collection::vec((op(), any::<bool>()), 1..40)
+    ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let mut w = World::new().await;
-            for op in &ops {
-                w.step(op).await?;
+            for (op, switch) in &ops {
+                w.step(op, *switch).await?;
                 w.invariants().await?;
             }
             Ok::<(), TestCaseError>(())

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use calico_ipam::Ipam;
 use calico_ipam::allocator::SystemClock;
 use calico_ipam::gc::{Collector, GcConfig};
+use calico_ipam::inputs::ClusterView;
 use calico_ipam::server::{Ipamd, Listen, TlsFiles};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
@@ -87,7 +88,12 @@ async fn main() -> Result<()> {
         }),
         _ => None,
     };
-    let ipam = Ipam::new(ds);
+    let stop = CancellationToken::new();
+    // Pools, reservations, configuration and this node's labels are watched, so a request
+    // for this node reads nothing before it writes.
+    let view = ClusterView::new(&node);
+    tokio::spawn(view.clone().run(ds.clone(), stop.clone()));
+    let ipam = Ipam::new(ds).with_view(view);
     let grace = args
         .leak_grace_period
         .to_std()
@@ -101,7 +107,6 @@ async fn main() -> Result<()> {
     };
     tracing::info!(%node, "ipamd starting");
 
-    let stop = CancellationToken::new();
     if !args.no_gc {
         let identity = format!("{node}/{}", std::process::id());
         let gc = Collector::new(ipam, Arc::new(SystemClock), GcConfig::new(&identity, grace));
