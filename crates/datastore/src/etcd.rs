@@ -434,7 +434,7 @@ impl Datastore for EtcdDatastore {
 
     async fn txn(&self, writes: &[TxnWrite]) -> Result<TxnOutcome> {
         check_txn(writes)?;
-        let mut compares = Vec::with_capacity(writes.len() * 2);
+        let mut compares = Vec::with_capacity(writes.len());
         let mut ops = Vec::with_capacity(writes.len());
         let mut reads = Vec::with_capacity(writes.len());
         for w in writes {
@@ -444,8 +444,8 @@ impl Datastore for EtcdDatastore {
                     compares.push(Compare::version(path.clone(), CompareOp::Equal, 0));
                 }
                 Expect::Revision(r) => {
-                    // `mod_revision == r` alone would also match an absent key when r is 0.
-                    compares.push(Compare::version(path.clone(), CompareOp::Greater, 0));
+                    // An absent key has mod_revision 0, and `check_txn` refuses r <= 0, so one
+                    // compare suffices (etcd counts compares against --max-txn-ops too).
                     compares.push(Compare::mod_revision(path.clone(), CompareOp::Equal, r));
                 }
             }

@@ -97,8 +97,9 @@ pub enum TxnOutcome {
     Failed { current: Vec<Option<KvPair>> },
 }
 
-/// The most writes one transaction may carry (etcd's default `--max-txn-ops` is 128, and a
-/// failed transaction reads every key back).
+/// The most writes one transaction may carry. etcd's default `--max-txn-ops` is 128 and
+/// applies to each of a transaction's compares, its writes and (when it fails) its reads
+/// back; each write here costs one of each.
 pub const MAX_TXN_WRITES: usize = 128;
 
 /// The checks every backend makes on a transaction before sending it.
@@ -117,6 +118,13 @@ pub fn check_txn(writes: &[TxnWrite]) -> Result<()> {
     for w in writes {
         w.key.check()?;
         let path = w.key.path();
+        if let Expect::Revision(r) = w.expect
+            && r <= 0
+        {
+            return Err(invalid(format!(
+                "{path}: revision {r} cannot be expected (revisions start at 1; use Expect::Absent)"
+            )));
+        }
         if w.value.is_none() && w.expect == Expect::Absent {
             return Err(invalid(format!(
                 "{path}: deleting a key expected to be absent"

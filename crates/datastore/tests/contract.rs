@@ -499,9 +499,9 @@ async fn a_transaction_writes_every_key_at_one_revision_or_none(b: &Backend) {
         Err(DatastoreError::NotFound { .. })
     ));
     assert_eq!(ds.get(&handle("a")).await.unwrap().value, b"a2");
-    // Expecting a revision of a key that does not exist fails too (even revision 0).
+    // Expecting a revision of a key that does not exist fails too.
     let TxnOutcome::Failed { current } = ds
-        .txn(&[put(handle("nope"), Expect::Revision(0), "x")])
+        .txn(&[put(handle("nope"), Expect::Revision(revision), "x")])
         .await
         .unwrap()
     else {
@@ -524,6 +524,7 @@ async fn transactions_that_cannot_be_sent_are_refused_before_sending(b: &Backend
             value: None,
         }],
         vec![put(handle("a/b"), Expect::Absent, "1")],
+        vec![put(handle("x"), Expect::Revision(0), "1")],
         (0..=calico_datastore::MAX_TXN_WRITES)
             .map(|i| put(handle(&format!("h{i}")), Expect::Absent, "1"))
             .collect(),
@@ -538,6 +539,30 @@ async fn transactions_that_cannot_be_sent_are_refused_before_sending(b: &Backend
         );
     }
     assert!(ds.list(&KeyPrefix::Handles).await.unwrap().items.is_empty());
+}
+
+async fn the_largest_transaction_goes_through(b: &Backend) {
+    // Every write compared on a revision, as when many handles change with one block.
+    let ds = b.ds();
+    let n = calico_datastore::MAX_TXN_WRITES;
+    let mut writes = Vec::with_capacity(n);
+    for i in 0..n {
+        let kv = ds
+            .create(&handle(&format!("big{i}")), b"0".to_vec())
+            .await
+            .unwrap();
+        writes.push(put(kv.key, Expect::Revision(kv.revision), "1"));
+    }
+    assert!(matches!(
+        ds.txn(&writes).await.unwrap(),
+        TxnOutcome::Committed { .. }
+    ));
+    // And fails as a whole, reading every key back, when one of them changed.
+    let TxnOutcome::Failed { current } = ds.txn(&writes).await.unwrap() else {
+        panic!("every revision moved on");
+    };
+    assert_eq!(current.len(), n);
+    assert!(current.iter().all(|kv| kv.as_ref().unwrap().value == b"1"));
 }
 
 async fn racing_transactions_lose_no_update(b: &Backend) {
@@ -613,4 +638,5 @@ contract_tests!(
     a_transaction_writes_every_key_at_one_revision_or_none,
     transactions_that_cannot_be_sent_are_refused_before_sending,
     racing_transactions_lose_no_update,
+    the_largest_transaction_goes_through,
 );

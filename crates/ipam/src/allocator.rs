@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use calico_api::names::{AffinityType, ip_version};
-use calico_datastore::{Datastore, DatastoreError, Key, KeyPrefix, KvPair, ResourceClient};
+use calico_datastore::{
+    Datastore, DatastoreError, Expect, Key, KeyPrefix, KvPair, ResourceClient, TxnOutcome, TxnWrite,
+};
 use ipnet::IpNet;
 
 use crate::block::{AllocationBlock, BlockReleaseError, ReleaseRequest, affinity_string};
@@ -195,6 +197,9 @@ type AffineMemory = HashMap<(AffinityType, String, u8), Vec<IpNet>>;
 /// Owners whose affine blocks are remembered at most (ipamd serves one node; the memory is
 /// dropped and refilled past this).
 const MAX_REMEMBERED_OWNERS: usize = 1024;
+
+/// Handles whose counts one release transaction changes at most (each is a key in it).
+const MAX_HANDLES_PER_TXN: usize = 100;
 
 fn family_name(v: u8) -> &'static str {
     if v == 4 { "IPv4" } else { "IPv6" }
@@ -486,12 +491,35 @@ impl Ipam {
         pools: &[Pool],
         inputs: &Inputs,
     ) -> Result<Assignment> {
-        let kind = Self::affinity_type(args.use_);
-        let host = args.host.as_str();
         let mut result = Assignment {
             requested: num,
             ..Default::default()
         };
+        if let Err(e) = self
+            .fill_family(args, version, num, pools, inputs, &mut result)
+            .await
+        {
+            // What this family already took would otherwise stay allocated behind an error.
+            self.undo(result.ips.iter(), args.handle.as_deref()).await;
+            return Err(e);
+        }
+        self.stats
+            .addresses_assigned
+            .fetch_add(result.ips.len() as u64, Ordering::Relaxed);
+        Ok(result)
+    }
+
+    async fn fill_family(
+        &self,
+        args: &AutoAssignArgs,
+        version: u8,
+        num: usize,
+        pools: &[Pool],
+        inputs: &Inputs,
+        result: &mut Assignment,
+    ) -> Result<()> {
+        let kind = Self::affinity_type(args.use_);
+        let host = args.host.as_str();
         let reservations = &inputs.reservations;
         let reserved = |ip: IpAddr| reservations.contains(ip);
         // First the host's blocks as this process last saw them, when one has room: the
@@ -520,13 +548,10 @@ impl Ipam {
             result.ips.extend(self.blocks.assign(cidr, op).await?);
         }
         if result.ips.len() < num {
-            self.assign_family_from_datastore(args, version, num, pools, inputs, &mut result)
+            self.assign_family_from_datastore(args, version, num, pools, inputs, result)
                 .await?;
         }
-        self.stats
-            .addresses_assigned
-            .fetch_add(result.ips.len() as u64, Ordering::Relaxed);
-        Ok(result)
+        Ok(())
     }
 
     /// Calico's order on freshly read data: the host's affine blocks, a new block, an
@@ -1120,39 +1145,70 @@ impl Ipam {
         cidr: IpNet,
         reqs: &[ReleaseRequest],
     ) -> Result<(Vec<IpAddr>, Vec<IpAddr>)> {
-        // "Not allocated" is reported without a write, so it must come from a fresh read.
-        let mut current = self.blocks.read(cidr).await?;
+        // "Not allocated" is reported without a write, so it must come from a fresh read; and
+        // every guard is checked on it first, so a refused request changes nothing.
+        let Some(cur) = self.blocks.read(cidr).await? else {
+            return Ok((Vec::new(), reqs.iter().map(|r| r.ip).collect()));
+        };
+        let rel = cur.block.clone().release(reqs).map_err(release_refused)?;
+        if rel.by_handle.len() <= MAX_HANDLES_PER_TXN {
+            return self.release_chunk(cidr, reqs, Some(cur)).await;
+        }
+        // More owners than one transaction can carry: a group of owners at a time.
+        let mut by_owner: BTreeMap<Option<String>, Vec<ReleaseRequest>> = BTreeMap::new();
+        for r in reqs {
+            let owner = cur
+                .block
+                .attributes_for(r.ip)
+                .and_then(|a| a.handle())
+                .map(str::to_string);
+            by_owner.entry(owner).or_default().push(r.clone());
+        }
+        let groups: Vec<Vec<ReleaseRequest>> = by_owner.into_values().collect();
+        let (mut released, mut unallocated) = (Vec::new(), Vec::new());
+        for chunk in groups.chunks(MAX_HANDLES_PER_TXN) {
+            let reqs: Vec<ReleaseRequest> = chunk.iter().flatten().cloned().collect();
+            let (r, u) = self.release_chunk(cidr, &reqs, None).await?;
+            released.extend(r);
+            unallocated.extend(u);
+        }
+        Ok((released, unallocated))
+    }
+
+    /// Releases addresses of one block in one transaction with their handles' new counts.
+    async fn release_chunk(
+        &self,
+        cidr: IpNet,
+        reqs: &[ReleaseRequest],
+        mut current: Option<Arc<CachedBlock>>,
+    ) -> Result<(Vec<IpAddr>, Vec<IpAddr>)> {
+        if current.is_none() {
+            current = self.blocks.read(cidr).await?;
+        }
         let mut handles: HashMap<String, HandleState> = HashMap::new();
         for _ in 0..MAX_ATTEMPTS {
             let Some(cur) = current.clone() else {
                 return Ok((Vec::new(), reqs.iter().map(|r| r.ip).collect()));
             };
             let mut b = cur.block.clone();
-            let rel = b.release(reqs).map_err(|e| {
-                let ip = match &e {
-                    BlockReleaseError::BadSequenceNumber { ip, .. }
-                    | BlockReleaseError::BadHandle { ip, .. }
-                    | BlockReleaseError::NotInBlock { ip, .. } => *ip,
-                };
-                IpamError::ReleaseRefused {
-                    ip,
-                    reason: e.to_string(),
-                }
-            })?;
+            let rel = b.release(reqs).map_err(release_refused)?;
             if rel.released.is_empty() {
                 return Ok((Vec::new(), rel.unallocated));
             }
             let mut writes = Vec::with_capacity(rel.by_handle.len());
-            for (id, n) in &rel.by_handle {
+            for id in rel.by_handle.keys() {
                 if !handles.contains_key(id) {
                     let state = self.blocks.handle_or_read(id).await?;
                     handles.insert(id.clone(), state);
                 }
                 let state = handles.get(id).cloned().flatten();
+                // The count is what the block holds for the handle afterwards, which also
+                // repairs a count that had drifted.
+                let held = b.ips_for_handle(id).len();
                 writes.push(HandleWrite {
                     id: id.clone(),
                     base: state.as_ref().map(|(r, _)| *r),
-                    new: state.and_then(|(_, h)| handle_less(h, cidr, *n)),
+                    new: state.and_then(|(_, h)| handle_with_count(h, cidr, held)),
                 });
             }
             let ids: Vec<String> = writes.iter().map(|w| w.id.clone()).collect();
@@ -1298,6 +1354,9 @@ impl Ipam {
     /// use stays, without affinity, for anyone to borrow from (and is never lost). With
     /// `must_be_empty`, a block in use is left alone. `sequence_number`, when given, must
     /// still be the block's (the block was not touched since it was judged empty).
+    ///
+    /// The affinity and the block change in one transaction, so no state between the two
+    /// (Calico's `pendingDeletion` mark) is ever left behind.
     pub async fn release_block_affinity(
         &self,
         kind: AffinityType,
@@ -1317,22 +1376,23 @@ impl Ipam {
                 Err(DatastoreError::NotFound { .. }) => return Ok(()),
                 Err(e) => return Err(e.into()),
             };
-            let block = match self.ds.get(&Key::Block { cidr }).await {
-                Ok(kv) => Some(kv),
-                Err(DatastoreError::NotFound { .. }) => None,
-                Err(e) => return Err(e.into()),
-            };
-            if let Some(kv) = &block {
-                let b = decode_block(kv)?;
+            let mut writes = vec![TxnWrite {
+                key: aff_key.clone(),
+                expect: Expect::Revision(aff.revision),
+                value: None,
+            }];
+            let mut new_block = None;
+            if let Some(cur) = self.blocks.read(cidr).await? {
+                let b = &cur.block;
                 if sequence_number.is_some_and(|s| s != b.sequence_number) {
                     return Err(IpamError::Datastore(DatastoreError::Conflict {
-                        key: kv.key.path(),
+                        key: Key::Block { cidr }.path(),
                         expected: 0,
-                        actual: Some(kv.revision),
+                        actual: Some(cur.revision),
                     }));
                 }
                 if b.owner().is_some() && !b.is_owned_by(kind, host) {
-                    // Stale affinity for someone else's block.
+                    // A stale affinity for someone else's block: only the affinity goes.
                     let _ = self.ds.delete(&aff_key, Some(aff.revision)).await;
                     return Ok(());
                 }
@@ -1342,55 +1402,35 @@ impl Ipam {
                         handle: None,
                     });
                 }
-            }
-            // Mark the affinity as going away, so nobody routes to or allocates from it.
-            let marked = match self
-                .ds
-                .update(
-                    &aff_key,
-                    encode(&BlockAffinity::new(AffinityState::PendingDeletion)),
-                    aff.revision,
-                )
-                .await
-            {
-                Ok(kv) => kv,
-                Err(DatastoreError::Conflict { .. }) => {
-                    self.conflict();
-                    continue;
-                }
-                Err(DatastoreError::NotFound { .. }) => return Ok(()),
-                Err(e) => return Err(e.into()),
-            };
-            if let Some(kv) = block {
-                let mut b = decode_block(&kv)?;
-                let r = if b.is_empty() {
-                    self.ds.delete(&kv.key, Some(kv.revision)).await.map(|_| ())
-                } else {
+                new_block = (!b.is_empty()).then(|| {
+                    let mut b = b.clone();
                     b.affinity = None;
                     b.affinity_claim_time = None;
                     b.host_affinity = None;
                     b.sequence_number += 1;
-                    self.ds
-                        .update(&kv.key, encode(&b), kv.revision)
-                        .await
-                        .map(|_| ())
-                };
-                match r {
-                    Ok(()) | Err(DatastoreError::NotFound { .. }) => {}
-                    Err(DatastoreError::Conflict { .. }) => {
-                        self.conflict();
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
-                }
+                    b
+                });
+                writes.push(TxnWrite {
+                    key: Key::Block { cidr },
+                    expect: Expect::Revision(cur.revision),
+                    value: new_block.as_ref().map(encode),
+                });
             }
-            match self.ds.delete(&aff_key, Some(marked.revision)).await {
-                Ok(_) | Err(DatastoreError::NotFound { .. }) => return Ok(()),
-                Err(DatastoreError::Conflict { .. }) => {
-                    self.conflict();
-                    continue;
+            match self.ds.txn(&writes).await {
+                Ok(TxnOutcome::Committed { revision }) => {
+                    match new_block {
+                        Some(b) => {
+                            self.blocks.note_block(cidr, revision, b);
+                        }
+                        None => self.blocks.forget_block(cidr),
+                    }
+                    return Ok(());
                 }
-                Err(e) => return Err(e.into()),
+                Ok(TxnOutcome::Failed { .. }) => self.conflict(),
+                Err(e) => {
+                    self.blocks.forget_block(cidr);
+                    return Err(e.into());
+                }
             }
         }
         Err(IpamError::TooManyRetries {
@@ -1550,14 +1590,25 @@ fn after_release(mut b: AllocationBlock) -> Option<AllocationBlock> {
     }
 }
 
-/// A handle with `n` fewer addresses in `block`; `None` once it counts nothing.
-fn handle_less(mut h: Handle, block: IpNet, n: usize) -> Option<Handle> {
+/// A handle counting `count` addresses in `block`; `None` once it counts nothing.
+fn handle_with_count(mut h: Handle, block: IpNet, count: usize) -> Option<Handle> {
     let name = block.to_string();
-    let left = h.block.get(&name).copied().unwrap_or(0).saturating_sub(n);
-    if left == 0 {
+    if count == 0 {
         h.block.remove(&name);
     } else {
-        h.block.insert(name, left);
+        h.block.insert(name, count);
     }
     (!h.block.is_empty()).then_some(h)
+}
+
+fn release_refused(e: BlockReleaseError) -> IpamError {
+    let ip = match &e {
+        BlockReleaseError::BadSequenceNumber { ip, .. }
+        | BlockReleaseError::BadHandle { ip, .. }
+        | BlockReleaseError::NotInBlock { ip, .. } => *ip,
+    };
+    IpamError::ReleaseRefused {
+        ip,
+        reason: e.to_string(),
+    }
 }

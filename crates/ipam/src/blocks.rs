@@ -114,15 +114,31 @@ pub(crate) struct OpOutcome {
 }
 
 struct Pending {
+    id: u64,
     op: BlockOp,
     done: oneshot::Sender<Result<OpOutcome>>,
 }
 
-/// The queue of one block's pending assignments, and the turn to write them.
+/// The queue of one block's pending requests, and the turn to write them (held by whoever
+/// writes a batch, until the batch's transaction is done).
 #[derive(Default)]
 struct Slot {
     queue: Mutex<Vec<Pending>>,
-    turn: tokio::sync::Mutex<()>,
+    turn: Arc<tokio::sync::Mutex<()>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+/// Takes a caller's request back out of the queue if the caller goes away before anyone
+/// picked it up, so that nobody carries it out unseen.
+struct Withdraw<'a> {
+    slot: &'a Slot,
+    id: u64,
+}
+
+impl Drop for Withdraw<'_> {
+    fn drop(&mut self) {
+        locked(&self.slot.queue).retain(|p| p.id != self.id);
+    }
 }
 
 /// Requests combined into one transaction at most (each may add a handle to it).
@@ -380,39 +396,67 @@ impl Blocks {
     /// Runs one request's change to a block, combined with whatever else this process is
     /// changing in it: assigns up to `num` addresses (fewer or none when the block fills up,
     /// is gone, or no longer belongs to the op's owner), or frees a handle's addresses.
+    ///
+    /// A caller that goes away while its request waits takes it back; one that goes away
+    /// while its own request is being written may or may not have had it applied, as with
+    /// any write. A batch that carries other callers' requests always runs to the end.
     pub async fn run(self: &Arc<Self>, cidr: IpNet, op: BlockOp) -> Result<OpOutcome> {
         let slot = locked(&self.slots).entry(cidr).or_default().clone();
+        let out = self.run_queued(cidr, &slot, op).await;
+        self.release_slot(cidr, slot);
+        out
+    }
+
+    async fn run_queued(
+        self: &Arc<Self>,
+        cidr: IpNet,
+        slot: &Slot,
+        op: BlockOp,
+    ) -> Result<OpOutcome> {
+        let id = slot.next_id.fetch_add(1, Ordering::Relaxed);
         let (done, mut result) = oneshot::channel();
-        locked(&slot.queue).push(Pending { op, done });
-        let out = loop {
-            if let Ok(r) = result.try_recv() {
-                break r;
+        locked(&slot.queue).push(Pending { id, op, done });
+        let _withdraw = Withdraw { slot, id };
+        let answered = |result: &mut oneshot::Receiver<Result<OpOutcome>>| match result.try_recv() {
+            Ok(r) => Some(r),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            // The batch carrying the request ended without answering (it panicked).
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(IpamError::Internal {
+                reason: format!("the combined write to block {cidr} ended without an answer"),
+            })),
+        };
+        loop {
+            if let Some(r) = answered(&mut result) {
+                return r;
             }
-            let turn = slot.turn.lock().await;
-            if let Ok(r) = result.try_recv() {
-                break r;
+            let turn = slot.turn.clone().lock_owned().await;
+            if let Some(r) = answered(&mut result) {
+                return r;
             }
             let batch: Vec<Pending> = {
                 let mut q = locked(&slot.queue);
                 let n = q.len().min(MAX_BATCH);
                 q.drain(..n).collect()
             };
-            if batch.len() == 1 {
-                // Only this caller's request (it went in before anyone took the queue).
-                self.run_batch(cidr, batch).await;
-            } else if !batch.is_empty() {
-                // Run to the end even if this caller goes away: the batch holds other
-                // callers' requests, and its transaction may already be on its way.
-                let me = self.clone();
-                let run = tokio::spawn(async move { me.run_batch(cidr, batch).await });
-                if run.await.is_err() {
-                    tracing::error!(block = %cidr, "a combined block write panicked");
+            match batch.len() {
+                0 => {}
+                // Nobody else's request: no batch runs while the turn is held, and ours is
+                // not answered, so it is the one in the queue.
+                1 => self.run_batch(cidr, batch).await,
+                _ => {
+                    // Other callers' requests ride along: run to the end whatever happens to
+                    // this caller, holding the turn until the transaction is done.
+                    let me = self.clone();
+                    let run = tokio::spawn(async move {
+                        me.run_batch(cidr, batch).await;
+                        drop(turn);
+                    });
+                    if run.await.is_err() {
+                        tracing::error!(block = %cidr, "a combined block write panicked");
+                    }
                 }
             }
-            drop(turn);
-        };
-        self.release_slot(cidr, &slot);
-        out
+        }
     }
 
     /// [`Blocks::run`] for an assignment: the addresses taken.
@@ -420,10 +464,14 @@ impl Blocks {
         Ok(self.run(cidr, BlockOp::Assign(op)).await?.assigned)
     }
 
-    fn release_slot(&self, cidr: IpNet, slot: &Arc<Slot>) {
+    fn release_slot(&self, cidr: IpNet, slot: Arc<Slot>) {
         let mut slots = locked(&self.slots);
-        // Ours and the map's are the only references: nobody is queued or writing.
-        if Arc::strong_count(slot) == 2 && locked(&slot.queue).is_empty() {
+        drop(slot);
+        // Only the map's reference is left: nobody is queued or writing.
+        if let Some(s) = slots.get(&cidr)
+            && Arc::strong_count(s) == 1
+            && locked(&s.queue).is_empty()
+        {
             slots.remove(&cidr);
         }
     }
@@ -434,6 +482,17 @@ impl Blocks {
             Ok(results) => {
                 for (p, r) in batch.into_iter().zip(results) {
                     let _ = p.done.send(Ok(r));
+                }
+            }
+            Err(e) if batch.len() > 1 && !e.is_transient() => {
+                // One request's data may be at fault (a corrupt handle record): go one by
+                // one so that only its own request fails.
+                for p in batch {
+                    let r = self
+                        .write_batch(cidr, &[&p.op])
+                        .await
+                        .map(|mut v| v.pop().unwrap_or_default());
+                    let _ = p.done.send(r);
                 }
             }
             Err(e) => {
@@ -450,12 +509,19 @@ impl Blocks {
         // pod's handle); a wrong guess fails the transaction, which brings back the truth.
         let mut states: BTreeMap<String, HandleState> = BTreeMap::new();
         for op in ops {
-            let Some(h) = op.handle() else { continue };
-            let seen = match op {
-                BlockOp::ReleaseHandle { seen, .. } => seen.clone(),
-                BlockOp::Assign(_) => self.handle_hint(h),
-            };
-            states.entry(h.to_string()).or_insert(seen);
+            match op {
+                // What a releasing caller saw is what its transaction must compare against.
+                BlockOp::ReleaseHandle { handle, seen } => {
+                    states.insert(handle.clone(), seen.clone());
+                }
+                BlockOp::Assign(a) => {
+                    if let Some(h) = &a.handle {
+                        states
+                            .entry(h.clone())
+                            .or_insert_with(|| self.handle_hint(h));
+                    }
+                }
+            }
         }
         for _ in 0..MAX_ATTEMPTS {
             let Some(cur) = current.clone() else {
@@ -518,6 +584,11 @@ impl Blocks {
                 .iter()
                 .map(|w| (w.id.clone(), w.new.clone()))
                 .collect();
+            // Absent before and after is not written, so nothing checked it: do not report it.
+            let checked: BTreeMap<String, bool> = handle_writes
+                .iter()
+                .map(|w| (w.id.clone(), w.base.is_some() || w.new.is_some()))
+                .collect();
             // An emptied block no host has affinity for goes away, as in Calico.
             let new_block = if released_any && b.is_empty() && b.owner().is_none() {
                 None
@@ -535,6 +606,7 @@ impl Blocks {
                     for (op, r) in ops.iter().zip(results.iter_mut()) {
                         if let Some(h) = op.handle()
                             && let Some(new) = new_handles.get(h)
+                            && checked.get(h) == Some(&true)
                         {
                             r.handle = Some(new.clone().map(|n| (revision, n)));
                         }

@@ -77,6 +77,11 @@ pub enum IpamError {
 
     #[error("IPAM configuration is invalid: {reason}")]
     InvalidConfig { reason: String },
+
+    /// A fault inside this process (a bug); the request may or may not have taken effect,
+    /// so the caller should release by handle before retrying.
+    #[error("internal error: {reason}; release the handle and retry, and report this")]
+    Internal { reason: String },
 }
 
 impl IpamError {

@@ -184,6 +184,8 @@ impl ClusterView {
                 },
             }
         }
+        // A view nobody updates must not keep deciding: requests read the datastore again.
+        self.in_sync.store(false, Ordering::Release);
         task.abort();
     }
 

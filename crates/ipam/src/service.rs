@@ -44,6 +44,7 @@ pub fn to_status(e: &IpamError) -> Status {
         | IpamError::ReleaseRefused { .. } => Code::FailedPrecondition,
         IpamError::TooManyRetries { .. } => Code::Aborted,
         IpamError::Corrupt { .. } => Code::DataLoss,
+        IpamError::Internal { .. } => Code::Internal,
         IpamError::Datastore(d) if d.is_transient() => Code::Unavailable,
         IpamError::Datastore(_) => Code::Internal,
     };

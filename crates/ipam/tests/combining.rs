@@ -279,3 +279,89 @@ async fn watched_inputs_follow_pool_and_reservation_changes() {
     assert!(matches!(err, IpamError::NoPools { .. }), "{err}");
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_block_of_existing_handles_is_released_at_once_on_etcd() {
+    // 64 handles released together on one /26: one combined transaction carries the block
+    // and 64 handle records, which etcd must accept.
+    let b = calico_etcd_harness::backend::Backend::etcd().await;
+    let ds = b.ds();
+    pool(&ds, "p", "10.73.0.0/26").await;
+    let ipam = Ipam::new(ds.clone());
+    for i in 0..64 {
+        let (v4, _) = ipam
+            .auto_assign(&AutoAssignArgs::new("n1", &format!("net.f{i}"), 1, 0))
+            .await
+            .unwrap();
+        assert_eq!(v4.ips.len(), 1);
+    }
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let ipam = ipam.clone();
+            tokio::spawn(async move { ipam.release_by_handle(&format!("net.f{i}")).await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap().len(), 1);
+    }
+    assert!(ipam.allocations().await.unwrap().is_empty());
+    assert!(ds.list(&KeyPrefix::Handles).await.unwrap().items.is_empty());
+    assert_consistent(&ipam).await;
+}
+
+#[tokio::test]
+async fn one_release_of_more_owners_than_a_transaction_holds() {
+    let b = calico_etcd_harness::backend::Backend::etcd().await;
+    let ds = b.ds();
+    ResourceClient::new(ds.clone())
+        .create(IpPool::new(
+            ObjectMeta::named("wide"),
+            IpPoolSpec {
+                cidr: "10.74.0.0/24".into(),
+                block_size: Some(24),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let ipam = Ipam::new(ds.clone());
+    let mut requests = Vec::new();
+    for i in 0..150 {
+        let (v4, _) = ipam
+            .auto_assign(&AutoAssignArgs::new("n1", &format!("net.w{i}"), 1, 0))
+            .await
+            .unwrap();
+        requests.push(calico_ipam::ReleaseRequest {
+            ip: v4.ips[0].addr(),
+            handle: Some(format!("net.w{i}")),
+            sequence_number: None,
+        });
+    }
+    let out = ipam.release_ips(&requests).await.unwrap();
+    assert_eq!(out.released.len(), 150);
+    assert!(out.unallocated.is_empty());
+    assert!(ds.list(&KeyPrefix::Handles).await.unwrap().items.is_empty());
+    assert_consistent(&ipam).await;
+
+    // A guard that fails refuses the whole request, even one that needs several transactions.
+    let mut requests = Vec::new();
+    for i in 0..120 {
+        let (v4, _) = ipam
+            .auto_assign(&AutoAssignArgs::new("n1", &format!("net.v{i}"), 1, 0))
+            .await
+            .unwrap();
+        requests.push(calico_ipam::ReleaseRequest {
+            ip: v4.ips[0].addr(),
+            handle: Some(format!("net.v{i}")),
+            sequence_number: None,
+        });
+    }
+    requests[119].handle = Some("net.somebody-else".into());
+    let err = ipam.release_ips(&requests).await.unwrap_err();
+    assert!(matches!(err, IpamError::ReleaseRefused { .. }), "{err}");
+    assert_eq!(
+        ipam.allocations().await.unwrap().len(),
+        120,
+        "nothing was released"
+    );
+}
