@@ -342,6 +342,30 @@ impl Ipam {
         }))
     }
 
+    /// A namespace's labels, for pools with a namespaceSelector: what the namespace's profile
+    /// (`kns.<namespace>`, kept by the controllers) applies, without its `pcns.` prefix.
+    /// A namespace without a profile has no labels.
+    pub async fn namespace_labels(&self, namespace: &str) -> Result<BTreeMap<String, String>> {
+        let name = format!("{}{namespace}", calico_api::names::NAMESPACE_PROFILE_PREFIX);
+        match self
+            .resources
+            .get::<calico_api::resource::Profile>(None, &name)
+            .await
+        {
+            Ok(p) => Ok(p
+                .spec
+                .labels_to_apply
+                .iter()
+                .filter_map(|(k, v)| {
+                    k.strip_prefix(calico_api::names::NAMESPACE_LABEL_PREFIX)
+                        .map(|k| (k.to_string(), v.clone()))
+                })
+                .collect()),
+            Err(DatastoreError::NotFound { .. }) => Ok(BTreeMap::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn remembered_affine(&self, kind: AffinityType, host: &str, version: u8) -> Vec<IpNet> {
         self.affine
             .lock()
@@ -1319,6 +1343,36 @@ impl Ipam {
             Commit::Done { revision } => Ok(new.map(|h| (revision, h))),
             Commit::Stale { handles, .. } => Ok(handles.into_iter().next().flatten()),
         }
+    }
+
+    /// Releases the allocations of a CNI network on a node whose container is not in `keep`
+    /// (handles `<network>.<containerID>`, as the CNI plugin makes them). Returns each
+    /// released handle with its addresses.
+    pub async fn release_stale(
+        &self,
+        network: &str,
+        host: &str,
+        keep: &std::collections::HashSet<String>,
+    ) -> Result<Vec<(String, Vec<IpAddr>)>> {
+        let prefix = format!("{network}.");
+        let mut stale = std::collections::BTreeSet::new();
+        for (_, _, attr) in self.allocations().await? {
+            let Some(handle) = attr.handle() else {
+                continue;
+            };
+            let Some(container) = handle.strip_prefix(&prefix) else {
+                continue;
+            };
+            if attr.owner("node") == Some(host) && !keep.contains(container) {
+                stale.insert(handle.to_string());
+            }
+        }
+        let mut out = Vec::with_capacity(stale.len());
+        for handle in stale {
+            let ips = self.release_by_handle(&handle).await?;
+            out.push((handle, ips));
+        }
+        Ok(out)
     }
 
     /// The addresses a handle holds.

@@ -149,7 +149,12 @@ impl Ipamd {
     pub async fn run(self, stop: CancellationToken, drain: Duration) -> Result<()> {
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(Health::default());
-        let service = IpamService::new(self.ipam.clone(), self.node.clone(), metrics.clone());
+        let service = IpamService::new(
+            self.ipam.clone(),
+            self.node.clone(),
+            metrics.clone(),
+            health.clone(),
+        );
         let mut tasks = tokio::task::JoinSet::new();
 
         for l in &self.listen {

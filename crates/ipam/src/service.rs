@@ -16,6 +16,7 @@ use tonic::{Code, Request, Response, Status};
 use crate::allocator::{AutoAssignArgs, Ipam};
 use crate::check::ProblemKind;
 use crate::metrics::Metrics;
+use crate::server::Health;
 use crate::{IpUse, IpamError, ReleaseRequest};
 
 /// The service, for one node.
@@ -24,6 +25,7 @@ pub struct IpamService {
     ipam: Ipam,
     node: String,
     metrics: Arc<Metrics>,
+    health: Arc<Health>,
 }
 
 /// The one place IPAM errors become gRPC statuses.
@@ -84,11 +86,17 @@ fn parse_ip(field: &str, s: &str) -> Result<IpAddr, Status> {
 }
 
 impl IpamService {
-    pub fn new(ipam: Ipam, node: String, metrics: Arc<Metrics>) -> IpamService {
+    pub fn new(
+        ipam: Ipam,
+        node: String,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+    ) -> IpamService {
         IpamService {
             ipam,
             node,
             metrics,
+            health,
         }
     }
 
@@ -131,7 +139,16 @@ impl IpamService {
             host: self.host(&r.hostname).to_string(),
             max_blocks_per_host: r.max_blocks_per_host,
             use_: parse_use(r.r#use)?,
-            namespace_labels: None,
+            namespace_labels: if r.namespace.is_empty() {
+                None
+            } else {
+                Some(
+                    self.ipam
+                        .namespace_labels(&r.namespace)
+                        .await
+                        .map_err(|e| to_status(&e))?,
+                )
+            },
         };
         let (v4, v6) = self
             .ipam
@@ -338,6 +355,83 @@ impl pb::ipam_server::Ipam for IpamService {
         }
         .await;
         self.observe("Check", t, &r);
+        r.map(Response::new)
+    }
+
+    async fn ips_by_handle(
+        &self,
+        req: Request<pb::IpsByHandleRequest>,
+    ) -> Result<Response<pb::IpsByHandleResponse>, Status> {
+        let t = Instant::now();
+        let r = async {
+            let handle = req.into_inner().handle_id;
+            crate::allocator::check_handle(&handle).map_err(|e| to_status(&e))?;
+            let ips = self
+                .ipam
+                .ips_by_handle(&handle)
+                .await
+                .map_err(|e| to_status(&e))?;
+            Ok(pb::IpsByHandleResponse {
+                ips: ips.iter().map(ToString::to_string).collect(),
+            })
+        }
+        .await;
+        self.observe("IpsByHandle", t, &r);
+        r.map(Response::new)
+    }
+
+    async fn ready(
+        &self,
+        _req: Request<pb::ReadyRequest>,
+    ) -> Result<Response<pb::ReadyResponse>, Status> {
+        use std::sync::atomic::Ordering;
+        let datastore = self.health.datastore_ok.load(Ordering::Relaxed);
+        Ok(Response::new(pb::ReadyResponse {
+            ready: datastore,
+            detail: if datastore {
+                String::new()
+            } else {
+                "ipamd cannot reach its datastore".into()
+            },
+        }))
+    }
+
+    async fn release_stale(
+        &self,
+        req: Request<pb::ReleaseStaleRequest>,
+    ) -> Result<Response<pb::ReleaseStaleResponse>, Status> {
+        let t = Instant::now();
+        let svc = self.clone();
+        let r = finish(async move {
+            let r = req.into_inner();
+            if r.network.is_empty()
+                || !r
+                    .network
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+            {
+                return Err(invalid(
+                    "network",
+                    format!("{:?} is not a CNI network name", r.network),
+                ));
+            }
+            let keep = r.keep_container_ids.into_iter().collect();
+            let host = svc.host(&r.hostname).to_string();
+            let released = svc
+                .ipam
+                .release_stale(&r.network, &host, &keep)
+                .await
+                .map_err(|e| to_status(&e))?;
+            Ok(pb::ReleaseStaleResponse {
+                released_handles: released.iter().map(|(h, _)| h.clone()).collect(),
+                released: released
+                    .iter()
+                    .flat_map(|(_, ips)| ips.iter().map(ToString::to_string))
+                    .collect(),
+            })
+        })
+        .await;
+        self.observe("ReleaseStale", t, &r);
         r.map(Response::new)
     }
 }

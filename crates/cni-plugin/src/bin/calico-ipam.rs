@@ -1,4 +1,5 @@
-//! The `calico-ipam` CNI IPAM plugin (thin in this build).
+//! The `calico-ipam` CNI IPAM plugin.
+
 fn main() -> std::process::ExitCode {
-    calico_cni::run_thin("calico-ipam")
+    calico_cni::main_entry(calico_cni::Binary::CalicoIpam)
 }

@@ -1,4 +1,5 @@
-//! The `calico` CNI network plugin (thin in this build).
+//! The `calico` CNI network plugin.
+
 fn main() -> std::process::ExitCode {
-    calico_cni::run_thin("calico")
+    calico_cni::main_entry(calico_cni::Binary::Calico)
 }

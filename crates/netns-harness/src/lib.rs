@@ -1,0 +1,202 @@
+//! Test support for anything that touches the kernel: network namespaces made for one test
+//! (named `crs<pid>-<n>-<tag>`, deleted when dropped, also on panic), code and commands run
+//! inside them, and TCP/UDP probes between them. Nothing here touches the namespace the tests
+//! themselves run in.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use nix::sched::{CloneFlags, setns};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A network namespace that exists for as long as this value.
+#[derive(Debug)]
+pub struct NetNs {
+    name: String,
+    path: PathBuf,
+}
+
+/// Runs `ip` with the given arguments (in the calling thread's namespace) and panics with its
+/// output if it fails.
+pub fn ip(args: &[&str]) -> Output {
+    run_cmd("ip", args)
+}
+
+/// Runs a command, panicking with its output if it fails (a missing tool names itself).
+pub fn run_cmd(program: &str, args: &[&str]) -> Output {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {program} (is it installed? `make deps` installs it): {e}")
+        });
+    assert!(
+        out.status.success(),
+        "{program} {} failed: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+impl NetNs {
+    /// Creates a fresh namespace with its loopback up.
+    pub fn new(tag: &str) -> NetNs {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("crs{}-{n}-{tag}", std::process::id());
+        run_cmd("ip", &["netns", "add", &name]);
+        let ns = NetNs {
+            path: PathBuf::from(format!("/run/netns/{name}")),
+            name,
+        };
+        ns.run(|| ip(&["link", "set", "lo", "up"]));
+        ns
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on a thread that has joined this namespace (sockets it opens, processes it
+    /// starts and `/proc/sys/net` it writes are the namespace's).
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                enter(&self.path);
+                f()
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+
+    /// Runs a command inside the namespace, panicking if it fails.
+    pub fn exec(&self, program: &str, args: &[&str]) -> Output {
+        self.run(|| run_cmd(program, args))
+    }
+
+    /// Runs a command inside the namespace and returns its output whatever the status.
+    pub fn try_exec(&self, program: &str, args: &[&str]) -> std::io::Result<Output> {
+        self.run(|| Command::new(program).args(args).output())
+    }
+
+    /// Writes a sysctl inside the namespace (`["net", "ipv4", "ip_forward"]`).
+    pub fn sysctl(&self, parts: &[&str], value: &str) {
+        let path = format!("/proc/sys/{}", parts.join("/"));
+        self.run(|| {
+            std::fs::write(&path, value)
+                .unwrap_or_else(|e| panic!("writing {value} to {path}: {e}"))
+        });
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Joins the calling thread to the namespace at `path`.
+pub fn enter(path: &Path) {
+    let f = std::fs::File::open(path)
+        .unwrap_or_else(|e| panic!("opening namespace {}: {e}", path.display()));
+    setns(&f, CloneFlags::CLONE_NEWNET)
+        .unwrap_or_else(|e| panic!("entering namespace {}: {e}", path.display()));
+}
+
+/// Whether `from` can open a TCP connection to `to` (listening inside `to_ns`) and exchange a
+/// line each way.
+pub fn tcp_reaches(from: &NetNs, to_ns: &NetNs, to: IpAddr, port: u16) -> bool {
+    let listener = to_ns.run(|| TcpListener::bind(SocketAddr::new(to, port)));
+    let Ok(listener) = listener else {
+        return false;
+    };
+    std::thread::scope(|s| {
+        let server = s.spawn(move || {
+            listener.set_nonblocking(false).ok()?;
+            let (mut c, _) = accept_with_timeout(&listener, Duration::from_secs(3))?;
+            let mut buf = [0u8; 5];
+            c.read_exact(&mut buf).ok()?;
+            c.write_all(b"pong\n").ok()?;
+            Some(buf == *b"ping\n")
+        });
+        let client_ok = from.run(|| {
+            let mut c =
+                TcpStream::connect_timeout(&SocketAddr::new(to, port), Duration::from_secs(2))
+                    .ok()?;
+            c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            c.write_all(b"ping\n").ok()?;
+            let mut buf = [0u8; 5];
+            c.read_exact(&mut buf).ok()?;
+            Some(buf == *b"pong\n")
+        });
+        // Unblock the server if the client never came.
+        if client_ok.is_none() {
+            let _ = to_ns.run(|| {
+                TcpStream::connect_timeout(&SocketAddr::new(to, port), Duration::from_millis(200))
+            });
+        }
+        let server_ok = server.join().ok().flatten();
+        client_ok == Some(true) && server_ok == Some(true)
+    })
+}
+
+fn accept_with_timeout(l: &TcpListener, t: Duration) -> Option<(TcpStream, SocketAddr)> {
+    l.set_nonblocking(true).ok()?;
+    let deadline = std::time::Instant::now() + t;
+    loop {
+        match l.accept() {
+            Ok((c, a)) => {
+                c.set_nonblocking(false).ok()?;
+                return Some((c, a));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if std::time::Instant::now() > deadline {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Whether a UDP datagram from `from` reaches `to` (bound inside `to_ns`) and the reply comes
+/// back.
+pub fn udp_reaches(from: &NetNs, to_ns: &NetNs, to: IpAddr, port: u16) -> bool {
+    let Ok(server) = to_ns.run(|| UdpSocket::bind(SocketAddr::new(to, port))) else {
+        return false;
+    };
+    let _ = server.set_read_timeout(Some(Duration::from_secs(2)));
+    std::thread::scope(|s| {
+        let echo = s.spawn(move || {
+            let mut buf = [0u8; 16];
+            let (n, peer) = server.recv_from(&mut buf).ok()?;
+            server.send_to(&buf[..n], peer).ok()?;
+            Some(())
+        });
+        let ok = from.run(|| {
+            let bind = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+            let c = UdpSocket::bind(bind).ok()?;
+            c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            c.send_to(b"hello", SocketAddr::new(to, port)).ok()?;
+            let mut buf = [0u8; 16];
+            let n = c.recv(&mut buf).ok()?;
+            Some(&buf[..n] == b"hello")
+        });
+        let _ = echo.join();
+        ok == Some(true)
+    })
+}

@@ -1,0 +1,53 @@
+//! Dialing a calico-rs service: `unix:///path` (a node-local socket) or `tcp://host:port`.
+
+use std::path::PathBuf;
+
+use hyper_util::rt::TokioIo;
+use tonic::transport::{Channel, Endpoint};
+
+/// Why a service could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{endpoint:?} is not a service address: use unix:///path/to.sock or tcp://host:port")]
+    BadEndpoint { endpoint: String },
+    #[error("cannot reach {endpoint}: {source}; check that the service is running")]
+    Unreachable {
+        endpoint: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+/// Opens a channel. The connection is made now, so a missing service fails here.
+pub async fn connect(endpoint: &str) -> Result<Channel, ConnectError> {
+    let unreachable = |source| ConnectError::Unreachable {
+        endpoint: endpoint.to_string(),
+        source,
+    };
+    if let Some(path) = endpoint.strip_prefix("unix://") {
+        let path = PathBuf::from(path);
+        // The URI is a placeholder: the connector below ignores it and dials the socket.
+        return Endpoint::from_static("http://calico.invalid")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let path = path.clone();
+                async move {
+                    let stream = tokio::net::UnixStream::connect(path).await?;
+                    Ok::<_, std::io::Error>(TokioIo::new(stream))
+                }
+            }))
+            .await
+            .map_err(unreachable);
+    }
+    if let Some(addr) = endpoint.strip_prefix("tcp://") {
+        return Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|_| ConnectError::BadEndpoint {
+                endpoint: endpoint.to_string(),
+            })?
+            .connect()
+            .await
+            .map_err(unreachable);
+    }
+    Err(ConnectError::BadEndpoint {
+        endpoint: endpoint.to_string(),
+    })
+}
