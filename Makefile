@@ -14,7 +14,7 @@ DEB_PACKAGES := \
 	protobuf-compiler libprotobuf-dev \
 	ca-certificates
 
-.PHONY: all deps build test lint fmt demo bench bench-ipam clean help
+.PHONY: all deps build test lint fmt demo bench bench-ipam bench-cni clean help
 
 all: build
 
@@ -58,12 +58,17 @@ fmt:
 demo: deps
 	$(CARGO) run --locked -q -p calico-e2e --bin demo
 
-bench: bench-ipam
+bench: bench-ipam bench-cni
 
 # IPAM: allocations through ipamd on a real etcd beside raw etcd compare-and-swap (README: figures).
 bench-ipam: deps
 	$(CARGO) build --release --locked -p calico-ipam --bin ipamd -p calico-bench --bin bench-ipam
 	./target/release/bench-ipam --ipamd ./target/release/ipamd
+
+# CNI: ADD/DEL latency and churn of the calico plugin beside Debian's bridge + host-local chain.
+bench-cni: deps
+	$(CARGO) build --release --locked -p calico-cni -p calico-ipam -p calico-bench
+	./target/release/bench-cni
 
 clean:
 	$(CARGO) clean

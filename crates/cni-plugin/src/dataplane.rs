@@ -160,15 +160,9 @@ impl PodWiring {
 /// Wires a pod. Returns the pod interface's MAC. On failure, whatever was created is removed.
 pub async fn wire(netns_path: &Path, w: &PodWiring) -> Result<String, DataplaneError> {
     let host = connect()?;
-    // A host link of our name is left over from an earlier sandbox of this pod.
-    if let Some(stale) = link_index(&host, &w.host_ifname).await? {
-        tracing::info!(link = %w.host_ifname, "removing a stale host interface");
-        host.link()
-            .del(stale)
-            .execute()
-            .await
-            .map_err(nl(format!("removing stale {}", w.host_ifname)))?;
-    }
+    // A host link of our name is left over from an earlier sandbox of this pod, or from an
+    // interrupted ADD of this one (its pod end goes with it).
+    remove_host_link(&host, &w.host_ifname).await?;
     let ns = std::fs::File::open(netns_path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => NetnsError::Missing(netns_path.to_path_buf()).into(),
         _ => io(format!("opening {}", netns_path.display()))(e),
@@ -197,10 +191,10 @@ pub async fn wire(netns_path: &Path, w: &PodWiring) -> Result<String, DataplaneE
     host.link().add(veth).execute().await.map_err(|e| {
         if errno(&e) == Some(EEXIST) {
             DataplaneError::Netlink {
-                what: format!("creating {} in the pod", w.ifname),
+                what: format!("creating the veth {} / {}", w.host_ifname, w.ifname),
                 reason: format!(
-                    "the pod already has an interface named {}; run DEL for the container first",
-                    w.ifname
+                    "an interface named {} already exists in the pod (or {} appeared on the host meanwhile); run DEL for the container first",
+                    w.ifname, w.host_ifname
                 ),
             }
         } else {
@@ -211,10 +205,9 @@ pub async fn wire(netns_path: &Path, w: &PodWiring) -> Result<String, DataplaneE
     match finish_wiring(&host, netns_path, w).await {
         Ok(mac) => Ok(mac),
         Err(e) => {
-            // The pair goes with either end.
-            if let Ok(Some(idx)) = link_index(&host, &w.host_ifname).await {
-                let _ = host.link().del(idx).execute().await;
-            }
+            // Remove our pair by its pod end: the host name may already belong to a newer
+            // sandbox of the pod.
+            let _ = unwire(Some(netns_path), &w.ifname).await;
             Err(e)
         }
     }
@@ -299,6 +292,8 @@ fn configure_host_sysctls(w: &PodWiring) -> Result<(), DataplaneError> {
         set(&["net", "ipv4", "conf", name, "forwarding"], "1")?;
     }
     if w.has_v6() {
+        // EUI-64 link-local addresses, so the pods' next hop is always the same address.
+        set(&["net", "ipv6", "conf", name, "addr_gen_mode"], "0")?;
         set(&["net", "ipv6", "conf", name, "accept_dad"], "0")?;
         set(&["net", "ipv6", "conf", name, "disable_ipv6"], "0")?;
         set(&["net", "ipv6", "conf", name, "proxy_ndp"], "1")?;
@@ -512,6 +507,25 @@ async fn link_name(h: &Handle, idx: u32) -> Option<String> {
     })
 }
 
+/// Removes a host link by name (a missing one is fine). Returns whether one was removed.
+async fn remove_host_link(h: &Handle, name: &str) -> Result<bool, DataplaneError> {
+    let Some(idx) = link_index(h, name).await? else {
+        return Ok(false);
+    };
+    tracing::info!(link = %name, "removing a stale host interface");
+    match h.link().del(idx).execute().await {
+        Ok(()) => Ok(true),
+        Err(e) if errno(&e) == Some(ENODEV) => Ok(false),
+        Err(e) => Err(nl(format!("removing {name}"))(e)),
+    }
+}
+
+/// Removes the host end of a pod's veth by name, when the pod's namespace is out of reach
+/// (its path gone while something still holds it). Returns whether one was removed.
+pub async fn unwire_host(host_ifname: &str) -> Result<bool, DataplaneError> {
+    remove_host_link(&connect()?, host_ifname).await
+}
+
 /// Removes the pod's interface (and with it the veth pair and the host routes). A missing
 /// namespace or interface is not an error. Returns whether anything was removed.
 pub async fn unwire(netns_path: Option<&Path>, ifname: &str) -> Result<bool, DataplaneError> {
@@ -533,7 +547,7 @@ pub async fn unwire(netns_path: Option<&Path>, ifname: &str) -> Result<bool, Dat
     .await;
     match result {
         Ok(r) => r,
-        Err(NetnsError::Missing(_)) => Ok(false),
+        Err(NetnsError::Missing(_) | NetnsError::NotANamespace(_)) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }

@@ -10,9 +10,16 @@ use calico_proto::agent::{self as pb, agent_client::AgentClient};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
+/// How long any single exchange with felixd may take: a hung felixd must not hang pods.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
 async fn connect_until(endpoint: &str, deadline: Option<Instant>) -> Option<AgentClient<Channel>> {
     loop {
-        match calico_proto::endpoint::connect(endpoint).await {
+        let attempt = tokio::time::timeout(CALL_TIMEOUT, calico_proto::endpoint::connect(endpoint))
+            .await
+            .map_err(|_| "timed out".to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        match attempt {
             Ok(c) => return Some(AgentClient::new(c)),
             Err(e) => match deadline {
                 Some(d) if Instant::now() < d => {
@@ -43,13 +50,13 @@ pub async fn announce(endpoint: &str, wep: &WorkloadEndpoint, timeout: Duration)
     let namespace = wep.metadata.namespace.clone().unwrap_or_default();
     let name = wep.metadata.name.clone();
     let body = serde_json::to_vec(wep).unwrap_or_default();
-    let sent = client
-        .endpoint_added(pb::EndpointAddedRequest {
-            namespace: namespace.clone(),
-            name: name.clone(),
-            workload_endpoint: body,
-        })
-        .await;
+    let mut req = tonic::Request::new(pb::EndpointAddedRequest {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        workload_endpoint: body,
+    });
+    req.set_timeout(CALL_TIMEOUT);
+    let sent = client.endpoint_added(req).await;
     if let Err(e) = sent {
         tracing::warn!(error = %e, "could not tell felixd about the endpoint; it learns from the datastore");
         return;
@@ -81,14 +88,13 @@ pub async fn withdraw(endpoint: &str, namespace: &str, name: &str, container_id:
     let Some(mut client) = connect_until(endpoint, None).await else {
         return;
     };
-    if let Err(e) = client
-        .endpoint_removed(pb::EndpointRemovedRequest {
-            namespace: namespace.into(),
-            name: name.into(),
-            container_id: container_id.into(),
-        })
-        .await
-    {
+    let mut req = tonic::Request::new(pb::EndpointRemovedRequest {
+        namespace: namespace.into(),
+        name: name.into(),
+        container_id: container_id.into(),
+    });
+    req.set_timeout(CALL_TIMEOUT);
+    if let Err(e) = client.endpoint_removed(req).await {
         tracing::debug!(error = %e, "could not tell felixd the endpoint is gone");
     }
 }

@@ -17,6 +17,8 @@ pub const DEFAULT_FELIX_ENDPOINT: &str = "unix:///var/run/calico/felix.sock";
 pub const DEFAULT_NODENAME_FILE: &str = "/var/lib/calico/nodename";
 pub const DEFAULT_MTU_FILE: &str = "/var/lib/calico/mtu";
 pub const DEFAULT_LOG_FILE: &str = "/var/log/calico/cni/cni.log";
+pub const DEFAULT_IPAM_LOCK_FILE: &str = "/var/run/calico/ipam.lock";
+pub const DEFAULT_PENDING_DIR: &str = "/var/lib/calico/cni/pending";
 
 /// `"true"`/`"false"` as Calico writes them; a JSON boolean is accepted too.
 fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
@@ -181,6 +183,12 @@ pub struct NetConf {
     pub dataplane_options: DataplaneOptions,
     #[serde(default)]
     pub policy_setup_timeout_seconds: i64,
+    /// Calico's IPAM lock; its directory also holds the per-pod locks.
+    #[serde(default)]
+    pub ipam_lock_file: Option<String>,
+    /// Where DEL records datastore cleanup it could not do yet (replayed by later runs).
+    #[serde(default)]
+    pub pending_dir: Option<String>,
     #[serde(default)]
     pub readiness_gates: Vec<String>,
     /// Where felixd listens (`unix:///var/run/calico/felix.sock`).
@@ -260,20 +268,29 @@ impl NetConf {
                 "ipam.type is missing: set it to calico-ipam (or another IPAM plugin such as host-local)",
             ));
         }
-        if self.ipam.ipam_type.is_empty() || self.ipam.ipam_type == "calico-ipam" {
-            if !self.ipam.wants_v4() && !self.ipam.wants_v6() {
-                return Err(CniError::config(
-                    "ipam.assign_ipv4 and ipam.assign_ipv6 are both false: a pod would get no address",
-                ));
-            }
-            if let Some(s) = &self.ipam.subnet
-                && s.starts_with("usePodCidr")
-            {
-                return Err(CniError::new(
-                    code::UNSUPPORTED_FIELD,
-                    format!("ipam.subnet {s:?} needs host-local IPAM and the Kubernetes API"),
-                ));
-            }
+        if (self.ipam.ipam_type.is_empty() || self.ipam.ipam_type == "calico-ipam")
+            && !self.ipam.wants_v4()
+            && !self.ipam.wants_v6()
+        {
+            return Err(CniError::config(
+                "ipam.assign_ipv4 and ipam.assign_ipv6 are both false: a pod would get no address",
+            ));
+        }
+        if let Some(s) = &self.ipam.subnet
+            && s.starts_with("usePodCidr")
+        {
+            return Err(CniError::new(
+                code::UNSUPPORTED_FIELD,
+                format!(
+                    "ipam.subnet {s:?} needs the Kubernetes API, which this build does not use; give the node's pod CIDR itself"
+                ),
+            ));
+        }
+        if !self.readiness_gates.is_empty() {
+            return Err(CniError::new(
+                code::UNSUPPORTED_FIELD,
+                "readiness_gates are not supported in this build; remove them",
+            ));
         }
         if self.ipam.ipam_type.contains('/') {
             return Err(CniError::config(format!(
@@ -337,18 +354,34 @@ impl NetConf {
         Ok(())
     }
 
-    /// The attachments a GC must keep (both spellings of the key are accepted).
-    pub fn gc_keep(&self) -> Vec<Attachment> {
+    /// The attachments a GC must keep (both spellings of the key are accepted); `None` when
+    /// the runtime sent neither.
+    pub fn gc_keep(&self) -> Option<Vec<Attachment>> {
         self.valid_attachments
             .clone()
             .or_else(|| self.attachments.clone())
-            .unwrap_or_default()
     }
 
     pub fn felix_endpoint(&self) -> &str {
         self.felix_endpoint
             .as_deref()
             .unwrap_or(DEFAULT_FELIX_ENDPOINT)
+    }
+
+    /// The directory of the per-pod locks (beside Calico's IPAM lock).
+    pub fn lock_dir(&self) -> PathBuf {
+        Path::new(
+            self.ipam_lock_file
+                .as_deref()
+                .unwrap_or(DEFAULT_IPAM_LOCK_FILE),
+        )
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/var/run/calico"))
+    }
+
+    pub fn pending_dir(&self) -> PathBuf {
+        PathBuf::from(self.pending_dir.as_deref().unwrap_or(DEFAULT_PENDING_DIR))
     }
 
     pub fn num_queues(&self) -> u32 {
@@ -391,11 +424,8 @@ impl NetConf {
                 .as_deref()
                 .unwrap_or(DEFAULT_NODENAME_FILE),
         );
-        let from_file = std::fs::read_to_string(&file)
-            .ok()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty());
-        if from_file.is_none() && !self.nodename_file_optional {
+        let contents = std::fs::read_to_string(&file).ok();
+        if contents.is_none() && !self.nodename_file_optional {
             return Err(CniError::try_again(format!(
                 "{} does not exist yet: check that the calico-rs node agent is running and has mounted /var/lib/calico/ (or set nodename_file_optional)",
                 file.display()
@@ -404,7 +434,10 @@ impl NetConf {
         if let Some(n) = self.nodename.as_deref().filter(|n| !n.is_empty()) {
             return Ok(n.to_string());
         }
-        if let Some(n) = from_file {
+        if let Some(n) = contents
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+        {
             return Ok(n);
         }
         if let Some(n) = self.hostname.as_deref().filter(|n| !n.is_empty()) {
@@ -560,6 +593,16 @@ mod tests {
                 7,
                 "ipam.ipv4_pools",
             ),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","ipam":{"type":"host-local","subnet":"usePodCidr"}}"#,
+                2,
+                "usePodCidr",
+            ),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","ipam":{"type":"calico-ipam"},"readiness_gates":["http://x"]}"#,
+                2,
+                "readiness_gates",
+            ),
         ];
         for (json, want_code, want_text) in cases {
             let e = parse(json)
@@ -581,6 +624,11 @@ mod tests {
         };
         let e = conf(false).node_name().unwrap_err();
         assert_eq!(e.code, code::TRY_AGAIN);
+        let optional = NetConf {
+            nodename: Some("explicit".into()),
+            ..conf(true)
+        };
+        assert_eq!(optional.node_name().unwrap(), "explicit");
         std::fs::write(&file, "node-7\n").unwrap();
         assert_eq!(conf(false).node_name().unwrap(), "node-7");
     }
@@ -609,6 +657,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.runtime_labels(), vec![("app".into(), "web".into())]);
-        assert_eq!(c.gc_keep()[0].container_id, "c1");
+        assert_eq!(c.gc_keep().unwrap()[0].container_id, "c1");
+        let v = parse(
+            r#"{"cniVersion":"1.1.0","name":"n","ipam":{"type":"calico-ipam"},
+            "cni.dev/valid-attachments":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(v.gc_keep(), Some(vec![]));
+        let none =
+            parse(r#"{"cniVersion":"1.1.0","name":"n","ipam":{"type":"calico-ipam"}}"#).unwrap();
+        assert_eq!(none.gc_keep(), None);
     }
 }

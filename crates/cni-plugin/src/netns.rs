@@ -14,6 +14,9 @@ pub enum NetnsError {
     /// The namespace file is gone (the container was removed).
     #[error("network namespace {0} does not exist")]
     Missing(PathBuf),
+    /// The path exists but is not a network namespace (left over after an unmount).
+    #[error("{0} is not a network namespace")]
+    NotANamespace(PathBuf),
     #[error("cannot enter network namespace {path}: {reason}")]
     Enter { path: PathBuf, reason: String },
     #[error("the worker thread for network namespace {0} stopped unexpectedly")]
@@ -28,9 +31,12 @@ fn enter(path: &Path) -> Result<(), NetnsError> {
             reason: e.to_string(),
         },
     })?;
-    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| NetnsError::Enter {
-        path: path.to_path_buf(),
-        reason: format!("{e} (is it a network namespace, and do we have CAP_SYS_ADMIN?)"),
+    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| match e {
+        nix::errno::Errno::EINVAL => NetnsError::NotANamespace(path.to_path_buf()),
+        e => NetnsError::Enter {
+            path: path.to_path_buf(),
+            reason: format!("{e} (does this process have CAP_SYS_ADMIN?)"),
+        },
     })
 }
 
@@ -79,4 +85,9 @@ pub fn write_sysctl(parts: &[&str], value: &str) -> std::io::Result<()> {
 pub fn read_sysctl(parts: &[&str]) -> std::io::Result<String> {
     let path = format!("/proc/sys/{}", parts.join("/"));
     std::fs::read_to_string(path).map(|s| s.trim().to_string())
+}
+
+/// Whether `path` can be entered as a network namespace.
+pub async fn probe(path: &Path) -> Result<(), NetnsError> {
+    run_in(path, || async {}).await
 }

@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::cni::{self, CniError, CniResult, Command, Env, Interface, IpConfig, Route, code};
 use crate::dataplane::{self, Expected, PodWiring};
 use crate::ipam::{self, AddressRequest};
+use crate::lock::PodLock;
 use crate::netconf::NetConf;
 use crate::wep::{self, Identity, Removal};
 use crate::{failpoint, felix};
@@ -31,16 +32,62 @@ impl Invocation {
     }
 }
 
+/// How long ADD and DEL may take in all: less than a runtime's own deadline, so the answer
+/// is ours (code 11, try again) and the runtime's DEL cleans up what a cut-off ADD left.
+const ADD_DEADLINE: Duration = Duration::from_secs(90);
+const DEL_DEADLINE: Duration = Duration::from_secs(60);
+/// How long a run spends finishing DELs that waited for the datastore.
+const REPLAY_BUDGET: Duration = Duration::from_secs(3);
+/// How long a run waits for another operation on the same pod.
+const POD_LOCK_WAIT: Duration = Duration::from_secs(30);
+
 /// Runs the command; `Some(json)` is printed on stdout.
 pub async fn run(cmd: Command, inv: &Invocation) -> Result<Option<Value>, CniError> {
+    let deadline = |d: Duration, what: &'static str| {
+        move |_| {
+            CniError::try_again(format!(
+                "{what} did not finish within {} s; the runtime will retry",
+                d.as_secs()
+            ))
+        }
+    };
     match cmd {
-        Command::Add => add(inv).await.map(Some),
-        Command::Del => del(inv).await.map(|()| None),
+        Command::Add => {
+            replay_pending(inv).await;
+            tokio::time::timeout(ADD_DEADLINE, add(inv))
+                .await
+                .map_err(deadline(ADD_DEADLINE, "ADD"))?
+                .map(Some)
+        }
+        Command::Del => {
+            replay_pending(inv).await;
+            tokio::time::timeout(DEL_DEADLINE, del(inv))
+                .await
+                .map_err(deadline(DEL_DEADLINE, "DEL"))?
+                .map(|()| None)
+        }
         Command::Check => check(inv).await.map(|()| None),
         Command::Status => status(inv).await.map(|()| None),
-        Command::Gc => gc(inv).await.map(|()| None),
+        Command::Gc => {
+            replay_pending(inv).await;
+            gc(inv).await.map(|()| None)
+        }
         Command::Version => Ok(Some(cni::version_json(&inv.conf.cni_version))),
     }
+}
+
+/// Finishes DELs an earlier run recorded because the datastore or ipamd was away.
+async fn replay_pending(inv: &Invocation) {
+    let dir = inv.conf.pending_dir();
+    crate::pending::replay(&dir, REPLAY_BUDGET, |conf, raw, env| async move {
+        let replay = Invocation { env, conf, raw };
+        let node = replay.conf.node_name()?;
+        let container_id = replay.env.container_id()?.to_string();
+        let ifname = replay.env.ifname()?.to_string();
+        let id = Identity::new(&replay.env, &node, &container_id, &ifname);
+        cleanup_datastore(&replay, &id).await
+    })
+    .await;
 }
 
 async fn datastore(conf: &NetConf) -> Result<Arc<dyn Datastore>, CniError> {
@@ -175,10 +222,18 @@ pub(crate) async fn addresses(inv: &Invocation, id: &Identity) -> Result<Address
                 fresh: false,
             });
         }
+        // What an earlier ADD of this container wired goes before its addresses do, so no
+        // interface is left using an address IPAM considers free.
+        dataplane::unwire_host(&id.host_ifname())
+            .await
+            .map_err(dp_error)?;
         ipam::release(&mut client, std::slice::from_ref(&handle)).await?;
     }
+    // The network is recorded too, so a GC of one network never touches another's handles
+    // (network names may hold dots, so the handle alone cannot tell).
     let mut attrs = std::collections::BTreeMap::from([
         ("node".to_string(), id.node.clone()),
+        ("network".to_string(), conf.name.clone()),
         (
             "timestamp".to_string(),
             chrono::Utc::now()
@@ -236,17 +291,16 @@ async fn add(inv: &Invocation) -> Result<Value, CniError> {
     let container_id = env.container_id()?;
     let ifname = env.ifname()?;
     let netns = env.netns()?;
-    if !netns.exists() {
-        return Err(CniError::new(
-            code::UNKNOWN_CONTAINER,
-            format!("CNI_NETNS {} does not exist", netns.display()),
-        ));
-    }
+    // Before anything is allocated: the container must be there.
+    crate::netns::probe(netns)
+        .await
+        .map_err(|e| CniError::new(code::UNKNOWN_CONTAINER, format!("CNI_NETNS: {e}")))?;
     let node = conf.node_name()?;
     let mtu = conf.effective_mtu()?;
     let id = Identity::new(env, &node, container_id, ifname);
     let name = id.wep_name()?;
     let host_ifname = id.host_ifname();
+    let _lock = PodLock::acquire(&conf.lock_dir(), &host_ifname, POD_LOCK_WAIT).await?;
     let ds = datastore(conf).await?;
     let rc = ResourceClient::new(ds);
     check_ready(&rc).await?;
@@ -287,15 +341,6 @@ async fn add(inv: &Invocation) -> Result<Value, CniError> {
 
     let got = addresses(inv, &id).await?;
     failpoint::hit("ipam");
-    let undo_ipam = |got: &Addresses| got.fresh;
-
-    // Whatever an interrupted ADD of this container left in the pod goes first.
-    if let Err(e) = dataplane::unwire(Some(netns), ifname).await {
-        if undo_ipam(&got) {
-            release_addresses(inv, &id).await;
-        }
-        return Err(dp_error(e));
-    }
     let wiring = PodWiring {
         ifname: ifname.to_string(),
         host_ifname: host_ifname.clone(),
@@ -308,14 +353,15 @@ async fn add(inv: &Invocation) -> Result<Value, CniError> {
     let mac = match dataplane::wire(netns, &wiring).await {
         Ok(mac) => mac,
         Err(e) => {
-            if undo_ipam(&got) {
+            if got.fresh {
                 release_addresses(inv, &id).await;
             }
             return Err(dp_error(e));
         }
     };
 
-    let profiles = if conf.policy.policy_type == "k8s" && id.is_k8s() {
+    let k8s_policy = conf.policy.policy_type == "k8s" && id.is_k8s();
+    let profiles = if k8s_policy {
         vec![format!(
             "{}{}",
             calico_api::names::NAMESPACE_PROFILE_PREFIX,
@@ -325,8 +371,8 @@ async fn add(inv: &Invocation) -> Result<Value, CniError> {
         vec![conf.name.clone()]
     };
     let written = async {
-        if conf.policy.policy_type.is_empty() {
-            wep::ensure_network_profile(&rc, &conf.name).await?;
+        if !k8s_policy {
+            wep::ensure_network_profile(&rc, &conf.name, id.is_k8s()).await?;
         }
         let endpoint = wep::build(wep::EndpointParts {
             identity: &id,
@@ -344,7 +390,7 @@ async fn add(inv: &Invocation) -> Result<Value, CniError> {
         Ok(w) => w,
         Err(e) => {
             let _ = dataplane::unwire(Some(netns), ifname).await;
-            if undo_ipam(&got) {
+            if got.fresh {
                 release_addresses(inv, &id).await;
             }
             return Err(e);
@@ -365,84 +411,88 @@ async fn del(inv: &Invocation) -> Result<(), CniError> {
     let conf = &inv.conf;
     let container_id = env.container_id()?;
     let ifname = env.ifname()?;
-    let mut first_error: Option<CniError> = None;
+    // As Calico: without the node's name the endpoint cannot be found, so DEL waits for it.
+    let node = conf.node_name()?;
+    let id = Identity::new(env, &node, container_id, ifname);
+    let _lock = PodLock::acquire(&conf.lock_dir(), &id.host_ifname(), POD_LOCK_WAIT).await?;
 
-    // The pod's interface (and with it the veth and host routes); gone is fine.
-    if let Err(e) = dataplane::unwire(env.netns.as_deref(), ifname).await {
-        tracing::error!(error = %e, "could not remove the pod's interface");
-        first_error.get_or_insert(dp_error(e));
-    }
+    // First what is local: the pod's interface (and with it the veth and host routes). If it
+    // cannot be removed, nothing else is touched, so its addresses stay reserved for it.
+    dataplane::unwire(env.netns.as_deref(), ifname)
+        .await
+        .map_err(dp_error)?;
 
-    let node = match conf.node_name() {
-        Ok(n) => Some(n),
-        Err(e) => {
-            tracing::warn!(error = %e, "no node name: the endpoint cannot be found by name");
-            None
+    // Then the datastore: the endpoint, then the addresses. If the datastore or ipamd is away,
+    // record the rest for a later run and let the pod go.
+    match cleanup_datastore(inv, &id).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.code == code::TRY_AGAIN => {
+            let record = crate::pending::PendingDel {
+                conf: inv.raw.clone(),
+                container_id: container_id.to_string(),
+                ifname: ifname.to_string(),
+                args: env
+                    .args
+                    .0
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("K8S_"))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            };
+            let path = crate::pending::record(&conf.pending_dir(), &conf.name, &record)?;
+            tracing::warn!(
+                error = %e,
+                pending = %path.display(),
+                "the pod's interface is gone; its endpoint and addresses are released by a later run once the datastore is back"
+            );
+            Ok(())
         }
-    };
-    let id = Identity::new(
-        env,
-        node.as_deref().unwrap_or_default(),
-        container_id,
-        ifname,
-    );
+        Err(e) => Err(e),
+    }
+}
 
-    // The addresses (idempotent: nothing held is fine).
-    let released = if inv.uses_calico_ipam() {
-        match ipam::connect(conf.ipam.endpoint()).await {
-            Ok(mut c) => {
-                ipam::release(
-                    &mut c,
-                    &[
-                        ipam::handle_id(&conf.name, container_id),
-                        id.legacy_handle(),
-                    ],
-                )
-                .await
+/// The datastore side of DEL: the endpoint (unless it belongs to a newer sandbox of the pod,
+/// compared on its revision), then the addresses. Each part is idempotent.
+async fn cleanup_datastore(inv: &Invocation, id: &Identity) -> Result<(), CniError> {
+    let conf = &inv.conf;
+    let name = id.wep_name()?;
+    let rc = ResourceClient::new(datastore(conf).await?);
+    match wep::delete_if_ours(&rc, &id.namespace, &name, &id.container_id).await? {
+        Removal::Deleted(host_ifname) => {
+            // When the pod's namespace was out of reach but still alive, its veth is too:
+            // the endpoint was ours, so is the host link of that name.
+            if !host_ifname.is_empty()
+                && let Err(e) = dataplane::unwire_host(&host_ifname).await
+            {
+                tracing::warn!(error = %e, "could not remove the pod's host interface");
             }
-            Err(e) => Err(e),
+            felix::withdraw(
+                conf.felix_endpoint(),
+                &id.namespace,
+                &name,
+                &id.container_id,
+            )
+            .await
+        }
+        Removal::Kept => {
+            tracing::info!(endpoint = %name, "endpoint belongs to a newer sandbox; kept")
+        }
+        Removal::Missing => {}
+    }
+    if inv.uses_calico_ipam() {
+        let mut c = ipam::connect(conf.ipam.endpoint()).await?;
+        let handles = [
+            ipam::handle_id(&conf.name, &id.container_id),
+            id.legacy_handle(),
+        ];
+        let ips = ipam::release(&mut c, &handles).await?;
+        if !ips.is_empty() {
+            tracing::info!(?ips, "released the pod's addresses");
         }
     } else {
-        ipam::delegate(env, Command::Del, &conf.ipam.ipam_type, &inv.raw)
-            .await
-            .map(|_| Vec::new())
-    };
-    match released {
-        Ok(ips) if !ips.is_empty() => tracing::info!(?ips, "released the pod's addresses"),
-        Ok(_) => {}
-        Err(e) => {
-            tracing::error!(error = %e, "could not release the pod's addresses");
-            first_error.get_or_insert(e);
-        }
+        ipam::delegate(&inv.env, Command::Del, &conf.ipam.ipam_type, &inv.raw).await?;
     }
-
-    // The endpoint, unless it belongs to a newer sandbox of the pod.
-    if let Some(node) = &node {
-        let removed = async {
-            let name = Identity::new(env, node, container_id, ifname).wep_name()?;
-            let rc = ResourceClient::new(datastore(conf).await?);
-            let r = wep::delete_if_ours(&rc, &id.namespace, &name, container_id).await?;
-            Ok::<_, CniError>((name, r))
-        }
-        .await;
-        match removed {
-            Ok((name, Removal::Deleted)) => {
-                felix::withdraw(conf.felix_endpoint(), &id.namespace, &name, container_id).await
-            }
-            Ok((name, Removal::Kept)) => {
-                tracing::info!(endpoint = %name, "endpoint belongs to a newer sandbox; kept")
-            }
-            Ok((_, Removal::Missing)) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "could not delete the endpoint");
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    Ok(())
 }
 
 async fn check(inv: &Invocation) -> Result<(), CniError> {
@@ -560,24 +610,51 @@ pub(crate) async fn status(inv: &Invocation) -> Result<(), CniError> {
 
 pub(crate) async fn gc(inv: &Invocation) -> Result<(), CniError> {
     let conf = &inv.conf;
+    if !cni::version_at_least(&conf.cni_version, "1.1.0") {
+        return Err(CniError::new(
+            code::INCOMPATIBLE_VERSION,
+            format!("GC needs CNI 1.1.0 or later, not {}", conf.cni_version),
+        ));
+    }
+    // Without the list, everything would look stale: refuse rather than free live pods.
+    let Some(keep) = conf.gc_keep() else {
+        return Err(CniError::config(
+            "GC without cni.dev/valid-attachments (or cni.dev/attachments): nothing is released",
+        ));
+    };
     if !inv.uses_calico_ipam() {
         ipam::delegate(&inv.env, Command::Gc, &conf.ipam.ipam_type, &inv.raw).await?;
         return Ok(());
     }
     let node = conf.node_name()?;
-    let keep: Vec<String> = conf.gc_keep().into_iter().map(|a| a.container_id).collect();
+    let keep: Vec<String> = keep.into_iter().map(|a| a.container_id).collect();
     let mut c = ipam::connect(conf.ipam.endpoint()).await?;
     let r = c
         .release_stale(calico_proto::ipam::ReleaseStaleRequest {
             network: conf.name.clone(),
-            hostname: node,
+            hostname: node.clone(),
             keep_container_ids: keep,
         })
         .await
         .map_err(|s| CniError::calico(format!("GC: {}", s.message())))?
         .into_inner();
-    if !r.released_handles.is_empty() {
-        tracing::info!(handles = ?r.released_handles, ips = ?r.released, "GC released stale allocations");
+    if r.released_handles.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(handles = ?r.released_handles, ips = ?r.released, "GC released stale allocations");
+    // The endpoints of those containers list addresses that are free now: they go too.
+    let prefix = format!("{}.", conf.name);
+    let gone: std::collections::BTreeSet<&str> = r
+        .released_handles
+        .iter()
+        .filter_map(|h| h.strip_prefix(&prefix))
+        .collect();
+    let rc = ResourceClient::new(datastore(conf).await?);
+    for w in wep::on_node(&rc, &node).await? {
+        if gone.contains(w.spec.container_id.as_str()) {
+            let ns = w.metadata.namespace.clone().unwrap_or_default();
+            wep::delete_if_ours(&rc, &ns, &w.metadata.name, &w.spec.container_id).await?;
+        }
     }
     Ok(())
 }

@@ -188,10 +188,24 @@ pub async fn write(
     }
 }
 
+/// The endpoints on a node, in every namespace.
+pub async fn on_node(rc: &ResourceClient, node: &str) -> Result<Vec<WorkloadEndpoint>, CniError> {
+    let list = rc
+        .list::<WorkloadEndpoint>(None)
+        .await
+        .map_err(|e| ds_error("listing WorkloadEndpoints", e))?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|w| w.spec.node == node)
+        .collect())
+}
+
 /// What DEL did with the endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Removal {
-    Deleted,
+    /// Deleted; the host interface it named.
+    Deleted(String),
     /// It belongs to a newer sandbox of the pod (another container ID): kept.
     Kept,
     Missing,
@@ -217,7 +231,7 @@ pub async fn delete_if_ours(
             .delete::<WorkloadEndpoint>(Some(namespace), name, revision)
             .await
         {
-            Ok(_) => return Ok(Removal::Deleted),
+            Ok(_) => return Ok(Removal::Deleted(w.spec.interface_name.clone())),
             Err(DatastoreError::NotFound { .. }) => return Ok(Removal::Missing),
             Err(DatastoreError::Conflict { .. }) => continue,
             Err(e) => {
@@ -235,7 +249,11 @@ pub async fn delete_if_ours(
 
 /// Outside Kubernetes policy, endpoints use a profile named after the network: created once
 /// (never updated), allowing everything out and everything in from the same network.
-pub async fn ensure_network_profile(rc: &ResourceClient, network: &str) -> Result<(), CniError> {
+pub async fn ensure_network_profile(
+    rc: &ResourceClient,
+    network: &str,
+    k8s: bool,
+) -> Result<(), CniError> {
     use calico_api::kinds::{Action, EntityRule, Rule};
     match rc.get::<Profile>(None, network).await {
         Ok(_) => return Ok(()),
@@ -245,10 +263,16 @@ pub async fn ensure_network_profile(rc: &ResourceClient, network: &str) -> Resul
     let profile = Profile::new(
         ObjectMeta::named(network),
         calico_api::kinds::ProfileSpec {
+            // Kubernetes pods accept everything (policy does the rest); other workloads
+            // accept their own network.
             ingress: vec![Rule {
                 action: Action::Allow,
                 source: EntityRule {
-                    selector: format!("has({network})"),
+                    selector: if k8s {
+                        String::new()
+                    } else {
+                        format!("has({network})")
+                    },
                     ..Default::default()
                 },
                 ..Default::default()

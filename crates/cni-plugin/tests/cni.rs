@@ -93,9 +93,12 @@ fn pods_reach_the_host_and_each_other_over_ipv4_and_ipv6() {
     node.del(&list, &b).unwrap();
     assert!(node.cali_links().is_empty(), "{:?}", node.cali_links());
     assert!(node.allocations().is_empty(), "{:?}", node.allocations());
-    let left: Option<WorkloadEndpoint> =
-        node.with_datastore(async |rc| rc.get(Some("default"), name).await.ok());
-    assert!(left.is_none());
+    let left =
+        node.with_datastore(async |rc| rc.get::<WorkloadEndpoint>(Some("default"), name).await);
+    assert!(
+        matches!(left, Err(calico_datastore::DatastoreError::NotFound { .. })),
+        "{left:?}"
+    );
     assert!(!node.routes().contains("cali"), "{}", node.routes());
 }
 
@@ -246,7 +249,10 @@ fn a_plugin_killed_at_any_step_is_recovered_by_del_and_a_fresh_add() {
             .extra_env
             .push((calico_cni::failpoint::ENV.into(), step.into()));
         let err = node.run(|| crashing.add(&list, &a)).unwrap_err();
-        assert!(!err.stderr.contains("panicked"), "{step}: {err:?}");
+        assert!(
+            err.msg.contains("signal: 9"),
+            "{step}: the plugin should have been killed: {err:?}"
+        );
         // What a runtime does after a failed ADD: DEL, then ADD again.
         node.del(&list, &a).unwrap();
         assert!(
@@ -257,6 +263,16 @@ fn a_plugin_killed_at_any_step_is_recovered_by_del_and_a_fresh_add() {
             "{step}: DEL left {:?}",
             node.allocations()
         );
+        assert!(
+            node.cali_links().is_empty(),
+            "{step}: DEL left {:?}",
+            node.cali_links()
+        );
+        let wep = node.with_datastore(async |rc| {
+            rc.get::<WorkloadEndpoint>(Some("default"), &format!("node--a-k8s-crash--{step}-eth0"))
+                .await
+        });
+        assert!(wep.is_err(), "{step}: DEL left the endpoint");
         let r = node.add(&list, &a).unwrap();
         let ips = result_ips(&r);
         let mine: Vec<_> = node
@@ -349,11 +365,19 @@ fn check_status_and_gc() {
     assert_eq!(err.code, 50, "{err}");
     node.start_ipamd();
 
-    // GC: the runtime no longer knows ctr-chk; its allocation goes, a kept one stays.
+    // GC: the runtime no longer knows ctr-chk; its allocation and endpoint go, a kept one
+    // stays.
     let q = NetNs::new("keep");
     let b = pod(&q, "default", "keep", "ctr-keep");
     node.add(&list, &b).unwrap();
     let list11 = node.conflist("1.1.0", vec![node.calico_plugin()]);
+    // Without the attachments, GC refuses and frees nothing.
+    let mut bare = node.calico_plugin();
+    bare["cniVersion"] = json!("1.1.0");
+    bare["name"] = json!("k8s-pod-network");
+    let (ok, v) = run_plugin(&node, "GC", &bare.to_string());
+    assert!(!ok && v["code"] == 7, "{v}");
+    assert_eq!(node.allocations().len(), 4);
     let errors = node.run(|| {
         node.runtime
             .gc(&list11, &[("ctr-keep".into(), "eth0".into())])
@@ -363,6 +387,14 @@ fn check_status_and_gc() {
     assert_eq!(
         left,
         BTreeSet::from(["k8s-pod-network.ctr-keep".to_string()])
+    );
+    let gone = node.with_datastore(async |rc| {
+        rc.get::<WorkloadEndpoint>(Some("default"), "node--a-k8s-chk-eth0")
+            .await
+    });
+    assert!(
+        gone.is_err(),
+        "GC deletes the endpoint of a released container"
     );
     node.del(&list, &a).unwrap();
     node.del(&list, &b).unwrap();
@@ -457,4 +489,156 @@ fn bad_configurations_get_the_right_code_and_a_helpful_message() {
             .unwrap()
             .contains(&json!("1.1.0"))
     );
+}
+
+#[test]
+fn a_retried_add_after_a_crash_reuses_the_first_allocation() {
+    let node = Node::new();
+    let list = node.calico_only();
+    for step in ["ipam", "veth", "pod", "host-route", "wep"] {
+        let p = NetNs::new("retry");
+        let a = pod(
+            &p,
+            "default",
+            &format!("retry-{step}"),
+            &format!("ctr-r-{step}"),
+        );
+        let mut crashing = node.runtime.clone();
+        crashing
+            .extra_env
+            .push((calico_cni::failpoint::ENV.into(), step.into()));
+        node.run(|| crashing.add(&list, &a)).unwrap_err();
+        let first: BTreeSet<IpAddr> = node.allocations().into_iter().map(|(ip, _)| ip).collect();
+        // No DEL in between: the runtime simply tries again.
+        let r = node.add(&list, &a).unwrap();
+        let got: BTreeSet<IpAddr> = result_ips(&r).into_iter().collect();
+        assert_eq!(
+            got, first,
+            "{step}: the retry must get what the first attempt took"
+        );
+        assert_eq!(
+            node.allocations().len(),
+            2,
+            "{step}: one allocation per family"
+        );
+        assert_eq!(node.cali_links().len(), 1, "{step}");
+        node.del(&list, &a).unwrap();
+        assert!(node.allocations().is_empty(), "{step}");
+        assert!(node.cali_links().is_empty(), "{step}");
+    }
+}
+
+#[test]
+fn an_old_sandbox_del_leaves_the_new_sandbox_alone() {
+    let node = Node::new();
+    let list = node.calico_only();
+    let (old_ns, new_ns) = (NetNs::new("old"), NetNs::new("new"));
+    let old = pod(&old_ns, "default", "web", "ctr-old");
+    let new = pod(&new_ns, "default", "web", "ctr-new");
+    node.add(&list, &old).unwrap();
+    // The pod's new sandbox comes up before the old one is torn down.
+    let r = node.add(&list, &new).unwrap();
+    let new_ips = result_ips(&r);
+    node.del(&list, &old).unwrap();
+    let wep: WorkloadEndpoint = node
+        .with_datastore(async |rc| rc.get(Some("default"), "node--a-k8s-web-eth0").await)
+        .unwrap();
+    assert_eq!(
+        wep.spec.container_id, "ctr-new",
+        "the new sandbox keeps its endpoint"
+    );
+    let held: BTreeSet<IpAddr> = node.allocations().into_iter().map(|(ip, _)| ip).collect();
+    assert_eq!(
+        held,
+        new_ips.iter().copied().collect(),
+        "only the old sandbox's addresses went"
+    );
+    assert_eq!(node.cali_links().len(), 1);
+    let host = &node.ns;
+    let lab_ip: IpAddr = NODE_V4.parse().unwrap();
+    assert!(
+        tcp_reaches(&new_ns, host, lab_ip, 8101),
+        "the new sandbox still works"
+    );
+    node.del(&list, &new).unwrap();
+    assert!(node.allocations().is_empty());
+}
+
+#[test]
+fn a_del_while_ipamd_is_down_succeeds_and_finishes_later() {
+    let mut node = Node::new();
+    let list = node.calico_only();
+    let p = NetNs::new("late");
+    let a = pod(&p, "default", "late", "ctr-late");
+    node.add(&list, &a).unwrap();
+    node.stop_ipamd();
+    // The interface goes now; the endpoint and addresses wait for ipamd.
+    node.del(&list, &a).unwrap();
+    assert!(node.cali_links().is_empty());
+    assert_eq!(
+        node.allocations().len(),
+        2,
+        "addresses stay until ipamd is back"
+    );
+    let pending = node.dir.path().join("pending");
+    assert_eq!(std::fs::read_dir(&pending).unwrap().count(), 1);
+    node.start_ipamd();
+    // The next run of the plugin on the node finishes it.
+    let q = NetNs::new("next");
+    let b = pod(&q, "default", "next", "ctr-next");
+    node.add(&list, &b).unwrap();
+    let left: BTreeSet<String> = node.allocations().into_iter().map(|(_, h)| h).collect();
+    assert_eq!(
+        left,
+        BTreeSet::from(["k8s-pod-network.ctr-next".to_string()])
+    );
+    assert_eq!(std::fs::read_dir(&pending).unwrap().count(), 0);
+    let wep = node.with_datastore(async |rc| {
+        rc.get::<WorkloadEndpoint>(Some("default"), "node--a-k8s-late-eth0")
+            .await
+    });
+    assert!(wep.is_err(), "the endpoint was deleted by the replay");
+    node.del(&list, &b).unwrap();
+}
+
+#[test]
+fn del_succeeds_when_the_netns_path_is_no_namespace() {
+    let node = Node::new();
+    let list = node.calico_only();
+    let p = NetNs::new("unmounted");
+    let a = pod(&p, "default", "gone", "ctr-gone");
+    node.add(&list, &a).unwrap();
+    // What an unmounted namespace leaves behind: a plain file at the path.
+    let stale = node.dir.path().join("stale-netns");
+    std::fs::write(&stale, "").unwrap();
+    let mut at_file = a.clone();
+    at_file.netns = Some(stale);
+    node.del(&list, &at_file).unwrap();
+    assert!(node.allocations().is_empty());
+    assert!(
+        node.cali_links().is_empty(),
+        "the endpoint named the host link"
+    );
+}
+
+#[test]
+fn results_in_cni_0_3_1_carry_ip_versions() {
+    let node = Node::new();
+    let list = node.conflist("0.3.1", vec![node.calico_plugin()]);
+    let p = NetNs::new("old");
+    let a = pod(&p, "default", "legacy", "ctr-legacy");
+    let r = node.add(&list, &a).unwrap();
+    assert_eq!(r["cniVersion"], "0.3.1");
+    let versions: BTreeSet<&str> = r["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions, BTreeSet::from(["4", "6"]));
+    assert!(
+        r["interfaces"][1].get("mtu").is_none(),
+        "mtu is a 1.1.0 field"
+    );
+    node.del(&list, &a).unwrap();
 }

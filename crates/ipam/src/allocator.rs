@@ -1363,7 +1363,12 @@ impl Ipam {
             let Some(container) = handle.strip_prefix(&prefix) else {
                 continue;
             };
-            if attr.owner("node") == Some(host) && !keep.contains(container) {
+            // Only what the CNI plugin recorded for this network: another network's names
+            // may share the prefix.
+            if attr.owner("node") == Some(host)
+                && attr.owner("network") == Some(network)
+                && !keep.contains(container)
+            {
                 stale.insert(handle.to_string());
             }
         }

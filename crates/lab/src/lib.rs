@@ -1,0 +1,321 @@
+//! A calico-rs node made of network namespaces: the node's namespace with an uplink to a
+//! stand-in network (its address, a default route, forwarding on), its own etcd, IP pools,
+//! and a real ipamd. Tests, benchmarks and the demo build on it; everything it starts is
+//! stopped, and every namespace deleted, when it is dropped.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use calico_api::ObjectMeta;
+use calico_api::kinds::IpPoolSpec;
+use calico_api::resource::IpPool;
+use calico_datastore::etcd::{EtcdConfig, EtcdDatastore};
+use calico_datastore::{Datastore, KeyPrefix, ResourceClient};
+use calico_etcd_harness::Etcd;
+use calico_netns_harness::NetNs;
+use serde_json::{Value, json};
+
+pub const NODE_V4: &str = "10.99.0.1";
+pub const NODE_V6: &str = "fd99::1";
+
+/// How a node is made.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub name: String,
+    /// Where `ipamd` (and the other binaries) are.
+    pub bin_dir: PathBuf,
+    /// IP pools: (name, CIDR, block size).
+    pub pools: Vec<(String, String, u8)>,
+}
+
+impl NodeOptions {
+    pub fn new(bin_dir: &Path) -> NodeOptions {
+        NodeOptions {
+            name: "node-a".into(),
+            bin_dir: bin_dir.to_path_buf(),
+            pools: vec![
+                ("v4".into(), "10.244.0.0/16".into(), 26),
+                ("v6".into(), "fd00:244::/64".into(), 122),
+            ],
+        }
+    }
+}
+
+pub struct Node {
+    pub ns: NetNs,
+    pub fabric: NetNs,
+    pub dir: tempfile::TempDir,
+    pub etcd: Etcd,
+    pub ipamd: Option<Child>,
+    pub socket: PathBuf,
+    pub name: String,
+    bin_dir: PathBuf,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("name", &self.name).finish()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop_ipamd();
+        if std::thread::panicking() {
+            for f in ["ipamd.log", "cni.log"] {
+                eprintln!(
+                    "--- {f}:\n{}",
+                    std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default()
+                );
+            }
+        }
+    }
+}
+
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(f)
+}
+
+impl Node {
+    pub fn start(opts: NodeOptions) -> Node {
+        let ipamd_bin = opts.bin_dir.join("ipamd");
+        assert!(
+            ipamd_bin.exists(),
+            "{} is missing: build the workspace first (`cargo build --workspace`)",
+            ipamd_bin.display()
+        );
+        let ns = NetNs::new("node");
+        // The uplink, to a namespace standing in for the network, with the node's address
+        // and a default route (pods reach the host through proxy ARP, which answers only for
+        // destinations the host can route elsewhere).
+        let fabric = NetNs::new("fabric");
+        ns.exec(
+            "ip",
+            &[
+                "link",
+                "add",
+                "uplink",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "net0",
+                "netns",
+                fabric.name(),
+            ],
+        );
+        ns.exec(
+            "ip",
+            &["addr", "add", &format!("{NODE_V4}/24"), "dev", "uplink"],
+        );
+        ns.exec(
+            "ip",
+            &[
+                "addr",
+                "add",
+                &format!("{NODE_V6}/64"),
+                "dev",
+                "uplink",
+                "nodad",
+            ],
+        );
+        ns.exec("ip", &["link", "set", "uplink", "up"]);
+        fabric.exec("ip", &["link", "set", "net0", "up"]);
+        ns.exec(
+            "ip",
+            &[
+                "route",
+                "add",
+                "default",
+                "via",
+                "10.99.0.254",
+                "dev",
+                "uplink",
+                "onlink",
+            ],
+        );
+        ns.exec(
+            "ip",
+            &[
+                "-6", "route", "add", "default", "via", "fd99::fe", "dev", "uplink", "onlink",
+            ],
+        );
+        ns.sysctl(&["net", "ipv4", "ip_forward"], "1");
+        ns.sysctl(&["net", "ipv6", "conf", "all", "forwarding"], "1");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let etcd = ns.run(Etcd::start);
+        let socket = dir.path().join("ipam.sock");
+        let mut node = Node {
+            ns,
+            fabric,
+            dir,
+            etcd,
+            ipamd: None,
+            socket,
+            name: opts.name.clone(),
+            bin_dir: opts.bin_dir.clone(),
+        };
+        node.with_datastore(async |rc| {
+            for (name, cidr, bs) in &opts.pools {
+                rc.create(IpPool::new(
+                    ObjectMeta::named(name.clone()),
+                    IpPoolSpec {
+                        cidr: cidr.clone(),
+                        block_size: Some(i64::from(*bs)),
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .expect("creating an IP pool");
+            }
+        });
+        node.start_ipamd();
+        node
+    }
+
+    pub fn etcd_endpoint(&self) -> String {
+        self.etcd.endpoint()
+    }
+
+    pub fn start_ipamd(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("ipamd.log")).expect("log file");
+        let endpoint = self.etcd_endpoint();
+        let socket = self.socket.clone();
+        let name = self.name.clone();
+        let bin = self.bin_dir.join("ipamd");
+        let child = self.ns.run(move || {
+            Command::new(bin)
+                .env("DATASTORE_TYPE", "etcdv3")
+                .env("ETCD_ENDPOINTS", &endpoint)
+                .args(["--nodename", &name, "--http-listen", "none", "--no-gc"])
+                .args(["--log-level", "warn"])
+                .arg("--listen")
+                .arg(format!("unix://{}", socket.display()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("starting ipamd")
+        });
+        self.ipamd = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.socket.exists() {
+            assert!(Instant::now() < deadline, "ipamd did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stop_ipamd(&mut self) {
+        if let Some(mut c) = self.ipamd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The `calico` plugin's configuration for this node (dual stack, Kubernetes policy).
+    pub fn calico_plugin(&self) -> Value {
+        json!({
+            "type": "calico",
+            "etcd_endpoints": self.etcd_endpoint(),
+            "nodename": self.name,
+            "nodename_file_optional": true,
+            "mtu": 1440,
+            "log_level": "info",
+                        "log_file_path": self.dir.path().join("cni.log").display().to_string(),
+            "ipam_lock_file": self.dir.path().join("locks/ipam.lock").display().to_string(),
+            "pending_dir": self.dir.path().join("pending").display().to_string(),
+            "ipam": {
+                "type": "calico-ipam",
+                "endpoint": format!("unix://{}", self.socket.display()),
+                "assign_ipv4": "true",
+                "assign_ipv6": "true",
+            },
+            "policy": {"type": "k8s"},
+        })
+    }
+
+    /// Runs `f` inside the node's namespace (where runtimes run plugins).
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        self.ns.run(f)
+    }
+
+    /// Runs `f` with a client of the node's datastore, from inside the node.
+    pub fn with_datastore<T: Send>(&self, f: impl AsyncFnOnce(ResourceClient) -> T + Send) -> T {
+        let endpoint = self.etcd_endpoint();
+        self.run(move || {
+            block_on(async move {
+                let ds = EtcdDatastore::connect(&EtcdConfig::new(vec![endpoint]))
+                    .await
+                    .expect("connecting to the node's etcd");
+                f(ResourceClient::new(Arc::new(ds))).await
+            })
+        })
+    }
+
+    /// Every allocation in the datastore: (address, handle), read straight from the blocks.
+    pub fn allocations(&self) -> Vec<(IpAddr, String)> {
+        self.with_datastore(async |rc| allocations(rc.datastore().clone()).await)
+    }
+
+    /// Links in the node whose names start with `cali`.
+    pub fn cali_links(&self) -> Vec<String> {
+        let out = self.ns.exec("ip", &["-o", "link", "show"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .filter(|n| n.starts_with("cali"))
+            .collect()
+    }
+
+    /// The node's routes (v4 and v6) as `ip route` prints them.
+    pub fn routes(&self) -> String {
+        let v4 = self.ns.exec("ip", &["route", "show"]);
+        let v6 = self.ns.exec("ip", &["-6", "route", "show"]);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&v4.stdout),
+            String::from_utf8_lossy(&v6.stdout)
+        )
+    }
+}
+
+async fn allocations(ds: Arc<dyn Datastore>) -> Vec<(IpAddr, String)> {
+    let list = ds
+        .list(&KeyPrefix::Blocks { ip_version: None })
+        .await
+        .expect("listing blocks");
+    let mut out = Vec::new();
+    for kv in list.items {
+        let b: Value = serde_json::from_slice(&kv.value).expect("block JSON");
+        let Some(cidr) = b["cidr"]
+            .as_str()
+            .and_then(|c| c.parse::<ipnet::IpNet>().ok())
+        else {
+            continue;
+        };
+        let attrs = b["attributes"].as_array().cloned().unwrap_or_default();
+        let allocs = b["allocations"].as_array().cloned().unwrap_or_default();
+        for (i, a) in allocs.iter().enumerate() {
+            let Some(idx) = a.as_u64() else { continue };
+            let handle = attrs
+                .get(idx as usize)
+                .and_then(|a| a["handle_id"].as_str())
+                .unwrap_or_default()
+                .to_string();
+            let ip = match cidr.network() {
+                IpAddr::V4(n) => IpAddr::V4((u32::from(n) + i as u32).into()),
+                IpAddr::V6(n) => IpAddr::V6((u128::from(n) + i as u128).into()),
+            };
+            out.push((ip, handle));
+        }
+    }
+    out
+}
