@@ -56,14 +56,15 @@ fmt:
 	$(CARGO) fmt --all
 
 demo: deps
-	$(CARGO) run --locked -q -p calico-e2e --bin demo
+	$(CARGO) build --locked -q -p calico-cni -p calico-ipam -p calico-e2e --bins
+	./target/debug/demo
 
 bench: bench-ipam bench-cni
 
 # IPAM: allocations through ipamd on a real etcd beside raw etcd compare-and-swap (README: figures).
 bench-ipam: deps
-	$(CARGO) build --release --locked -p calico-ipam --bin ipamd -p calico-bench --bin bench-ipam
-	./target/release/bench-ipam --ipamd ./target/release/ipamd
+	$(CARGO) build --release --locked -p calico-ipam -p calico-bench
+	./target/release/bench-ipam
 
 # CNI: ADD/DEL latency and churn of the calico plugin beside Debian's bridge + host-local chain.
 bench-cni: deps

@@ -3,18 +3,12 @@
 //! allocation cannot take fewer than one such transaction), and ipamd's memory afterwards.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use calico_api::ObjectMeta;
-use calico_api::kinds::IpPoolSpec;
-use calico_api::resource::IpPool;
 use calico_bench::{Run, Table, ms, rss_bytes};
-use calico_datastore::ResourceClient;
-use calico_datastore::etcd::{EtcdConfig, EtcdDatastore};
-use calico_etcd_harness::Etcd;
+use calico_lab::{Node, NodeOptions};
 use calico_proto::ipam::{self as pb, ipam_client::IpamClient};
 use clap::Parser;
 use etcd_client::{Compare, CompareOp, Txn, TxnOp};
@@ -23,9 +17,9 @@ use tonic::transport::Channel;
 #[derive(Parser, Debug)]
 #[command(about = "Benchmark ipamd against raw etcd compare-and-swap transactions")]
 struct Args {
-    /// The ipamd binary (default: next to this one).
+    /// Where ipamd is (default: next to this binary).
     #[arg(long)]
-    ipamd: Option<PathBuf>,
+    bin_dir: Option<PathBuf>,
     /// Concurrent clients per phase.
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 8, 32])]
     clients: Vec<usize>,
@@ -40,24 +34,43 @@ struct Args {
 
 const NODE: &str = "bench-node";
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     let args = Args::parse();
-    let ipamd_bin = match args.ipamd {
-        Some(p) => p,
+    let bin_dir = match &args.bin_dir {
+        Some(d) => d.clone(),
         None => std::env::current_exe()?
             .parent()
             .context("this binary has no directory")?
-            .join("ipamd"),
+            .to_path_buf(),
     };
-    if !ipamd_bin.exists() {
+    if !bin_dir.join("ipamd").exists() {
         bail!(
             "{} does not exist: build it with `cargo build --release -p calico-ipam --bin ipamd`",
-            ipamd_bin.display()
+            bin_dir.join("ipamd").display()
         );
     }
-    let etcd = Etcd::start();
-    let endpoint = etcd.endpoint();
+    // A lab node: its namespace, its own etcd, the pool, a release-build ipamd.
+    let mut opts = NodeOptions::new(&bin_dir);
+    opts.name = NODE.into();
+    opts.pools = vec![("bench".into(), "10.0.0.0/16".into(), 26)];
+    let node = Node::start(opts);
+    let pid = node
+        .ipamd
+        .as_ref()
+        .map(|c| c.id())
+        .context("ipamd is not running")?;
+    let endpoint = node.etcd_endpoint();
+    let socket = format!("unix://{}", node.socket.display());
+    // Everything runs inside the node, where etcd listens.
+    node.run(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(bench(&args, &endpoint, &socket, pid, &bin_dir))
+    })
+}
+
+async fn bench(args: &Args, endpoint: &str, socket: &str, pid: u32, bin_dir: &Path) -> Result<()> {
     let phases: Vec<(usize, usize)> = args
         .clients
         .iter()
@@ -65,7 +78,7 @@ async fn main() -> Result<()> {
         .collect();
 
     // The floor: one compare-and-swap transaction per operation, each client on its own key.
-    let raw = etcd_client::Client::connect([endpoint.as_str()], None)
+    let raw = etcd_client::Client::connect([endpoint], None)
         .await
         .context("connecting to etcd")?;
     let mut raw_runs = Vec::new();
@@ -76,28 +89,8 @@ async fn main() -> Result<()> {
         sized_runs.push(cas_run(&raw, c, n, ALLOCATION_TXN).await?);
     }
 
-    let ds = Arc::new(
-        EtcdDatastore::connect(&EtcdConfig::new(vec![endpoint.clone()]))
-            .await
-            .context("connecting the datastore")?,
-    );
-    ResourceClient::new(ds)
-        .create(IpPool::new(
-            ObjectMeta::named("bench"),
-            IpPoolSpec {
-                cidr: "10.0.0.0/16".into(),
-                block_size: Some(26),
-                ..Default::default()
-            },
-        ))
-        .await
-        .context("creating the benchmark pool")?;
-
-    let dir = tempfile::tempdir()?;
-    let mut ipamd = Ipamd::start(&ipamd_bin, &endpoint, dir.path())?;
-    let socket = format!("unix://{}", ipamd.socket.display());
-    let warm = alloc_run(&socket, 1, 100, "warm").await?;
-    release_all(&socket, 8, &warm.1).await?;
+    let warm = alloc_run(socket, 1, 100, "warm").await?;
+    release_all(socket, 8, &warm.1).await?;
     let mut alloc_runs = Vec::new();
     let mut release_runs = Vec::new();
     let mut total_allocs = warm.1.len();
@@ -107,17 +100,16 @@ async fn main() -> Result<()> {
         while done < n {
             let round = args.held.min(n - done).max(c);
             let tag = format!("c{c}r{done}");
-            let (run, handles) = alloc_run(&socket, c, round, &tag).await?;
+            let (run, handles) = alloc_run(socket, c, round, &tag).await?;
             total_allocs += handles.len();
             done += handles.len();
             allocs.push(run);
-            releases.push(release_all(&socket, c, &handles).await?);
+            releases.push(release_all(socket, c, &handles).await?);
         }
         alloc_runs.push(Run::merge(allocs));
         release_runs.push(Run::merge(releases));
     }
-    let rss = rss_bytes(ipamd.child.id())?;
-    ipamd.stop();
+    let rss = rss_bytes(pid)?;
 
     let mut t = Table::new(&[
         "clients",
@@ -146,8 +138,8 @@ async fn main() -> Result<()> {
         ));
     }
     println!(
-        "\nIPAM benchmark: ipamd ({}) over a unix socket, etcd {} on {}; pool 10.0.0.0/16, /26 blocks,\none node holding up to {} addresses (allocate them all, release them all, repeat)\n",
-        ipamd_bin.display(),
+        "\nIPAM benchmark: ipamd ({}/ipamd) over a unix socket, etcd {} on {}; pool 10.0.0.0/16, /26 blocks,\none node holding up to {} addresses (allocate them all, release them all, repeat)\n",
+        bin_dir.display(),
         etcd_version(),
         std::env::temp_dir().display(),
         args.held
@@ -279,6 +271,15 @@ async fn cas_run(
     Ok(Run::new(lat, start.elapsed()))
 }
 
+/// One connection per client, as separate CNI plugin invocations would have.
+async fn connect_all(socket: &str, clients: usize) -> Result<Vec<IpamClient<Channel>>> {
+    let mut conns = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        conns.push(calico_ipam::client::connect(socket).await?);
+    }
+    Ok(conns)
+}
+
 fn share(total: usize, parts: usize, i: usize) -> usize {
     total / parts + usize::from(i < total % parts)
 }
@@ -291,10 +292,7 @@ async fn alloc_run(
     total: usize,
     tag: &str,
 ) -> Result<(Run, Vec<String>)> {
-    let mut conns = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        conns.push(calico_ipam::client::connect(socket).await?);
-    }
+    let conns = connect_all(socket, clients).await?;
     let start = Instant::now();
     let tasks: Vec<_> = conns
         .into_iter()
@@ -342,10 +340,7 @@ async fn alloc_run(
 
 /// Releases every handle, `clients` at a time.
 async fn release_all(socket: &str, clients: usize, handles: &[String]) -> Result<Run> {
-    let mut conns: Vec<IpamClient<Channel>> = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        conns.push(calico_ipam::client::connect(socket).await?);
-    }
+    let conns = connect_all(socket, clients).await?;
     let start = Instant::now();
     let tasks: Vec<_> = conns
         .into_iter()
@@ -376,54 +371,4 @@ async fn release_all(socket: &str, clients: usize, handles: &[String]) -> Result
         lat.extend(t.await??);
     }
     Ok(Run::new(lat, start.elapsed()))
-}
-
-struct Ipamd {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Ipamd {
-    fn start(bin: &Path, etcd: &str, dir: &Path) -> Result<Ipamd> {
-        let socket = dir.join("ipam.sock");
-        let log = std::fs::File::create(dir.join("ipamd.log"))?;
-        let child = Command::new(bin)
-            .env("DATASTORE_TYPE", "etcdv3")
-            .env("ETCD_ENDPOINTS", etcd)
-            .args(["--nodename", NODE, "--http-listen", "none", "--no-gc"])
-            .args(["--log-level", "warn"])
-            .arg("--listen")
-            .arg(format!("unix://{}", socket.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let mut d = Ipamd { child, socket };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !d.socket.exists() {
-            if let Ok(Some(status)) = d.child.try_wait() {
-                bail!(
-                    "ipamd exited ({status}) before listening:\n{}",
-                    std::fs::read_to_string(dir.join("ipamd.log")).unwrap_or_default()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!("ipamd did not create {} within 20 s", d.socket.display());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(d)
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Ipamd {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }

@@ -99,6 +99,14 @@ pub async fn link_index(h: &Handle, name: &str) -> Result<Option<u32>, Dataplane
     Ok(link_by_name(h, name).await?.map(|l| l.header.index))
 }
 
+async fn link_by_index(h: &Handle, idx: u32) -> Result<Option<LinkMessage>, DataplaneError> {
+    match h.link().get().match_index(idx).execute().try_next().await {
+        Ok(l) => Ok(l),
+        Err(e) if errno(&e) == Some(ENODEV) => Ok(None),
+        Err(e) => Err(nl(format!("reading link {idx}"))(e)),
+    }
+}
+
 async fn link_by_name(h: &Handle, name: &str) -> Result<Option<LinkMessage>, DataplaneError> {
     match h
         .link()
@@ -247,14 +255,7 @@ async fn finish_wiring(
 async fn ensure_host_mac(h: &Handle, idx: u32, name: &str) -> Result<(), DataplaneError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let l = h
-            .link()
-            .get()
-            .match_index(idx)
-            .execute()
-            .try_next()
-            .await
-            .map_err(nl(format!("reading {name}")))?;
+        let l = link_by_index(h, idx).await?;
         if l.as_ref().and_then(mac_of).as_deref() == Some(&HOST_MAC[..]) {
             return Ok(());
         }
@@ -415,10 +416,17 @@ async fn wire_pod_side(w: &PodWiring) -> Result<String, DataplaneError> {
 }
 
 fn route_dst(r: &RouteMessage) -> Option<IpNet> {
+    use rtnetlink::packet_route::AddressFamily;
     let len = r.header.destination_prefix_length;
-    r.attributes.iter().find_map(|a| match a {
+    let explicit = r.attributes.iter().find_map(|a| match a {
         RouteAttribute::Destination(RouteAddress::Inet(a)) => IpNet::new(IpAddr::V4(*a), len).ok(),
         RouteAttribute::Destination(RouteAddress::Inet6(a)) => IpNet::new(IpAddr::V6(*a), len).ok(),
+        _ => None,
+    });
+    // A default route carries no destination attribute.
+    explicit.or(match (len, r.header.address_family) {
+        (0, AddressFamily::Inet) => Some(IpNet::V4(Default::default())),
+        (0, AddressFamily::Inet6) => Some(IpNet::V6(Default::default())),
         _ => None,
     })
 }
@@ -493,14 +501,7 @@ async fn add_host_route(
 }
 
 async fn link_name(h: &Handle, idx: u32) -> Option<String> {
-    let l = h
-        .link()
-        .get()
-        .match_index(idx)
-        .execute()
-        .try_next()
-        .await
-        .ok()??;
+    let l = link_by_index(h, idx).await.ok()??;
     l.attributes.iter().find_map(|a| match a {
         LinkAttribute::IfName(n) => Some(n.clone()),
         _ => None,
@@ -602,6 +603,25 @@ pub async fn check(netns_path: &Path, want: &Expected) -> Result<(), DataplaneEr
                     "{} lacks the address {}",
                     w.ifname,
                     ip.addr()
+                )));
+            }
+        }
+        // The default route of each family the pod has, through its interface.
+        let idx = l.header.index;
+        for family_default in [IpNet::V4(Default::default()), IpNet::V6(Default::default())] {
+            let wanted = w
+                .ips
+                .iter()
+                .any(|ip| ip.addr().is_ipv4() == family_default.addr().is_ipv4());
+            if wanted
+                && !routes_to(&h, family_default)
+                    .await?
+                    .iter()
+                    .any(|r| route_oif(r) == Some(idx))
+            {
+                return Err(DataplaneError::Check(format!(
+                    "the pod has no default route {family_default} through {}",
+                    w.ifname
                 )));
             }
         }

@@ -4,7 +4,7 @@
 use ipnet::IpNet;
 use serde_json::Value;
 
-use crate::cni::{self, CniError, CniResult, Command, IpConfig, Route};
+use crate::cni::{self, CniError, CniResult, Command, IpConfig};
 use crate::ipam;
 use crate::plugin::{self, Invocation};
 use crate::wep::Identity;
@@ -37,8 +37,9 @@ fn identity(inv: &Invocation) -> Result<Identity, CniError> {
 async fn add(inv: &Invocation) -> Result<Value, CniError> {
     let id = identity(inv)?;
     let got = plugin::addresses(inv, &id).await?;
-    // Calico's abbreviated IPAM result: the addresses with their block's prefix, and a route
-    // to each (the main plugin narrows them to /32 and /128).
+    // The abbreviated IPAM result: the addresses with their block's prefix. Calico also lists
+    // a route to each address's block; main plugins such as ptp or bridge then fail adding a
+    // route the address already implies, so none is listed.
     let result = CniResult {
         interfaces: Vec::new(),
         ips: got
@@ -50,11 +51,7 @@ async fn add(inv: &Invocation) -> Result<Value, CniError> {
                 interface: None,
             })
             .collect(),
-        routes: got
-            .ips
-            .iter()
-            .map(|n| Route::to(n.trunc()))
-            .collect::<Vec<_>>(),
+        routes: Vec::new(),
         dns: inv.conf.dns.clone().unwrap_or_default(),
     };
     Ok(result.to_json(&inv.conf.cni_version))

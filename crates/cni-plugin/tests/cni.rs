@@ -642,3 +642,201 @@ fn results_in_cni_0_3_1_carry_ip_versions() {
     );
     node.del(&list, &a).unwrap();
 }
+
+#[test]
+fn a_requested_address_and_other_ipam_plugins() {
+    let node = Node::new();
+    // CNI_ARGS IP= asks calico-ipam for that very address.
+    let list = node.calico_only();
+    let p = NetNs::new("fixed");
+    let mut a = pod(&p, "default", "fixed", "ctr-fixed");
+    a.args.push(("IP".into(), "10.244.200.7".into()));
+    let r = node.add(&list, &a).unwrap();
+    assert_eq!(
+        result_ips(&r),
+        vec!["10.244.200.7".parse::<IpAddr>().unwrap()]
+    );
+    node.del(&list, &a).unwrap();
+    assert!(node.allocations().is_empty());
+
+    // calico-ipam under another main plugin (macvlan, as Multus users do for a second
+    // network), as an IPAM plugin of its own.
+    let mut ipam = node.calico_plugin()["ipam"].clone();
+    ipam["assign_ipv6"] = json!("false");
+    let ptp = node.conflist(
+        "1.0.0",
+        vec![json!({
+            "type": "macvlan",
+            "master": "uplink",
+            "mode": "bridge",
+            "ipam": ipam,
+            "nodename": node.name,
+            "nodename_file_optional": true,
+            "log_file_path": node.dir.path().join("cni.log").display().to_string(),
+        })],
+    );
+    let q = NetNs::new("ptp");
+    let b = pod(&q, "default", "ptp", "ctr-ptp");
+    let r = node.add(&ptp, &b).unwrap();
+    let ip = result_ips(&r)[0];
+    assert!(
+        node.allocations()
+            .contains(&(ip, "k8s-pod-network.ctr-ptp".to_string())),
+        "{:?}",
+        node.allocations()
+    );
+    node.del(&ptp, &b).unwrap();
+    assert!(node.allocations().is_empty());
+
+    // calico with Debian's host-local IPAM, run from CNI_PATH.
+    let mut calico = node.calico_plugin();
+    calico["ipam"] = json!({
+        "type": "host-local",
+        "ranges": [[{"subnet": "10.55.0.0/24"}]],
+        "dataDir": node.dir.path().join("host-local").display().to_string(),
+    });
+    let hl = node.conflist("1.0.0", vec![calico]);
+    let c_ns = NetNs::new("hl");
+    let c = pod(&c_ns, "default", "hl", "ctr-hl");
+    let r = node.add(&hl, &c).unwrap();
+    let ip = result_ips(&r)[0];
+    assert!(ip.to_string().starts_with("10.55.0."), "{ip}");
+    assert!(tcp_reaches(&c_ns, &node.ns, NODE_V4.parse().unwrap(), 8201));
+    node.del(&hl, &c).unwrap();
+    assert!(node.cali_links().is_empty());
+}
+
+/// A stand-in felixd on a unix socket: records endpoints and reports them programmed.
+mod fake_felix {
+    use std::path::Path;
+    use std::sync::{Arc, Mutex};
+
+    use calico_proto::agent::{
+        self as pb,
+        agent_server::{Agent, AgentServer},
+    };
+    use tonic::{Request, Response, Status};
+
+    #[derive(Default, Clone)]
+    pub struct Felix {
+        pub added: Arc<Mutex<Vec<(String, String, serde_json::Value)>>>,
+        pub waited: Arc<Mutex<Vec<String>>>,
+    }
+
+    #[tonic::async_trait]
+    impl Agent for Felix {
+        async fn endpoint_added(
+            &self,
+            r: Request<pb::EndpointAddedRequest>,
+        ) -> Result<Response<pb::EndpointAddedResponse>, Status> {
+            let r = r.into_inner();
+            let v = serde_json::from_slice(&r.workload_endpoint).unwrap_or_default();
+            self.added.lock().unwrap().push((r.namespace, r.name, v));
+            Ok(Response::new(pb::EndpointAddedResponse {}))
+        }
+        async fn endpoint_removed(
+            &self,
+            _r: Request<pb::EndpointRemovedRequest>,
+        ) -> Result<Response<pb::EndpointRemovedResponse>, Status> {
+            Ok(Response::new(pb::EndpointRemovedResponse {}))
+        }
+        async fn wait_programmed(
+            &self,
+            r: Request<pb::WaitProgrammedRequest>,
+        ) -> Result<Response<pb::WaitProgrammedResponse>, Status> {
+            self.waited.lock().unwrap().push(r.into_inner().name);
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            Ok(Response::new(pb::WaitProgrammedResponse {
+                state: pb::EndpointState::Programmed as i32,
+                detail: String::new(),
+            }))
+        }
+        async fn status(
+            &self,
+            _r: Request<pb::StatusRequest>,
+        ) -> Result<Response<pb::StatusResponse>, Status> {
+            Err(Status::unimplemented("status"))
+        }
+    }
+
+    /// Serves until the returned sender is dropped.
+    pub fn serve(path: &Path) -> (Felix, tokio::sync::oneshot::Sender<()>) {
+        let felix = Felix::default();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let svc = felix.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let l = tokio::net::UnixListener::from_std(listener).unwrap();
+                let incoming = tokio_stream::wrappers::UnixListenerStream::new(l);
+                let _ = tonic::transport::Server::builder()
+                    .add_service(AgentServer::new(svc))
+                    .serve_with_incoming_shutdown(incoming, async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            });
+        });
+        (felix, stop)
+    }
+}
+
+#[test]
+fn felixd_is_told_and_waited_for_and_its_absence_only_delays() {
+    let node = Node::new();
+    let socket = node.dir.path().join("felix.sock");
+    let mut calico = node.calico_plugin();
+    calico["felix_endpoint"] = json!(format!("unix://{}", socket.display()));
+    calico["policy_setup_timeout_seconds"] = json!(1);
+    let list = node.conflist("1.0.0", vec![calico]);
+
+    // No felixd: ADD waits the timeout, then goes on.
+    let p = NetNs::new("nofelix");
+    let a = pod(&p, "default", "nofelix", "ctr-nofelix");
+    let t = std::time::Instant::now();
+    node.add(&list, &a).unwrap();
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    let log = std::fs::read_to_string(node.dir.path().join("cni.log")).unwrap();
+    assert!(log.contains("felixd did not come up"), "{log}");
+    node.del(&list, &a).unwrap();
+
+    // felixd there: told about the endpoint, waited for, and ADD returns once programmed.
+    let (felix, stop) = fake_felix::serve(&socket);
+    let q = NetNs::new("felix");
+    let b = pod(&q, "default", "withfelix", "ctr-felix");
+    node.add(&list, &b).unwrap();
+    let added = felix.added.lock().unwrap().clone();
+    assert_eq!(added.len(), 1);
+    assert_eq!(added[0].0, "default");
+    assert_eq!(added[0].1, "node--a-k8s-withfelix-eth0");
+    assert_eq!(added[0].2["spec"]["containerID"], "ctr-felix");
+    assert_eq!(
+        felix.waited.lock().unwrap().clone(),
+        vec!["node--a-k8s-withfelix-eth0"]
+    );
+    node.del(&list, &b).unwrap();
+    drop(stop);
+}
+
+#[test]
+fn check_notices_a_missing_default_route() {
+    let node = Node::new();
+    let list = node.calico_only();
+    let p = NetNs::new("route");
+    let a = pod(&p, "default", "route", "ctr-route");
+    node.add(&list, &a).unwrap();
+    node.run(|| node.runtime.check(&list, &a)).unwrap();
+    p.exec("ip", &["route", "del", "default"]);
+    let err = node.run(|| node.runtime.check(&list, &a)).unwrap_err();
+    assert!(err.msg.contains("default route"), "{err}");
+    node.del(&list, &a).unwrap();
+}

@@ -8,9 +8,9 @@
 //! may run at once. A block and the handles whose counts it changes are written in one
 //! transaction (see `blocks`), so an address and its handle record appear and go together.
 //!
-//! Claiming a block is two-phase, as in Calico: a `pending` affinity, then the block created
-//! with the node's affinity, then the affinity `confirmed`. A crash in between leaves state
-//! the next attempt (by anyone) completes or undoes.
+//! A new block is claimed by writing its confirmed affinity and the block in one transaction.
+//! Calico claims in two phases (a `pending` affinity, the block, then `confirmed`); claims it
+//! left half-made are completed (or yielded) the same way, so both can share a cluster.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -190,7 +190,11 @@ pub struct Ipam {
     /// Each (owner, IP version)'s affine blocks as last listed, in the order Calico tries
     /// them: where a request looks first, before listing again.
     affine: Arc<Mutex<AffineMemory>>,
+    /// Per (owner, IP version): the turn to read the datastore and claim blocks.
+    slow_turns: Arc<Mutex<SlowTurns>>,
 }
+
+type SlowTurns = HashMap<(AffinityType, String, u8), Arc<tokio::sync::Mutex<()>>>;
 
 type AffineMemory = HashMap<(AffinityType, String, u8), Vec<IpNet>>;
 
@@ -241,6 +245,7 @@ impl Ipam {
             stats,
             view: None,
             affine: Arc::default(),
+            slow_turns: Arc::default(),
         }
     }
 
@@ -543,13 +548,56 @@ impl Ipam {
         result: &mut Assignment,
     ) -> Result<()> {
         let kind = Self::affinity_type(args.use_);
+        self.fill_from_memory(args, version, num, pools, inputs, result)
+            .await?;
+        if result.ips.len() < num {
+            // One request per host and family at a time reads the datastore and claims
+            // blocks: a burst that finds the node's blocks full would otherwise claim a block
+            // each. Whoever waited looks at the (now larger) memory again first.
+            let turn = self.slow_path_turn(kind, &args.host, version);
+            let _turn = turn.lock().await;
+            self.fill_from_memory(args, version, num, pools, inputs, result)
+                .await?;
+            if result.ips.len() < num {
+                self.assign_family_from_datastore(args, version, num, pools, inputs, result)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn slow_path_turn(
+        &self,
+        kind: AffinityType,
+        host: &str,
+        version: u8,
+    ) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.slow_turns.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= MAX_REMEMBERED_OWNERS {
+            m.retain(|_, t| Arc::strong_count(t) > 1);
+        }
+        m.entry((kind, host.to_string(), version))
+            .or_default()
+            .clone()
+    }
+
+    /// The host's blocks as this process last saw them, when one has room: the common case
+    /// costs one transaction and no reads. What the memory says is only trusted as far as
+    /// the write's compare-and-swap checks it; everything else (a block being full, the
+    /// list of blocks) is read again before acting on it.
+    async fn fill_from_memory(
+        &self,
+        args: &AutoAssignArgs,
+        version: u8,
+        num: usize,
+        pools: &[Pool],
+        inputs: &Inputs,
+        result: &mut Assignment,
+    ) -> Result<()> {
+        let kind = Self::affinity_type(args.use_);
         let host = args.host.as_str();
         let reservations = &inputs.reservations;
         let reserved = |ip: IpAddr| reservations.contains(ip);
-        // First the host's blocks as this process last saw them, when one has room: the
-        // common case costs one transaction and no reads. What the memory says is only
-        // trusted as far as the write's compare-and-swap checks it; everything else (a
-        // block being full, the list of blocks) is read again below before acting on it.
         for cidr in self.remembered_affine(kind, host, version) {
             if result.ips.len() >= num {
                 break;
@@ -570,10 +618,6 @@ impl Ipam {
                 reservations,
             );
             result.ips.extend(self.blocks.assign(cidr, op).await?);
-        }
-        if result.ips.len() < num {
-            self.assign_family_from_datastore(args, version, num, pools, inputs, result)
-                .await?;
         }
         Ok(())
     }
@@ -605,6 +649,7 @@ impl Ipam {
             .await?;
         let mut owned = 0u32;
         let mut affine: Vec<IpNet> = Vec::new();
+        let mut confirmed = std::collections::HashSet::new();
         let mut all_affine: Vec<IpNet> = Vec::new();
         for kv in &affinities.items {
             let Key::Affinity { cidr, .. } = &kv.key else {
@@ -614,24 +659,42 @@ impl Ipam {
             let state = BlockAffinity::from_bytes(&kv.value).map_err(|e| corrupt(kv, e))?;
             if state.state != AffinityState::PendingDeletion {
                 all_affine.push(*cidr);
-                if pools.iter().any(|p| p.net.contains(cidr)) {
+                if state.is_confirmed() {
+                    confirmed.insert(*cidr);
+                }
+                if pools.iter().any(|p| p.net.contains(cidr)) && !reservations.covers(cidr) {
                     affine.push(*cidr);
                 }
             }
         }
         self.remember_affine(kind, host, version, all_affine.clone());
+        // Every affine block read now, all at once (the walk below is in Calico's order).
+        let fresh: HashMap<IpNet, Option<Arc<CachedBlock>>> = futures::future::join_all(
+            affine
+                .iter()
+                .map(|c| async move { (*c, self.blocks.read(*c).await) }),
+        )
+        .await
+        .into_iter()
+        .map(|(c, r)| r.map(|b| (c, b)))
+        .collect::<Result<_>>()?;
         let cap = config.block_cap(args.max_blocks_per_host);
         let mut remaining_affine = affine.into_iter();
         'fill: while result.ips.len() < num {
             // 1. A block of ours with room; 2. a new block.
             let mut chosen: Option<IpNet> = None;
             for cidr in remaining_affine.by_ref() {
-                if reservations.covers(&cidr) {
-                    continue;
-                }
-                if let Some(b) = self.block_for_affinity(kind, host, cidr).await?
-                    && b.block.num_free(&reserved) > 0
-                {
+                // A confirmed affinity whose block was just read as ours needs nothing more;
+                // anything else (a claim a crash interrupted, a stale affinity) is settled.
+                let block = match fresh.get(&cidr) {
+                    Some(Some(b))
+                        if confirmed.contains(&cidr) && b.block.is_owned_by(kind, host) =>
+                    {
+                        Some(b.clone())
+                    }
+                    _ => self.block_for_affinity(kind, host, cidr).await?,
+                };
+                if block.is_some_and(|b| b.block.num_free(&reserved) > 0) {
                     chosen = Some(cidr);
                     break;
                 }
@@ -880,6 +943,13 @@ impl Ipam {
                 return Ok(None);
             };
             let _ = config;
+            // The usual case, a subnet with no block and no affinity: both are written in one
+            // transaction, so no half-made claim can ever be seen or left behind. Anything
+            // already there goes the two-phase way below, which completes or yields.
+            if let Some(kv) = self.claim_atomically(kind, host, subnet).await? {
+                self.stats.blocks_claimed.fetch_add(1, Ordering::Relaxed);
+                return Ok(Some(kv));
+            }
             let pending = match self.pending_affinity(kind, host, subnet).await {
                 Ok(kv) => kv,
                 // Our affinity changed or vanished between create and update (another
@@ -905,6 +975,53 @@ impl Ipam {
             operation: "claiming a block",
             attempts: MAX_ATTEMPTS,
         })
+    }
+
+    /// Claims a subnet where neither the block nor this host's affinity exists: the
+    /// confirmed affinity and the new block in one transaction. `None` when either exists.
+    async fn claim_atomically(
+        &self,
+        kind: AffinityType,
+        host: &str,
+        cidr: IpNet,
+    ) -> Result<Option<KvPair>> {
+        let block = AllocationBlock::new(
+            cidr,
+            Some((kind, host)),
+            Some(self.now_rfc3339()),
+            self.initial_sequence_number(),
+        );
+        let value = encode(&block);
+        let writes = [
+            TxnWrite {
+                key: Key::Affinity {
+                    affinity_type: kind,
+                    owner: host.to_string(),
+                    cidr,
+                },
+                expect: Expect::Absent,
+                value: Some(encode(&BlockAffinity::new(AffinityState::Confirmed))),
+            },
+            TxnWrite {
+                key: Key::Block { cidr },
+                expect: Expect::Absent,
+                value: Some(value.clone()),
+            },
+        ];
+        match self.ds.txn(&writes).await? {
+            TxnOutcome::Committed { revision } => {
+                self.blocks.note_block(cidr, revision, block);
+                Ok(Some(KvPair {
+                    key: Key::Block { cidr },
+                    value,
+                    revision,
+                }))
+            }
+            TxnOutcome::Failed { .. } => {
+                self.conflict();
+                Ok(None)
+            }
+        }
     }
 
     fn claim_is_old(&self, b: &AllocationBlock) -> bool {
