@@ -1,11 +1,11 @@
-//! felixd: the per-node policy and route agent. Not implemented yet in this build.
+//! felixd: the per-node policy and route agent.
 
 use clap::Parser;
 
 /// felixd: turns the datastore's endpoints, policies and pools into iptables/nftables rules,
 /// ipsets, routes and interface settings on this node.
 ///
-/// STATUS: not implemented in this build; it parses its flags and exits with an error.
+/// STATUS: the rule renderer is being built; this binary does not program anything yet.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -29,7 +29,7 @@ struct Args {
 fn main() -> std::process::ExitCode {
     let _args = Args::parse();
     eprintln!(
-        "felixd: the policy agent is not implemented in this build of calico-rs yet; nothing was programmed"
+        "felixd: the policy agent is not complete in this build of calico-rs yet; nothing was programmed"
     );
     std::process::ExitCode::FAILURE
 }
