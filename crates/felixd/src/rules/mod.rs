@@ -298,6 +298,10 @@ pub struct RulesConfig {
     pub kube_ipvs_support_enabled: bool,
     pub flow_logs_enabled: bool,
     pub nftables: bool,
+    /// LogActionRateLimit (`""` = no limit), e.g. `50/minute`.
+    pub log_action_rate_limit: String,
+    /// LogActionRateLimitBurst, used only with a rate limit.
+    pub log_action_rate_limit_burst: u16,
 }
 
 impl Default for RulesConfig {
@@ -367,6 +371,8 @@ impl Default for RulesConfig {
             kube_ipvs_support_enabled: false,
             flow_logs_enabled: false,
             nftables: false,
+            log_action_rate_limit: String::new(),
+            log_action_rate_limit_burst: 5,
         }
     }
 }

@@ -1,0 +1,753 @@
+//! One iptables table (filter, nat, mangle or raw, for one IP version) kept equal to what
+//! felixd wants, the way Felix's `iptables.Table` does it:
+//!
+//! - felixd owns every `cali-` chain; the kernel's own chains only get our hook rules
+//!   (inserted at the top, or appended), recognised by their `cali:<hash>` comments;
+//! - the kernel's state is read with `iptables-save` (at start, after a failure and on the
+//!   refresh timer) and compared by per-rule hash, so only chains that differ are written;
+//! - writes are `iptables-restore --noflush` transactions: a changed chain is flushed and
+//!   rewritten in one go, hook rules are deleted by value (never by a line number someone
+//!   else may have shifted) and re-inserted, and chains nobody wants any more are deleted in
+//!   a second transaction once nothing refers to them. `cali-` chains a previous run left
+//!   behind are swept on the first write;
+//! - the xtables lock (legacy mode) is waited for, never failed on; a transaction is
+//!   bounded in size so that the lock is never held for long, and split only at chain
+//!   boundaries in reference order (a chain is written before the chains that jump to it).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use crate::generic::{Chain, Features, Rule, iptables_render, rule_hashes};
+
+use super::exec::{Exec, ExecError};
+
+/// Lines per `iptables-restore` call before a transaction is split.
+pub const MAX_LINES_PER_TRANSACTION: usize = 10_000;
+
+/// Which iptables: the legacy xtables kernel API or nf_tables through the iptables syntax.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Legacy,
+    Nft,
+}
+
+impl Backend {
+    fn tool(self, ip_version: u8, what: &str) -> String {
+        let family = if ip_version == 6 {
+            "ip6tables"
+        } else {
+            "iptables"
+        };
+        let flavour = match self {
+            Backend::Legacy => "legacy",
+            Backend::Nft => "nft",
+        };
+        format!("{family}-{flavour}-{what}")
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Legacy => "legacy",
+            Backend::Nft => "nft",
+        }
+    }
+}
+
+/// Felix's `iptablesBackend: Auto`: follow kube-proxy's hint chains if they exist in either
+/// flavour, else whichever flavour holds more rules, else nft.
+pub fn detect_backend(exec: &dyn Exec) -> Backend {
+    let count = |b: Backend, table: &str| -> (bool, usize) {
+        let mut hint = false;
+        let mut n = 0;
+        for v in [4, 6] {
+            let tool = b.tool(v, "save");
+            if let Ok(out) = exec.run(&tool, &["-t", table], None) {
+                hint |= out.contains("KUBE-IPTABLES-HINT") || out.contains("KUBE-KUBELET-CANARY");
+                n += out.lines().filter(|l| l.starts_with("-A ")).count();
+            }
+        }
+        (hint, n)
+    };
+    let (nft_hint, _) = count(Backend::Nft, "mangle");
+    if nft_hint {
+        return Backend::Nft;
+    }
+    let (legacy_hint, _) = count(Backend::Legacy, "mangle");
+    if legacy_hint {
+        return Backend::Legacy;
+    }
+    let legacy_rules: usize = ["filter", "nat", "mangle", "raw"]
+        .iter()
+        .map(|t| count(Backend::Legacy, t).1)
+        .sum();
+    let nft_rules: usize = ["filter", "nat", "mangle", "raw"]
+        .iter()
+        .map(|t| count(Backend::Nft, t).1)
+        .sum();
+    if legacy_rules > nft_rules {
+        Backend::Legacy
+    } else {
+        Backend::Nft
+    }
+}
+
+/// What went wrong writing a table.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("reading the {table} table (IPv{ip_version}): {source}")]
+    Read {
+        table: &'static str,
+        ip_version: u8,
+        source: ExecError,
+    },
+    #[error("writing the {table} table (IPv{ip_version}): {source}")]
+    Write {
+        table: &'static str,
+        ip_version: u8,
+        source: ExecError,
+    },
+    #[error(
+        "the {table} table (IPv{ip_version}) holds nf_tables rules iptables cannot show; remove them"
+    )]
+    Incompatible { table: &'static str, ip_version: u8 },
+}
+
+/// Our rules in one of the kernel's chains.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Hooks {
+    insert: Vec<Rule>,
+    append: Vec<Rule>,
+    insert_hashes: Vec<String>,
+    append_hashes: Vec<String>,
+}
+
+/// One rule of a kernel chain as `iptables-save` printed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SavedRule {
+    hash: Option<String>,
+    line: String,
+}
+
+/// What the kernel holds, as far as we care.
+#[derive(Debug, Clone, Default)]
+struct KernelState {
+    /// Every `cali-` chain with the hashes of its rules (`""` for a rule without one).
+    ours: HashMap<String, Vec<String>>,
+    /// Every other chain with its rules.
+    others: HashMap<String, Vec<SavedRule>>,
+}
+
+/// Counts from one [`Table::apply`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyStats {
+    pub chains_written: usize,
+    pub chains_deleted: usize,
+    pub hooks_written: usize,
+    pub restores: usize,
+    pub read: bool,
+}
+
+/// One table.
+#[derive(Debug)]
+pub struct Table {
+    pub name: &'static str,
+    pub ip_version: u8,
+    backend: Backend,
+    features: Features,
+    insert_mode: bool,
+    desired: HashMap<String, Chain>,
+    desired_hashes: HashMap<String, Vec<String>>,
+    hooks: BTreeMap<String, Hooks>,
+    kernel: Option<KernelState>,
+    /// Chains (desired or not) that may differ from the kernel.
+    dirty: BTreeSet<String>,
+    dirty_hooks: BTreeSet<String>,
+    last_read: Option<Instant>,
+}
+
+/// `cali:` hashes are 16 base64url characters.
+fn hash_of(line: &str) -> Option<&str> {
+    let i = line.find("--comment \"cali:")? + "--comment \"cali:".len();
+    let rest = line.get(i..)?;
+    let end = rest.find('"')?;
+    Some(&rest[..end])
+}
+
+fn is_ours(chain: &str) -> bool {
+    chain.starts_with("cali-")
+}
+
+/// Parses `iptables-save -t <table>` output.
+fn parse_save(text: &str) -> Result<KernelState, ()> {
+    let mut st = KernelState::default();
+    for line in text.lines() {
+        if line.starts_with("# Table `") && line.contains("is incompatible") {
+            return Err(());
+        }
+        if let Some(decl) = line.strip_prefix(':') {
+            let name = decl
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            if is_ours(&name) {
+                st.ours.entry(name).or_default();
+            } else {
+                st.others.entry(name).or_default();
+            }
+            continue;
+        }
+        let Some(rest) = line.strip_prefix("-A ") else {
+            continue;
+        };
+        let chain = rest
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let hash = hash_of(line).map(str::to_string);
+        if is_ours(&chain) {
+            st.ours
+                .entry(chain)
+                .or_default()
+                .push(hash.unwrap_or_default());
+        } else {
+            st.others.entry(chain).or_default().push(SavedRule {
+                hash,
+                line: line.to_string(),
+            });
+        }
+    }
+    Ok(st)
+}
+
+impl Table {
+    pub fn new(
+        name: &'static str,
+        ip_version: u8,
+        backend: Backend,
+        features: Features,
+        insert_mode: bool,
+    ) -> Table {
+        Table {
+            name,
+            ip_version,
+            backend,
+            features,
+            insert_mode,
+            desired: HashMap::new(),
+            desired_hashes: HashMap::new(),
+            hooks: BTreeMap::new(),
+            kernel: None,
+            dirty: BTreeSet::new(),
+            dirty_hooks: BTreeSet::new(),
+            last_read: None,
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Sets (or replaces) one of our chains.
+    pub fn update_chain(&mut self, chain: Chain) {
+        let hashes = rule_hashes(&chain, &self.features);
+        if self.desired_hashes.get(&chain.name) == Some(&hashes) {
+            return;
+        }
+        self.dirty.insert(chain.name.clone());
+        self.desired_hashes.insert(chain.name.clone(), hashes);
+        self.desired.insert(chain.name.clone(), chain);
+    }
+
+    pub fn update_chains(&mut self, chains: impl IntoIterator<Item = Chain>) {
+        for c in chains {
+            self.update_chain(c);
+        }
+    }
+
+    pub fn remove_chain(&mut self, name: &str) {
+        if self.desired.remove(name).is_some() {
+            self.desired_hashes.remove(name);
+            self.dirty.insert(name.to_string());
+        }
+    }
+
+    pub fn has_chain(&self, name: &str) -> bool {
+        self.desired.contains_key(name)
+    }
+
+    pub fn chain_names(&self) -> impl Iterator<Item = &String> {
+        self.desired.keys()
+    }
+
+    /// Our rules in a kernel chain: `insert` at its top (or bottom in append mode), `append`
+    /// always at its bottom.
+    pub fn set_hooks(&mut self, kernel_chain: &str, insert: Vec<Rule>, append: Vec<Rule>) {
+        let insert_hashes = rule_hashes(&Chain::new(kernel_chain, insert.clone()), &self.features);
+        let append_hashes = rule_hashes(
+            &Chain::new(format!("{kernel_chain}*appends*"), append.clone()),
+            &self.features,
+        );
+        let h = Hooks {
+            insert,
+            append,
+            insert_hashes,
+            append_hashes,
+        };
+        if self.hooks.get(kernel_chain) != Some(&h) {
+            self.hooks.insert(kernel_chain.to_string(), h);
+            self.dirty_hooks.insert(kernel_chain.to_string());
+        }
+    }
+
+    /// Forgets what the kernel holds, so the next [`Table::apply`] reads it again (the
+    /// drift-repair refresh).
+    pub fn invalidate(&mut self) {
+        self.kernel = None;
+    }
+
+    pub fn needs_apply(&self) -> bool {
+        self.kernel.is_none() || !self.dirty.is_empty() || !self.dirty_hooks.is_empty()
+    }
+
+    pub fn last_read(&self) -> Option<Instant> {
+        self.last_read
+    }
+
+    fn read(&mut self, exec: &dyn Exec) -> Result<(), TableError> {
+        let tool = self.backend.tool(self.ip_version, "save");
+        let out = exec
+            .run(&tool, &["-t", self.name], None)
+            .map_err(|source| TableError::Read {
+                table: self.name,
+                ip_version: self.ip_version,
+                source,
+            })?;
+        let st = parse_save(&out).map_err(|()| TableError::Incompatible {
+            table: self.name,
+            ip_version: self.ip_version,
+        })?;
+        // Every chain of ours that differs, or that we no longer want, is dirty.
+        for (name, hashes) in &st.ours {
+            if self.desired_hashes.get(name) != Some(hashes) {
+                self.dirty.insert(name.clone());
+            }
+        }
+        for name in self.desired.keys() {
+            if !st.ours.contains_key(name) {
+                self.dirty.insert(name.clone());
+            }
+        }
+        // Kernel chains holding our rules (or that should) are checked at write time.
+        for (name, rules) in &st.others {
+            if rules.iter().any(|r| r.hash.is_some()) {
+                self.dirty_hooks.insert(name.clone());
+            }
+        }
+        self.dirty_hooks.extend(self.hooks.keys().cloned());
+        self.kernel = Some(st);
+        self.last_read = Some(Instant::now());
+        Ok(())
+    }
+
+    /// The hook rules a kernel chain should carry, in order, for a chain currently holding
+    /// `others` rules that are not ours.
+    fn expected_hook_hashes(&self, chain: &str, others: usize) -> Vec<String> {
+        let Some(h) = self.hooks.get(chain) else {
+            return vec![String::new(); others];
+        };
+        let mut v = Vec::with_capacity(others + h.insert.len() + h.append.len());
+        if self.insert_mode {
+            v.extend(h.insert_hashes.iter().cloned());
+            v.extend(std::iter::repeat_n(String::new(), others));
+        } else {
+            v.extend(std::iter::repeat_n(String::new(), others));
+            v.extend(h.insert_hashes.iter().cloned());
+        }
+        v.extend(h.append_hashes.iter().cloned());
+        v
+    }
+
+    /// Brings the kernel in line. On error the kernel state is read again next time.
+    pub fn apply(&mut self, exec: &dyn Exec) -> Result<ApplyStats, TableError> {
+        let mut stats = ApplyStats::default();
+        if self.kernel.is_none() {
+            self.read(exec)?;
+            stats.read = true;
+        }
+        let result = self.write(exec, &mut stats);
+        if result.is_err() {
+            self.kernel = None;
+        }
+        result.map(|()| stats)
+    }
+
+    fn write(&mut self, exec: &dyn Exec, stats: &mut ApplyStats) -> Result<(), TableError> {
+        let Some(kernel) = self.kernel.as_ref() else {
+            return Ok(());
+        };
+        // Chains to write: desired and different from the kernel.
+        let to_write: Vec<String> = self
+            .dirty
+            .iter()
+            .filter(|n| {
+                self.desired_hashes
+                    .get(*n)
+                    .is_some_and(|h| kernel.ours.get(*n) != Some(h))
+            })
+            .cloned()
+            .collect();
+        let to_delete: Vec<String> = self
+            .dirty
+            .iter()
+            .filter(|n| !self.desired.contains_key(*n) && kernel.ours.contains_key(*n))
+            .cloned()
+            .collect();
+
+        let mut hook_lines: Vec<String> = Vec::new();
+        let mut hooks_changed: Vec<(String, Vec<SavedRule>)> = Vec::new();
+        for chain in &self.dirty_hooks {
+            let current = kernel.others.get(chain).cloned().unwrap_or_default();
+            let others = current.iter().filter(|r| r.hash.is_none()).count();
+            let now: Vec<String> = current
+                .iter()
+                .map(|r| r.hash.clone().unwrap_or_default())
+                .collect();
+            let want = self.expected_hook_hashes(chain, others);
+            if now == want {
+                continue;
+            }
+            for r in current.iter().filter(|r| r.hash.is_some()) {
+                if let Some(rest) = r.line.strip_prefix("-A ") {
+                    hook_lines.push(format!("-D {rest}"));
+                }
+            }
+            let mut new_rules: Vec<SavedRule> =
+                current.into_iter().filter(|r| r.hash.is_none()).collect();
+            if let Some(h) = self.hooks.get(chain) {
+                let render = |verb: &str, pos: Option<usize>, r: &Rule, hash: &str| {
+                    iptables_render(verb, chain, pos, r, hash, &self.features)
+                };
+                let mut inserted = Vec::new();
+                for (i, (r, hash)) in h.insert.iter().zip(&h.insert_hashes).enumerate() {
+                    if self.insert_mode {
+                        hook_lines.push(render("-I", Some(i + 1), r, hash));
+                    } else {
+                        hook_lines.push(render("-A", None, r, hash));
+                    }
+                    inserted.push(SavedRule {
+                        hash: Some(hash.clone()),
+                        line: render("-A", None, r, hash),
+                    });
+                }
+                if self.insert_mode {
+                    inserted.append(&mut new_rules);
+                    new_rules = inserted;
+                } else {
+                    new_rules.append(&mut inserted);
+                }
+                for (r, hash) in h.append.iter().zip(&h.append_hashes) {
+                    hook_lines.push(render("-A", None, r, hash));
+                    new_rules.push(SavedRule {
+                        hash: Some(hash.clone()),
+                        line: render("-A", None, r, hash),
+                    });
+                }
+            }
+            hooks_changed.push((chain.clone(), new_rules));
+        }
+
+        // Transactions: chains in reference order (targets first), then hooks, bounded in
+        // size; deletions last, once nothing refers to them.
+        let ordered = self.reference_order(&to_write);
+        let mut txns: Vec<String> = Vec::new();
+        let mut cur = String::new();
+        let mut lines = 0usize;
+        let start = |s: &mut String| {
+            let _ = writeln!(s, "*{}", self.name);
+        };
+        for name in &ordered {
+            let Some(chain) = self.desired.get(name) else {
+                continue;
+            };
+            let hashes = &self.desired_hashes[name];
+            if lines > 0 && lines + chain.rules.len() + 1 > MAX_LINES_PER_TRANSACTION {
+                cur.push_str("COMMIT\n");
+                txns.push(std::mem::take(&mut cur));
+                lines = 0;
+            }
+            if lines == 0 {
+                start(&mut cur);
+            }
+            let _ = writeln!(cur, ":{name} - [0:0]");
+            for (r, h) in chain.rules.iter().zip(hashes) {
+                cur.push_str(&iptables_render("-A", name, None, r, h, &self.features));
+                cur.push('\n');
+            }
+            lines += chain.rules.len() + 1;
+        }
+        if !hook_lines.is_empty() {
+            if lines == 0 {
+                start(&mut cur);
+            }
+            for l in &hook_lines {
+                cur.push_str(l);
+                cur.push('\n');
+            }
+            lines += hook_lines.len();
+        }
+        if lines > 0 {
+            cur.push_str("COMMIT\n");
+            txns.push(std::mem::take(&mut cur));
+        }
+        if !to_delete.is_empty() {
+            // Flushed in one transaction, deleted in the next: nf_tables counts references
+            // as they were at the start of a transaction.
+            let mut flush = String::new();
+            start(&mut flush);
+            for name in &to_delete {
+                let _ = writeln!(flush, ":{name} - [0:0]");
+            }
+            flush.push_str("COMMIT\n");
+            txns.push(flush);
+            let mut del = String::new();
+            start(&mut del);
+            for name in &to_delete {
+                let _ = writeln!(del, "-X {name}");
+            }
+            del.push_str("COMMIT\n");
+            txns.push(del);
+        }
+
+        let tool = self.backend.tool(self.ip_version, "restore");
+        let wait_args: &[&str] = match self.backend {
+            // Wait for the xtables lock (up to 10 s per attempt, polling every 50 ms).
+            Backend::Legacy => &["--noflush", "--wait", "10", "--wait-interval", "50000"],
+            Backend::Nft => &["--noflush"],
+        };
+        for t in &txns {
+            exec.run(&tool, wait_args, Some(t.as_bytes()))
+                .map_err(|source| TableError::Write {
+                    table: self.name,
+                    ip_version: self.ip_version,
+                    source,
+                })?;
+            stats.restores += 1;
+        }
+
+        // The kernel now holds what we wrote.
+        let Some(kernel) = self.kernel.as_mut() else {
+            return Ok(());
+        };
+        for name in &to_write {
+            if let Some(h) = self.desired_hashes.get(name) {
+                kernel.ours.insert(name.clone(), h.clone());
+            }
+        }
+        for name in &to_delete {
+            kernel.ours.remove(name);
+        }
+        for (chain, rules) in hooks_changed {
+            kernel.others.insert(chain, rules);
+        }
+        stats.chains_written = to_write.len();
+        stats.chains_deleted = to_delete.len();
+        stats.hooks_written = hook_lines.len();
+        self.dirty.clear();
+        self.dirty_hooks.clear();
+        Ok(())
+    }
+
+    /// `names` ordered so that a chain comes after every chain it jumps to (cycles, which
+    /// iptables forbids anyway, are broken arbitrarily).
+    fn reference_order(&self, names: &[String]) -> Vec<String> {
+        let wanted: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+        let mut done: BTreeSet<&str> = BTreeSet::new();
+        let mut out = Vec::with_capacity(names.len());
+        fn visit<'a>(
+            n: &'a str,
+            t: &'a Table,
+            wanted: &BTreeSet<&'a str>,
+            done: &mut BTreeSet<&'a str>,
+            out: &mut Vec<String>,
+            depth: usize,
+        ) {
+            if done.contains(n) || depth > 64 {
+                return;
+            }
+            done.insert(n);
+            if let Some(c) = t.desired.get(n) {
+                for r in c.references() {
+                    if wanted.contains(r) {
+                        visit(r, t, wanted, done, out, depth + 1);
+                    }
+                }
+            }
+            out.push(n.to_string());
+        }
+        for n in names {
+            visit(n, self, &wanted, &mut done, &mut out, 0);
+        }
+        out
+    }
+
+    /// How long ago the kernel state was read, if it was.
+    pub fn since_read(&self) -> Option<Duration> {
+        self.last_read.map(|t| t.elapsed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::dataplane::exec::fake::FakeExec;
+    use crate::generic::{Action, MatchCriteria};
+
+    fn chain(name: &str, target: &str) -> Chain {
+        Chain::new(
+            name,
+            vec![Rule::new(
+                MatchCriteria::new().protocol("tcp"),
+                Action::Jump(target.into()),
+            )],
+        )
+    }
+
+    const EMPTY: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A INPUT -j ACCEPT -s 1.2.3.4\nCOMMIT\n";
+
+    #[test]
+    fn first_apply_writes_chains_targets_first_then_hooks_and_sweeps_leftovers() {
+        let exec = FakeExec::default();
+        exec.set_output(
+            "iptables-nft-save",
+            &format!("{EMPTY}:cali-stale - [0:0]\n-A cali-stale -j DROP\n"),
+        );
+        let mut t = Table::new("filter", 4, Backend::Nft, Features::default(), true);
+        t.update_chain(chain("cali-INPUT", "cali-leaf"));
+        t.update_chain(Chain::new("cali-leaf", vec![Rule::action(Action::Accept)]));
+        t.set_hooks(
+            "INPUT",
+            vec![Rule::action(Action::Jump("cali-INPUT".into()))],
+            vec![],
+        );
+        let stats = t.apply(&exec).unwrap();
+        assert!(stats.read);
+        assert_eq!(stats.chains_written, 2);
+        assert_eq!(stats.chains_deleted, 1);
+        let inputs = exec.inputs_to("iptables-nft-restore");
+        assert_eq!(inputs.len(), 3);
+        let main = &inputs[0];
+        let leaf = main.find(":cali-leaf").unwrap();
+        let input = main.find(":cali-INPUT").unwrap();
+        assert!(leaf < input, "targets are written first:\n{main}");
+        assert!(main.contains("-I INPUT 1 -m comment --comment \"cali:"));
+        assert!(inputs[1].contains(":cali-stale - [0:0]"));
+        assert!(inputs[2].contains("-X cali-stale"));
+        // Nothing changed: nothing written.
+        let stats = t.apply(&exec).unwrap();
+        assert_eq!(stats.restores, 0);
+    }
+
+    #[test]
+    fn only_changed_chains_are_rewritten_and_hooks_are_deleted_by_value() {
+        let exec = FakeExec::default();
+        let mut t = Table::new("filter", 4, Backend::Legacy, Features::default(), true);
+        let a = chain("cali-a", "ACCEPT");
+        let b = chain("cali-b", "DROP");
+        let hook = vec![Rule::action(Action::Jump("cali-a".into()))];
+        let hashes = rule_hashes(&a, &Features::default());
+        let hook_hash = rule_hashes(&Chain::new("INPUT", hook.clone()), &Features::default());
+        exec.set_output(
+            "iptables-legacy-save",
+            &format!(
+                "*filter\n:INPUT ACCEPT [0:0]\n:cali-a - [0:0]\n-A INPUT -m comment --comment \"cali:OLDHOOK\" -j cali-x\n-A INPUT -j ACCEPT\n-A cali-a -m comment --comment \"cali:{}\" -p tcp -j ACCEPT\nCOMMIT\n",
+                hashes[0]
+            ),
+        );
+        t.update_chain(a);
+        t.update_chain(b);
+        t.set_hooks("INPUT", hook, vec![]);
+        t.apply(&exec).unwrap();
+        let input = &exec.inputs_to("iptables-legacy-restore")[0];
+        assert!(
+            !input.contains(":cali-a"),
+            "unchanged chain rewritten:\n{input}"
+        );
+        assert!(input.contains(":cali-b - [0:0]"));
+        assert!(input.contains("-D INPUT -m comment --comment \"cali:OLDHOOK\" -j cali-x"));
+        assert!(input.contains(&format!(
+            "-I INPUT 1 -m comment --comment \"cali:{}\"",
+            hook_hash[0]
+        )));
+        let args = &exec.calls.lock().unwrap().last().unwrap().1.clone();
+        assert!(args.contains(&"--wait".to_string()));
+    }
+
+    #[test]
+    fn a_failed_write_reads_the_kernel_again() {
+        let exec = FakeExec::default();
+        exec.set_output("iptables-nft-save", EMPTY);
+        exec.failing
+            .lock()
+            .unwrap()
+            .push("iptables-nft-restore".into());
+        let mut t = Table::new("filter", 4, Backend::Nft, Features::default(), true);
+        t.update_chain(chain("cali-a", "ACCEPT"));
+        assert!(t.apply(&exec).is_err());
+        exec.failing.lock().unwrap().clear();
+        let stats = t.apply(&exec).unwrap();
+        assert!(stats.read);
+        assert_eq!(stats.chains_written, 1);
+    }
+
+    #[test]
+    fn large_updates_are_split_at_chain_boundaries() {
+        let exec = FakeExec::default();
+        exec.set_output("iptables-nft-save", EMPTY);
+        let mut t = Table::new("filter", 4, Backend::Nft, Features::default(), true);
+        for i in 0..30 {
+            let rules = (0..500)
+                .map(|p| Rule::new(MatchCriteria::new().dest_port(p as u16 + 1), Action::Accept))
+                .collect();
+            t.update_chain(Chain::new(format!("cali-pi-{i}"), rules));
+        }
+        let stats = t.apply(&exec).unwrap();
+        assert!(stats.restores >= 2);
+        for input in exec.inputs_to("iptables-nft-restore") {
+            assert!(input.lines().count() <= MAX_LINES_PER_TRANSACTION + 2);
+            assert!(input.ends_with("COMMIT\n"));
+        }
+    }
+
+    #[test]
+    fn drift_is_found_on_the_next_read() {
+        let exec = FakeExec::default();
+        exec.set_output("iptables-nft-save", EMPTY);
+        let mut t = Table::new("filter", 4, Backend::Nft, Features::default(), true);
+        t.update_chain(chain("cali-a", "ACCEPT"));
+        t.apply(&exec).unwrap();
+        // Someone flushed the chain.
+        exec.set_output("iptables-nft-save", &format!("{EMPTY}:cali-a - [0:0]\n"));
+        t.invalidate();
+        let stats = t.apply(&exec).unwrap();
+        assert_eq!(stats.chains_written, 1);
+    }
+
+    #[test]
+    fn backend_detection_follows_kube_proxy_then_rule_counts() {
+        let exec = FakeExec::default();
+        exec.set_output(
+            "iptables-legacy-save",
+            "*mangle\n:KUBE-IPTABLES-HINT - [0:0]\nCOMMIT\n",
+        );
+        assert_eq!(detect_backend(&exec), Backend::Legacy);
+        let exec = FakeExec::default();
+        exec.set_output("iptables-legacy-save", "*filter\n-A INPUT -j ACCEPT\n");
+        assert_eq!(detect_backend(&exec), Backend::Legacy);
+        let exec = FakeExec::default();
+        assert_eq!(detect_backend(&exec), Backend::Nft);
+    }
+}
