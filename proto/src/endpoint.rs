@@ -51,3 +51,42 @@ pub async fn connect(endpoint: &str) -> Result<Channel, ConnectError> {
         endpoint: endpoint.to_string(),
     })
 }
+
+/// Why a unix socket could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("{path} is in use by another process (is another instance running?)")]
+    InUse { path: String },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Binds a node-local unix socket for a service: creates its directory, removes a stale
+/// socket file a crashed run left (but never one that answers), binds, and sets mode 0600 so
+/// only root can call it.
+pub fn bind_unix(path: &std::path::Path) -> Result<tokio::net::UnixListener, BindError> {
+    use std::os::unix::fs::PermissionsExt;
+    let p = path.display().to_string();
+    let io = |what: &'static str| {
+        let path = p.clone();
+        move |source| BindError::Io { what, path, source }
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io("creating the directory of"))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(BindError::InUse { path: p });
+        }
+        std::fs::remove_file(path).map_err(io("removing the stale socket"))?;
+    }
+    let l = tokio::net::UnixListener::bind(path).map_err(io("binding"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io("setting mode 0600 on"))?;
+    Ok(l)
+}

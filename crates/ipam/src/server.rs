@@ -9,7 +9,7 @@
 //!   probe task ─────────────▶ Datastore ─▶ ready flag
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -103,29 +103,6 @@ async fn render_metrics(State(s): State<HttpState>) -> String {
     s.metrics.render()
 }
 
-/// Binds a unix socket for gRPC: removes a stale socket file, binds, sets mode 0600.
-fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            bail!(
-                "{} is in use by another process (another ipamd?)",
-                path.display()
-            );
-        }
-        std::fs::remove_file(path)
-            .with_context(|| format!("removing stale socket {}", path.display()))?;
-    }
-    let l = tokio::net::UnixListener::bind(path)
-        .with_context(|| format!("binding {}", path.display()))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("setting mode 0600 on {}", path.display()))?;
-    Ok(l)
-}
-
 /// Everything ipamd runs, until `stop` is cancelled; then listeners close and in-flight
 /// requests get up to `drain` to finish.
 pub struct Ipamd {
@@ -162,7 +139,7 @@ impl Ipamd {
             let stop = stop.clone();
             match l {
                 Listen::Unix(path) => {
-                    let listener = bind_unix(path)?;
+                    let listener = calico_proto::endpoint::bind_unix(path)?;
                     let path = path.clone();
                     tracing::info!(socket = %path.display(), "serving gRPC");
                     tasks.spawn(async move {

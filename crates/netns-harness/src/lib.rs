@@ -7,7 +7,8 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use nix::sched::{CloneFlags, setns};
@@ -198,5 +199,173 @@ pub fn udp_reaches(from: &NetNs, to_ns: &NetNs, to: IpAddr, port: u16) -> bool {
         });
         let _ = echo.join();
         ok == Some(true)
+    })
+}
+
+/// TCP and UDP echo servers inside a namespace, on every address, until dropped: the pods of
+/// policy tests, which many probes hit while the rules change.
+pub struct Servers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Servers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Servers")
+            .field("threads", &self.threads.len())
+            .finish()
+    }
+}
+
+impl Servers {
+    /// Listens on `tcp` and `udp` ports, IPv4 and IPv6, inside `ns`.
+    pub fn start(ns: &NetNs, tcp: &[u16], udp: &[u16]) -> Servers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for &port in tcp {
+            for any in ["0.0.0.0", "::"] {
+                let addr: SocketAddr = SocketAddr::new(any.parse().expect("an address"), port);
+                let l = ns
+                    .run(|| {
+                        let s = listen_tcp(addr)?;
+                        s.set_nonblocking(true)?;
+                        Ok::<_, std::io::Error>(s)
+                    })
+                    .unwrap_or_else(|e| panic!("listening on tcp {addr} in {}: {e}", ns.name()));
+                let stop = stop.clone();
+                threads.push(std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        match l.accept() {
+                            Ok((mut c, _)) => {
+                                std::thread::spawn(move || {
+                                    let _ = c.set_nonblocking(false);
+                                    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+                                    let mut buf = [0u8; 64];
+                                    if let Ok(n) = c.read(&mut buf) {
+                                        let _ = c.write_all(&buf[..n]);
+                                    }
+                                });
+                            }
+                            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                        }
+                    }
+                }));
+            }
+        }
+        for &port in udp {
+            for any in ["0.0.0.0", "::"] {
+                let addr: SocketAddr = SocketAddr::new(any.parse().expect("an address"), port);
+                let s = ns
+                    .run(|| {
+                        let s = if addr.is_ipv6() {
+                            v6_only_udp(addr)?
+                        } else {
+                            UdpSocket::bind(addr)?
+                        };
+                        s.set_read_timeout(Some(Duration::from_millis(50)))?;
+                        Ok::<_, std::io::Error>(s)
+                    })
+                    .unwrap_or_else(|e| panic!("binding udp {addr} in {}: {e}", ns.name()));
+                let stop = stop.clone();
+                threads.push(std::thread::spawn(move || {
+                    let mut buf = [0u8; 64];
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Ok((n, peer)) = s.recv_from(&mut buf) {
+                            let _ = s.send_to(&buf[..n], peer);
+                        }
+                    }
+                }));
+            }
+        }
+        Servers { stop, threads }
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A TCP listener; an IPv6 one accepts IPv6 only, so that v4 and v6 can both be bound.
+fn listen_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    if addr.is_ipv6() {
+        v6_only_tcp(addr)
+    } else {
+        TcpListener::bind(addr)
+    }
+}
+
+fn v6_only_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, SockaddrIn6, bind, listen, setsockopt, socket,
+        sockopt,
+    };
+    let SocketAddr::V6(a) = addr else {
+        return TcpListener::bind(addr);
+    };
+    let fd = socket(
+        AddressFamily::Inet6,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )?;
+    setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn6::from(a))?;
+    listen(&fd, Backlog::new(128).map_err(std::io::Error::from)?)?;
+    Ok(TcpListener::from(fd))
+}
+
+fn v6_only_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrIn6, bind, setsockopt, socket, sockopt,
+    };
+    let SocketAddr::V6(a) = addr else {
+        return UdpSocket::bind(addr);
+    };
+    let fd = socket(
+        AddressFamily::Inet6,
+        SockType::Datagram,
+        SockFlag::empty(),
+        None,
+    )?;
+    setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn6::from(a))?;
+    Ok(UdpSocket::from(fd))
+}
+
+/// Whether a TCP connection from `from` to `to:port` is accepted and echoes, within
+/// `timeout` (a dropped SYN shows as a timeout).
+pub fn tcp_connects(from: &NetNs, to: IpAddr, port: u16, timeout: Duration) -> bool {
+    from.run(|| {
+        let Ok(mut c) = TcpStream::connect_timeout(&SocketAddr::new(to, port), timeout) else {
+            return false;
+        };
+        let _ = c.set_read_timeout(Some(timeout));
+        if c.write_all(b"ping").is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 4];
+        c.read_exact(&mut buf).is_ok() && &buf == b"ping"
+    })
+}
+
+/// Whether a UDP datagram from `from` to `to:port` is echoed within `timeout`.
+pub fn udp_echoes(from: &NetNs, to: IpAddr, port: u16, timeout: Duration) -> bool {
+    from.run(|| {
+        let bind = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+        let Ok(c) = UdpSocket::bind(bind) else {
+            return false;
+        };
+        let _ = c.set_read_timeout(Some(timeout));
+        if c.send_to(b"echo", SocketAddr::new(to, port)).is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 8];
+        matches!(c.recv(&mut buf), Ok(4)) && &buf[..4] == b"echo"
     })
 }

@@ -1,35 +1,97 @@
 //! felixd: the per-node policy and route agent.
 
-use clap::Parser;
+use std::path::PathBuf;
 
-/// felixd: turns the datastore's endpoints, policies and pools into iptables/nftables rules,
-/// ipsets, routes and interface settings on this node.
+use anyhow::{Context, Result};
+use calico_datastore::config::{DatastoreConfig, NODENAME_FILE, node_name};
+use calico_datastore::etcd::EtcdConfig;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+/// felixd: turns the datastore's endpoints, policies and pools into iptables rules, IP sets
+/// and routes on this node, and keeps them so.
 ///
-/// STATUS: the rule renderer is being built; this binary does not program anything yet.
+/// The datastore comes from Calico's variables (DATASTORE_TYPE, ETCD_ENDPOINTS and the ETCD_*
+/// TLS files; FELIX_ETCDENDPOINTS also works). Felix's own parameters are read from FELIX_*
+/// variables and the FelixConfiguration resources `node.<name>` and `default`, e.g.
+/// FELIX_IPTABLESBACKEND=NFT, FELIX_HEALTHENABLED=true, FELIX_DEFAULTENDPOINTTOHOSTACTION=ACCEPT.
+///
+/// Example: ETCD_ENDPOINTS=http://127.0.0.1:2379 felixd --nodename node1
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
     /// This node's name (else /var/lib/calico/nodename, NODENAME, or the hostname).
     #[arg(long, env = "FELIX_FELIXHOSTNAME")]
     nodename: Option<String>,
-    /// etcdv3 or kubernetes.
-    #[arg(long, env = "FELIX_DATASTORETYPE", default_value = "etcdv3")]
-    datastore_type: String,
-    /// Comma-separated etcd URLs.
-    #[arg(long, env = "FELIX_ETCDENDPOINTS")]
-    etcd_endpoints: Option<String>,
-    /// Health endpoint port (/liveness, /readiness).
-    #[arg(long, env = "FELIX_HEALTHPORT", default_value_t = 9099)]
-    health_port: u16,
-    /// Prometheus metrics port.
-    #[arg(long, env = "FELIX_PROMETHEUSMETRICSPORT", default_value_t = 9091)]
-    metrics_port: u16,
+    /// The nodename file to read when --nodename is not given.
+    #[arg(long, default_value = NODENAME_FILE)]
+    nodename_file: PathBuf,
+    /// Where the agent API for the CNI plugin listens ("none" to disable).
+    #[arg(long, default_value = "/var/run/calico/felix.sock")]
+    agent_socket: String,
+    /// Serve /liveness, /readiness and /metrics on this address whatever the configuration
+    /// says (e.g. 127.0.0.1:9099).
+    #[arg(long)]
+    http_listen: Option<std::net::SocketAddr>,
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides.
+    #[arg(long, env = "FELIX_LOGSEVERITYSCREEN", default_value = "info")]
+    log_level: String,
 }
 
-fn main() -> std::process::ExitCode {
-    let _args = Args::parse();
-    eprintln!(
-        "felixd: the policy agent is not complete in this build of calico-rs yet; nothing was programmed"
-    );
-    std::process::ExitCode::FAILURE
+fn datastore() -> Result<DatastoreConfig> {
+    // Felix's own spelling of the etcd endpoints, used when Calico's is absent.
+    if std::env::var_os("ETCD_ENDPOINTS").is_none()
+        && std::env::var_os("CALICO_ETCD_ENDPOINTS").is_none()
+        && let Ok(eps) = std::env::var("FELIX_ETCDENDPOINTS")
+    {
+        return Ok(DatastoreConfig::Etcd(EtcdConfig::new(
+            eps.split(',').map(str::trim).filter(|e| !e.is_empty()),
+        )));
+    }
+    Ok(DatastoreConfig::from_env()?)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(args.log_level.to_lowercase()));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let hostname = node_name(args.nodename.as_deref(), &args.nodename_file)?;
+    let ds = datastore()?
+        .connect()
+        .await
+        .context("connecting to the datastore")?;
+    let opts = felixd::daemon::Options {
+        hostname: hostname.clone(),
+        agent_socket: match args.agent_socket.as_str() {
+            "none" | "" => None,
+            p => Some(PathBuf::from(p)),
+        },
+        env: felixd::config::Sources::from_process_env(),
+        http_override: args.http_listen,
+    };
+    let stop = CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot watch SIGTERM");
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        on_signal.cancel();
+    });
+    tracing::info!(node = %hostname, "felixd starting");
+    felixd::daemon::run(ds, opts, stop).await
 }

@@ -18,6 +18,7 @@
 //! changed is recorded and handed to the dataplane by [`CalcGraph::take_changes`].
 
 pub mod ipsets;
+pub mod network;
 pub mod ruleparse;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -37,6 +38,7 @@ use ipnet::IpNet;
 
 use crate::rules::{ParsedRule, PolicyId, PolicyRules};
 use ipsets::{IpSetChanges, IpSetIndex, NamedPort, Source, SourceId};
+use network::Network;
 use ruleparse::{IpSetDef, parse_rule};
 
 /// An endpoint's identity (workload endpoints by namespace and v3 name).
@@ -126,6 +128,8 @@ pub struct Changes {
     pub policies: BTreeSet<PolicyId>,
     pub profiles: BTreeSet<String>,
     pub ipsets: IpSetChanges,
+    /// Pools, nodes or blocks changed.
+    pub network: bool,
 }
 
 impl Changes {
@@ -134,6 +138,7 @@ impl Changes {
             && self.policies.is_empty()
             && self.profiles.is_empty()
             && self.ipsets.is_empty()
+            && !self.network
     }
 }
 
@@ -217,6 +222,7 @@ pub struct CalcGraph {
     policies: HashMap<PolicyId, PolicyState>,
     tiers: HashMap<String, TierState>,
     ipsets: IpSetIndex,
+    network: Network,
 
     /// Local endpoint → the policies that select it, and back.
     local_matches: HashMap<EndpointId, BTreeSet<PolicyId>>,
@@ -306,6 +312,7 @@ impl CalcGraph {
             policies: HashMap::new(),
             tiers: HashMap::new(),
             ipsets: IpSetIndex::new(),
+            network: Network::default(),
             local_matches: HashMap::new(),
             policy_matches: HashMap::new(),
             active_policies: HashMap::new(),
@@ -352,6 +359,19 @@ impl CalcGraph {
         &self.ipsets
     }
 
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// An IPAM block was written (its stored JSON).
+    pub fn put_block(&mut self, cidr: IpNet, value: &[u8]) {
+        self.network.put_block(cidr, value);
+    }
+
+    pub fn delete_block(&mut self, cidr: &IpNet) {
+        self.network.delete_block(cidr);
+    }
+
     /// Resources that could not be read and were treated as absent.
     pub fn invalid_resources(&self) -> u64 {
         self.invalid
@@ -383,6 +403,8 @@ impl CalcGraph {
             AnyResource::Profile(p) => self.put_profile(p),
             AnyResource::NetworkPolicy(p) => self.put_network_policy(p),
             AnyResource::GlobalNetworkPolicy(p) => self.put_global_policy(p),
+            AnyResource::IpPool(p) => self.network.put_pool(p),
+            AnyResource::Node(n) => self.network.put_node(n),
             AnyResource::Tier(t) => {
                 let pass = t.spec.effective_default_action() == Action::Pass;
                 self.set_tier(
@@ -420,6 +442,8 @@ impl CalcGraph {
             }
             Kind::GlobalNetworkPolicy => self.set_policy(PolicyId::global(name), None),
             Kind::Tier => self.set_tier(name, None),
+            Kind::IpPool => self.network.delete_pool(name),
+            Kind::Node => self.network.delete_node(name),
             _ => {}
         }
     }
@@ -1112,6 +1136,19 @@ impl CalcGraph {
         }
         let mut ch = std::mem::take(&mut self.changes);
         ch.ipsets = self.ipsets.take_changes();
+        ch.network = std::mem::take(&mut self.network.dirty);
+        ch
+    }
+
+    /// Everything, as if it had all just changed: for a dataplane starting from scratch.
+    pub fn full_changes(&mut self) -> Changes {
+        let mut ch = self.take_changes();
+        ch.endpoints.extend(self.local.keys().cloned());
+        ch.policies.extend(self.active_policies.keys().cloned());
+        ch.profiles.extend(self.active_profiles.keys().cloned());
+        ch.ipsets.sets.extend(self.ipsets.active_ids().cloned());
+        ch.ipsets.members.clear();
+        ch.network = true;
         ch
     }
 

@@ -14,11 +14,11 @@
 //!   bounded in size so that the lock is never held for long, and split only at chain
 //!   boundaries in reference order (a chain is written before the chains that jump to it).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use crate::generic::{Chain, Features, Rule, iptables_render, rule_hashes};
+use crate::generic::{Action, Chain, Features, Rule, iptables_render, rule_hashes};
 
 use super::exec::{Exec, ExecError};
 
@@ -111,6 +111,15 @@ pub enum TableError {
         "the {table} table (IPv{ip_version}) holds nf_tables rules iptables cannot show; remove them"
     )]
     Incompatible { table: &'static str, ip_version: u8 },
+    #[error(
+        "bug: in the {table} table (IPv{ip_version}), {from} jumps to {to}, which felixd does not define"
+    )]
+    Dangling {
+        table: &'static str,
+        ip_version: u8,
+        from: String,
+        to: String,
+    },
 }
 
 /// Our rules in one of the kernel's chains.
@@ -163,6 +172,8 @@ pub struct Table {
     /// Chains (desired or not) that may differ from the kernel.
     dirty: BTreeSet<String>,
     dirty_hooks: BTreeSet<String>,
+    /// The chains that were reachable at the last write.
+    reached: HashSet<String>,
     last_read: Option<Instant>,
 }
 
@@ -242,6 +253,7 @@ impl Table {
             kernel: None,
             dirty: BTreeSet::new(),
             dirty_hooks: BTreeSet::new(),
+            reached: HashSet::new(),
             last_read: None,
         }
     }
@@ -388,22 +400,37 @@ impl Table {
         let Some(kernel) = self.kernel.as_ref() else {
             return Ok(());
         };
-        // Chains to write: desired and different from the kernel.
-        let to_write: Vec<String> = self
+        // Only chains the kernel chains reach (through our hooks) are programmed, as Felix
+        // does: a policy nobody jumps to costs nothing.
+        let (reach, dangling) = self.reachable();
+        if let Some((from, to)) = dangling {
+            return Err(TableError::Dangling {
+                table: self.name,
+                ip_version: self.ip_version,
+                from,
+                to,
+            });
+        }
+        let candidates: BTreeSet<&String> = self
             .dirty
             .iter()
+            .chain(reach.difference(&self.reached))
+            .chain(self.reached.difference(&reach))
+            .collect();
+        let to_write: Vec<String> = candidates
+            .iter()
+            .filter(|n| reach.contains(**n))
             .filter(|n| {
                 self.desired_hashes
-                    .get(*n)
-                    .is_some_and(|h| kernel.ours.get(*n) != Some(h))
+                    .get(**n)
+                    .is_some_and(|h| kernel.ours.get(**n) != Some(h))
             })
-            .cloned()
+            .map(|n| (*n).clone())
             .collect();
-        let to_delete: Vec<String> = self
-            .dirty
+        let to_delete: Vec<String> = candidates
             .iter()
-            .filter(|n| !self.desired.contains_key(*n) && kernel.ours.contains_key(*n))
-            .cloned()
+            .filter(|n| !reach.contains(**n) && kernel.ours.contains_key(**n))
+            .map(|n| (*n).clone())
             .collect();
 
         let mut hook_lines: Vec<String> = Vec::new();
@@ -552,12 +579,44 @@ impl Table {
         for (chain, rules) in hooks_changed {
             kernel.others.insert(chain, rules);
         }
+        self.reached = reach;
         stats.chains_written = to_write.len();
         stats.chains_deleted = to_delete.len();
         stats.hooks_written = hook_lines.len();
         self.dirty.clear();
         self.dirty_hooks.clear();
         Ok(())
+    }
+
+    /// The chains reachable from our hook rules, and a reference to a chain that does not
+    /// exist, if there is one.
+    fn reachable(&self) -> (HashSet<String>, Option<(String, String)>) {
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut dangling = None;
+        let mut stack: Vec<(String, String)> = Vec::new();
+        for (kchain, h) in &self.hooks {
+            for r in h.insert.iter().chain(&h.append) {
+                if let Some(t) = r.action.as_ref().and_then(Action::referenced_chain) {
+                    stack.push((kchain.clone(), t.to_string()));
+                }
+            }
+        }
+        while let Some((from, n)) = stack.pop() {
+            if seen.contains(&n) {
+                continue;
+            }
+            let Some(c) = self.desired.get(&n) else {
+                if is_ours(&n) && dangling.is_none() {
+                    dangling = Some((from, n));
+                }
+                continue;
+            };
+            for t in c.references() {
+                stack.push((n.clone(), t.to_string()));
+            }
+            seen.insert(n);
+        }
+        (seen, dangling)
     }
 
     /// `names` ordered so that a chain comes after every chain it jumps to (cycles, which
@@ -616,6 +675,39 @@ mod tests {
         )
     }
 
+    fn jump(t: &str) -> Rule {
+        Rule::action(Action::Jump(t.into()))
+    }
+
+    #[test]
+    fn only_reachable_chains_are_programmed_and_dangling_jumps_are_refused() {
+        let exec = FakeExec::default();
+        exec.set_output("iptables-nft-save", EMPTY);
+        let mut t = Table::new("filter", 4, Backend::Nft, Features::default(), true);
+        t.update_chain(chain("cali-INPUT", "cali-used"));
+        t.update_chain(Chain::new("cali-used", vec![]));
+        t.update_chain(Chain::new("cali-unused", vec![]));
+        t.set_hooks("INPUT", vec![jump("cali-INPUT")], vec![]);
+        t.apply(&exec).unwrap();
+        let input = exec.inputs_to("iptables-nft-restore")[0].clone();
+        assert!(input.contains(":cali-used"));
+        assert!(!input.contains(":cali-unused"));
+        // Once referenced, it is written.
+        t.update_chain(Chain::new(
+            "cali-INPUT",
+            vec![jump("cali-used"), jump("cali-unused")],
+        ));
+        t.apply(&exec).unwrap();
+        let input = exec.inputs_to("iptables-nft-restore")[1].clone();
+        assert!(input.contains(":cali-unused"));
+        // Unreferenced again: deleted.
+        t.update_chain(chain("cali-INPUT", "cali-used"));
+        let st = t.apply(&exec).unwrap();
+        assert_eq!(st.chains_deleted, 1);
+        t.update_chain(chain("cali-INPUT", "cali-missing"));
+        assert!(matches!(t.apply(&exec), Err(TableError::Dangling { .. })));
+    }
+
     const EMPTY: &str = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A INPUT -j ACCEPT -s 1.2.3.4\nCOMMIT\n";
 
     #[test]
@@ -657,7 +749,10 @@ mod tests {
         let mut t = Table::new("filter", 4, Backend::Legacy, Features::default(), true);
         let a = chain("cali-a", "ACCEPT");
         let b = chain("cali-b", "DROP");
-        let hook = vec![Rule::action(Action::Jump("cali-a".into()))];
+        let hook = vec![
+            Rule::action(Action::Jump("cali-a".into())),
+            Rule::action(Action::Jump("cali-b".into())),
+        ];
         let hashes = rule_hashes(&a, &Features::default());
         let hook_hash = rule_hashes(&Chain::new("INPUT", hook.clone()), &Features::default());
         exec.set_output(
@@ -696,6 +791,7 @@ mod tests {
             .push("iptables-nft-restore".into());
         let mut t = Table::new("filter", 4, Backend::Nft, Features::default(), true);
         t.update_chain(chain("cali-a", "ACCEPT"));
+        t.set_hooks("INPUT", vec![jump("cali-a")], vec![]);
         assert!(t.apply(&exec).is_err());
         exec.failing.lock().unwrap().clear();
         let stats = t.apply(&exec).unwrap();
@@ -714,6 +810,11 @@ mod tests {
                 .collect();
             t.update_chain(Chain::new(format!("cali-pi-{i}"), rules));
         }
+        t.set_hooks(
+            "INPUT",
+            (0..30).map(|i| jump(&format!("cali-pi-{i}"))).collect(),
+            vec![],
+        );
         let stats = t.apply(&exec).unwrap();
         assert!(stats.restores >= 2);
         for input in exec.inputs_to("iptables-nft-restore") {
@@ -728,6 +829,7 @@ mod tests {
         exec.set_output("iptables-nft-save", EMPTY);
         let mut t = Table::new("filter", 4, Backend::Nft, Features::default(), true);
         t.update_chain(chain("cali-a", "ACCEPT"));
+        t.set_hooks("INPUT", vec![jump("cali-a")], vec![]);
         t.apply(&exec).unwrap();
         // Someone flushed the chain.
         exec.set_output("iptables-nft-save", &format!("{EMPTY}:cali-a - [0:0]\n"));

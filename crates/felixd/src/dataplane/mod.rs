@@ -1,7 +1,853 @@
 //! The dataplane: iptables tables, IP sets and routes, kept equal to what the calculation
-//! graph wants.
+//! graph wants (Felix's internal dataplane, iptables mode).
+//!
+//! [`Dataplane::on_changes`] turns the graph's changes into desired chains, sets and routes
+//! in memory (no kernel I/O); [`Dataplane::apply`] writes whatever differs, in Felix's order:
+//! IP sets that rules will need, routes, the four tables, then IP sets no rule uses any more.
+//! A failed step leaves its objects dirty and is retried by the next apply.
 
 pub mod exec;
 pub mod ipsets;
 pub mod iptables;
 pub mod routes;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::calc::ruleparse::IpSetKind;
+use crate::calc::{CalcGraph, Changes, EndpointId, LocalEndpoint, TierInfo};
+use crate::generic::{Action, Chain, Features, MatchCriteria, Rule};
+use crate::rules::dispatch::{
+    from_host_dispatch_chains, host_dispatch_chains, to_host_dispatch_chains,
+    workload_dispatch_chains,
+};
+use crate::rules::endpoints::{
+    group_policies, host_endpoint_to_filter_chains, host_endpoint_to_mangle_egress_chains,
+    host_endpoint_to_mangle_ingress_chains, host_endpoint_to_raw_chains, policy_group_chain_name,
+    policy_group_chains, should_be_inlined, workload_endpoint_to_iptables_chains,
+};
+use crate::rules::nat::{cidr_block_chain, dnat_chain, nat_outgoing_chain, snat_chain};
+use crate::rules::policy::{policy_chains, profile_chains};
+use crate::rules::static_chains::{
+    kernel_hooks, static_filter_forward_append_rules, static_filter_table_chains,
+    static_mangle_table_chains, static_nat_table_chains, static_raw_table_chains,
+};
+use crate::rules::{
+    CHAIN_RPF_SKIP, Direction, IPSET_ID_ALL_HOST_NETS, IPSET_ID_NAT_OUTGOING_MASQ_POOLS,
+    IPSET_ID_NETWORK_POOLS, PolicyGroup, RulesConfig, TierPolicyGroups, ipset_name,
+};
+use exec::Exec;
+use ipsets::{IpSetError, IpSets, SetType};
+use iptables::{Backend, Table, TableError};
+use routes::{RouteError, RouteTable, RouteTarget};
+
+/// The name Felix gives the host endpoint that covers every interface (`interfaceName: *`):
+/// longer than any real interface name can be.
+pub const ALL_INTERFACES: &str = "any-interface-at-all";
+
+/// How the dataplane is set up.
+#[derive(Debug, Clone)]
+pub struct DataplaneConfig {
+    pub rules: RulesConfig,
+    pub ipv6: bool,
+    pub backend: Backend,
+    pub features: Features,
+    /// `chainInsertMode: Insert` (our hooks at the top of the kernel chains).
+    pub insert_mode: bool,
+    pub hostname: String,
+    /// Program routes (off only in unit tests, which must not touch this machine's routes).
+    pub manage_routes: bool,
+}
+
+/// What a failed apply ran into.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error(transparent)]
+    IpSet(#[from] IpSetError),
+    #[error(transparent)]
+    Route(#[from] RouteError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum TableKind {
+    Raw = 0,
+    Mangle = 1,
+    Filter = 2,
+    Nat = 3,
+}
+
+impl TableKind {
+    const ALL: [TableKind; 4] = [
+        TableKind::Raw,
+        TableKind::Mangle,
+        TableKind::Filter,
+        TableKind::Nat,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            TableKind::Raw => "raw",
+            TableKind::Mangle => "mangle",
+            TableKind::Filter => "filter",
+            TableKind::Nat => "nat",
+        }
+    }
+}
+
+/// The tables and sets of one IP version.
+#[derive(Debug)]
+struct Family {
+    v: u8,
+    /// Indexed by [`TableKind`], in the order they are written.
+    tables: [Table; 4],
+    ipsets: IpSets,
+}
+
+impl Family {
+    fn table(&mut self, k: TableKind) -> &mut Table {
+        &mut self.tables[k as usize]
+    }
+}
+
+/// Rules inserted at the top of a kernel chain and rules appended to it.
+type Hooks = (Vec<Rule>, Vec<Rule>);
+
+/// What was programmed for one local endpoint, to be taken away when it changes.
+#[derive(Debug, Clone, Default)]
+struct Programmed {
+    chains: Vec<(TableKind, String)>,
+    groups: Vec<(TableKind, PolicyGroup)>,
+    routes: Vec<IpNet>,
+    iface: String,
+}
+
+/// Counts from one apply.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApplySummary {
+    pub chains_written: usize,
+    pub chains_deleted: usize,
+    pub restores: usize,
+    pub sets_written: usize,
+    pub members_changed: usize,
+    pub sets_deleted: usize,
+    pub routes_added: usize,
+    pub routes_removed: usize,
+    pub waiting_for_interface: usize,
+}
+
+/// The whole dataplane.
+#[derive(Debug)]
+pub struct Dataplane {
+    cfg: DataplaneConfig,
+    exec: Arc<dyn Exec>,
+    families: Vec<Family>,
+    routes: RouteTable,
+    /// Workload interface → endpoint.
+    wl_ifaces: BTreeMap<String, EndpointId>,
+    /// Host endpoint interfaces by kind of policy they carry.
+    hep_ifaces: BTreeMap<String, EndpointId>,
+    hep_untracked: BTreeSet<String>,
+    hep_pre_dnat: BTreeSet<String>,
+    spoofable: BTreeMap<String, Vec<IpNet>>,
+    programmed: HashMap<EndpointId, Programmed>,
+    /// Group chains (per table) and how many endpoints use each.
+    group_refs: HashMap<(TableKind, String), usize>,
+    /// Dispatch chain names currently set, per table, so that stale ones are removed.
+    dispatch_names: HashMap<TableKind, Vec<String>>,
+    wl_dispatch_dirty: bool,
+    host_dispatch_dirty: bool,
+    rpf_dirty: bool,
+    blackholes: Vec<IpNet>,
+    /// Bumped on every change; an endpoint is programmed once an apply that started at or
+    /// after its generation succeeded.
+    generation: u64,
+    applied: u64,
+    endpoint_generation: HashMap<EndpointId, u64>,
+}
+
+fn policy_refs(t: &[crate::calc::PolicyRef]) -> Vec<(crate::rules::PolicyId, String, bool)> {
+    t.iter()
+        .map(|r| (r.id.clone(), r.selector.clone(), false))
+        .collect()
+}
+
+/// Felix's `groupTieredPolicy`.
+fn group_tiers(tiers: &[TierInfo], ingress: bool, egress: bool) -> Vec<TierPolicyGroups> {
+    tiers
+        .iter()
+        .map(|t| TierPolicyGroups {
+            name: t.name.clone(),
+            default_action: t.default_action.clone(),
+            ingress: if ingress {
+                group_policies(Direction::Inbound, &policy_refs(&t.ingress))
+            } else {
+                Vec::new()
+            },
+            egress: if egress {
+                group_policies(Direction::Outbound, &policy_refs(&t.egress))
+            } else {
+                Vec::new()
+            },
+        })
+        .collect()
+}
+
+fn all_groups(tiers: &[TierPolicyGroups]) -> impl Iterator<Item = &PolicyGroup> {
+    tiers
+        .iter()
+        .flat_map(|t| t.ingress.iter().chain(t.egress.iter()))
+}
+
+fn set_type(kind: &IpSetKind) -> SetType {
+    match kind {
+        IpSetKind::Net => SetType::Net,
+        IpSetKind::NamedPort { .. } => SetType::IpPort,
+    }
+}
+
+fn net_version(n: &IpNet) -> u8 {
+    if n.addr().is_ipv4() { 4 } else { 6 }
+}
+
+impl Dataplane {
+    pub fn new(cfg: DataplaneConfig, exec: Arc<dyn Exec>) -> Dataplane {
+        let versions: Vec<u8> = if cfg.ipv6 { vec![4, 6] } else { vec![4] };
+        let families = versions
+            .into_iter()
+            .map(|v| Family {
+                v,
+                tables: TableKind::ALL
+                    .map(|k| Table::new(k.name(), v, cfg.backend, cfg.features, cfg.insert_mode)),
+                ipsets: IpSets::new(v),
+            })
+            .collect();
+        let routes = RouteTable::new(cfg.rules.workload_iface_prefixes.clone());
+        let mut dp = Dataplane {
+            cfg,
+            exec,
+            families,
+            routes,
+            wl_ifaces: BTreeMap::new(),
+            hep_ifaces: BTreeMap::new(),
+            hep_untracked: BTreeSet::new(),
+            hep_pre_dnat: BTreeSet::new(),
+            spoofable: BTreeMap::new(),
+            programmed: HashMap::new(),
+            group_refs: HashMap::new(),
+            dispatch_names: HashMap::new(),
+            wl_dispatch_dirty: true,
+            host_dispatch_dirty: true,
+            rpf_dirty: true,
+            blackholes: Vec::new(),
+            generation: 1,
+            applied: 0,
+            endpoint_generation: HashMap::new(),
+        };
+        dp.install_static();
+        dp
+    }
+
+    pub fn config(&self) -> &DataplaneConfig {
+        &self.cfg
+    }
+
+    /// The static chains, the kernel hooks and the chains that always exist (empty NAT
+    /// chains, the pool sets).
+    fn install_static(&mut self) {
+        let rc = self.cfg.rules.clone();
+        for f in &mut self.families {
+            let v = f.v;
+            f.table(TableKind::Filter)
+                .update_chains(static_filter_table_chains(&rc, v));
+            f.table(TableKind::Raw)
+                .update_chains(static_raw_table_chains(&rc, v));
+            f.table(TableKind::Mangle)
+                .update_chains(static_mangle_table_chains(&rc, v));
+            f.table(TableKind::Nat)
+                .update_chains(static_nat_table_chains(&rc, v));
+            let nat = f.table(TableKind::Nat);
+            nat.update_chain(nat_outgoing_chain(&rc, false, v));
+            nat.update_chain(dnat_chain(&BTreeMap::new()));
+            nat.update_chain(snat_chain(&BTreeMap::new()));
+            f.table(TableKind::Filter)
+                .update_chain(cidr_block_chain(&rc, &[], v));
+            let mut by_chain: BTreeMap<(&'static str, &'static str), Hooks> = BTreeMap::new();
+            for h in kernel_hooks(&rc, v) {
+                let e = by_chain.entry((h.table, h.kernel_chain)).or_default();
+                if h.insert {
+                    e.0.push(h.rule());
+                } else {
+                    e.1.push(h.rule());
+                }
+            }
+            by_chain
+                .entry(("filter", "FORWARD"))
+                .or_default()
+                .1
+                .extend(static_filter_forward_append_rules(&rc));
+            for ((table, chain), (insert, append)) in by_chain {
+                let kind = match table {
+                    "raw" => TableKind::Raw,
+                    "mangle" => TableKind::Mangle,
+                    "nat" => TableKind::Nat,
+                    _ => TableKind::Filter,
+                };
+                f.table(kind).set_hooks(chain, insert, append);
+            }
+            for id in [
+                IPSET_ID_NETWORK_POOLS,
+                IPSET_ID_NAT_OUTGOING_MASQ_POOLS,
+                IPSET_ID_ALL_HOST_NETS,
+            ] {
+                f.ipsets
+                    .replace(&ipset_name(v, id, rc.nftables), SetType::Net, Vec::new());
+            }
+        }
+    }
+
+    /// Takes the graph's changes into the desired state (no kernel I/O).
+    pub fn on_changes(&mut self, calc: &CalcGraph, ch: &Changes) {
+        if ch.is_empty() {
+            return;
+        }
+        self.generation += 1;
+        self.update_ipsets(calc, ch);
+        for pid in &ch.policies {
+            self.update_policy(calc, pid);
+        }
+        for name in &ch.profiles {
+            self.update_profile(calc, name);
+        }
+        for id in &ch.endpoints {
+            self.update_endpoint(calc.local_endpoint(id), id);
+            self.endpoint_generation.insert(id.clone(), self.generation);
+        }
+        if ch.network {
+            self.update_network(calc);
+        }
+        self.update_dispatch();
+    }
+
+    fn update_ipsets(&mut self, calc: &CalcGraph, ch: &Changes) {
+        let nft = self.cfg.rules.nftables;
+        let idx = calc.ipsets();
+        for id in &ch.ipsets.sets {
+            for f in &mut self.families {
+                let name = ipset_name(f.v, id, nft);
+                match (idx.definition(id), idx.members(id)) {
+                    (Some(def), Some(members)) => {
+                        let v = f.v;
+                        let ms: Vec<String> = members
+                            .filter(|m| m.ip_version() == v)
+                            .map(|m| m.to_string())
+                            .collect();
+                        f.ipsets.replace(&name, set_type(&def.kind), ms);
+                    }
+                    _ => f.ipsets.remove(&name),
+                }
+            }
+        }
+        for (id, members) in &ch.ipsets.members {
+            for m in members {
+                let Some(f) = self.families.iter_mut().find(|f| f.v == m.ip_version()) else {
+                    continue;
+                };
+                let name = ipset_name(f.v, id, nft);
+                f.ipsets
+                    .set_member(&name, &m.to_string(), idx.contains(id, m));
+            }
+        }
+    }
+
+    fn update_policy(&mut self, calc: &CalcGraph, pid: &crate::rules::PolicyId) {
+        let rc = &self.cfg.rules;
+        for f in &mut self.families {
+            // Rendered only to learn the names when the policy is gone.
+            let empty = crate::rules::PolicyRules::default();
+            let rules = calc.active_policy(pid);
+            let chains = policy_chains(rc, pid, rules.unwrap_or(&empty), f.v);
+            // Felix puts policies in every table; only referenced chains are programmed.
+            for k in [TableKind::Filter, TableKind::Mangle, TableKind::Raw] {
+                let t = f.table(k);
+                for c in &chains {
+                    if rules.is_some() {
+                        t.update_chain(c.clone());
+                    } else {
+                        t.remove_chain(&c.name);
+                    }
+                }
+            }
+        }
+    }
+
+    fn update_profile(&mut self, calc: &CalcGraph, name: &str) {
+        let rc = &self.cfg.rules;
+        for f in &mut self.families {
+            let rules = calc.active_profile(name);
+            let (inbound, outbound) = rules
+                .map(|r| (r.inbound.as_slice(), r.outbound.as_slice()))
+                .unwrap_or((&[], &[]));
+            let chains = profile_chains(rc, name, inbound, outbound, f.v);
+            for c in &chains {
+                let outbound_chain = c.name.starts_with(crate::rules::PROFILE_OUTBOUND_PREFIX);
+                for k in [TableKind::Filter, TableKind::Mangle] {
+                    if k == TableKind::Mangle && !outbound_chain {
+                        continue;
+                    }
+                    if rules.is_some() {
+                        f.table(k).update_chain(c.clone());
+                    } else {
+                        f.table(k).remove_chain(&c.name);
+                    }
+                }
+            }
+        }
+    }
+
+    fn incref_group(&mut self, kind: TableKind, g: &PolicyGroup) {
+        if should_be_inlined(g) {
+            return;
+        }
+        let name = policy_group_chain_name(g, self.cfg.rules.nftables);
+        let n = self.group_refs.entry((kind, name)).or_insert(0);
+        *n += 1;
+        if *n == 1 {
+            let chains = policy_group_chains(&self.cfg.rules, g);
+            for f in &mut self.families {
+                f.table(kind).update_chains(chains.iter().cloned());
+            }
+        }
+    }
+
+    fn decref_group(&mut self, kind: TableKind, g: &PolicyGroup) {
+        if should_be_inlined(g) {
+            return;
+        }
+        let name = policy_group_chain_name(g, self.cfg.rules.nftables);
+        let key = (kind, name);
+        let Some(n) = self.group_refs.get_mut(&key) else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            self.group_refs.remove(&key);
+            for f in &mut self.families {
+                f.table(kind).remove_chain(&key.1);
+            }
+        }
+    }
+
+    /// Renders (or removes) one local endpoint's chains, groups and routes.
+    fn update_endpoint(&mut self, le: Option<&LocalEndpoint>, id: &EndpointId) {
+        let old = self.programmed.remove(id).unwrap_or_default();
+        let mut new = Programmed::default();
+        if let Some(le) = le {
+            if le.is_host() {
+                self.render_host_endpoint(le, &mut new);
+            } else {
+                self.render_workload(le, &mut new);
+            }
+        }
+        // Take the old state away, keeping what the new one still uses.
+        let keep: HashSet<&(TableKind, String)> = new.chains.iter().collect();
+        for (k, name) in &old.chains {
+            if !keep.contains(&(*k, name.clone())) {
+                for f in &mut self.families {
+                    f.table(*k).remove_chain(name);
+                }
+            }
+        }
+        for (k, g) in &old.groups {
+            self.decref_group(*k, g);
+        }
+        let kept_routes: HashSet<&IpNet> = new.routes.iter().collect();
+        for r in &old.routes {
+            if !kept_routes.contains(r) {
+                self.routes.remove(r);
+            }
+        }
+        if !old.iface.is_empty() && old.iface != new.iface {
+            if self.wl_ifaces.get(&old.iface) == Some(id) {
+                self.wl_ifaces.remove(&old.iface);
+                self.wl_dispatch_dirty = true;
+            }
+            if self.hep_ifaces.get(&old.iface) == Some(id) {
+                self.hep_ifaces.remove(&old.iface);
+                self.hep_untracked.remove(&old.iface);
+                self.hep_pre_dnat.remove(&old.iface);
+                self.host_dispatch_dirty = true;
+            }
+            if self.spoofable.remove(&old.iface).is_some() {
+                self.rpf_dirty = true;
+            }
+        }
+        if le.is_none() {
+            self.endpoint_generation.remove(id);
+            if !old.iface.is_empty() && self.wl_ifaces.get(&old.iface) == Some(id) {
+                self.wl_ifaces.remove(&old.iface);
+                self.wl_dispatch_dirty = true;
+            }
+            if !old.iface.is_empty() && self.hep_ifaces.get(&old.iface) == Some(id) {
+                self.hep_ifaces.remove(&old.iface);
+                self.hep_untracked.remove(&old.iface);
+                self.hep_pre_dnat.remove(&old.iface);
+                self.host_dispatch_dirty = true;
+            }
+            if self.spoofable.remove(&old.iface).is_some() {
+                self.rpf_dirty = true;
+            }
+            return;
+        }
+        self.programmed.insert(id.clone(), new);
+    }
+
+    fn render_workload(&mut self, le: &LocalEndpoint, out: &mut Programmed) {
+        let tiers = group_tiers(&le.tiers, true, true);
+        for g in all_groups(&tiers) {
+            self.incref_group(TableKind::Filter, g);
+            out.groups.push((TableKind::Filter, g.clone()));
+        }
+        let rc = self.cfg.rules.clone();
+        for f in &mut self.families {
+            let chains =
+                workload_endpoint_to_iptables_chains(&rc, &le.iface, true, &tiers, &le.profile_ids);
+            if f.v == 4 {
+                out.chains
+                    .extend(chains.iter().map(|c| (TableKind::Filter, c.name.clone())));
+            }
+            f.table(TableKind::Filter).update_chains(chains);
+        }
+        for n in &le.nets {
+            if self.families.iter().any(|f| f.v == net_version(n)) {
+                self.routes.set(*n, RouteTarget::Device(le.iface.clone()));
+                out.routes.push(*n);
+            }
+        }
+        out.iface = le.iface.clone();
+        if self
+            .wl_ifaces
+            .insert(le.iface.clone(), le.id.clone())
+            .as_ref()
+            != Some(&le.id)
+        {
+            self.wl_dispatch_dirty = true;
+        }
+        let spoof = le.allow_spoofed_sources.clone();
+        let had = self.spoofable.get(&le.iface).cloned().unwrap_or_default();
+        if had != spoof {
+            if spoof.is_empty() {
+                self.spoofable.remove(&le.iface);
+            } else {
+                self.spoofable.insert(le.iface.clone(), spoof);
+            }
+            self.rpf_dirty = true;
+        }
+    }
+
+    fn render_host_endpoint(&mut self, le: &LocalEndpoint, out: &mut Programmed) {
+        let iface = match le.iface.as_str() {
+            "*" => ALL_INTERFACES.to_string(),
+            "" => {
+                // Felix resolves these through the host's interface addresses; not yet here.
+                tracing::warn!(endpoint = %le.id,
+                    "host endpoints without interfaceName are not supported yet; set interfaceName (or \"*\")");
+                return;
+            }
+            i => i.to_string(),
+        };
+        let rc = self.cfg.rules.clone();
+        let normal = group_tiers(&le.tiers, true, true);
+        let forward = group_tiers(&le.forward_tiers, true, true);
+        let pre_dnat = group_tiers(&le.pre_dnat_tiers, true, false);
+        let untracked = group_tiers(&le.untracked_tiers, true, true);
+        for (kind, tiers) in [
+            (TableKind::Filter, &normal),
+            (TableKind::Filter, &forward),
+            (TableKind::Mangle, &normal),
+            (TableKind::Mangle, &pre_dnat),
+            (TableKind::Raw, &untracked),
+        ] {
+            for g in all_groups(tiers) {
+                self.incref_group(kind, g);
+                out.groups.push((kind, g.clone()));
+            }
+        }
+        for f in &mut self.families {
+            let mut per_table: Vec<(TableKind, Vec<Chain>)> = vec![
+                (
+                    TableKind::Filter,
+                    host_endpoint_to_filter_chains(&rc, &iface, &normal, &forward, &le.profile_ids),
+                ),
+                (
+                    TableKind::Mangle,
+                    host_endpoint_to_mangle_egress_chains(&rc, &iface, &normal, &le.profile_ids),
+                ),
+            ];
+            if !le.pre_dnat_tiers.is_empty() {
+                per_table.push((
+                    TableKind::Mangle,
+                    host_endpoint_to_mangle_ingress_chains(&rc, &iface, &pre_dnat),
+                ));
+            }
+            if !le.untracked_tiers.is_empty() {
+                per_table.push((
+                    TableKind::Raw,
+                    host_endpoint_to_raw_chains(&rc, &iface, &untracked),
+                ));
+            }
+            for (k, chains) in per_table {
+                if f.v == 4 {
+                    out.chains
+                        .extend(chains.iter().map(|c| (k, c.name.clone())));
+                }
+                f.table(k).update_chains(chains);
+            }
+        }
+        out.iface = iface.clone();
+        self.hep_ifaces.insert(iface.clone(), le.id.clone());
+        if le.untracked_tiers.is_empty() {
+            self.hep_untracked.remove(&iface);
+        } else {
+            self.hep_untracked.insert(iface.clone());
+        }
+        if le.pre_dnat_tiers.is_empty() {
+            self.hep_pre_dnat.remove(&iface);
+        } else {
+            self.hep_pre_dnat.insert(iface.clone());
+        }
+        self.host_dispatch_dirty = true;
+    }
+
+    fn replace_dispatch(&mut self, kind: TableKind, chains: Vec<Chain>) {
+        let names: Vec<String> = chains.iter().map(|c| c.name.clone()).collect();
+        let old = self
+            .dispatch_names
+            .insert(kind, names.clone())
+            .unwrap_or_default();
+        for f in &mut self.families {
+            let t = f.table(kind);
+            for o in &old {
+                if !names.contains(o) {
+                    t.remove_chain(o);
+                }
+            }
+            t.update_chains(chains.iter().cloned());
+        }
+    }
+
+    fn update_dispatch(&mut self) {
+        let rc = self.cfg.rules.clone();
+        if self.wl_dispatch_dirty || self.host_dispatch_dirty {
+            // Workload and host dispatch chains share the filter table: one list, so that
+            // replacing one kind never removes the other.
+            let ifaces: Vec<String> = self.wl_ifaces.keys().cloned().collect();
+            let mut chains = workload_dispatch_chains(&rc, &ifaces);
+            chains.extend(self.host_filter_dispatch(&rc));
+            self.replace_dispatch(TableKind::Filter, chains);
+            self.wl_dispatch_dirty = false;
+        }
+        if self.host_dispatch_dirty {
+            let (names, default) = self.hep_names(|_| true);
+            let (pre, pre_default) = self.hep_names(|i| self.hep_pre_dnat.contains(i));
+            let mut mangle = from_host_dispatch_chains(&rc, &pre, pre_default.as_deref());
+            mangle.extend(to_host_dispatch_chains(&rc, &names, default.as_deref()));
+            self.replace_dispatch(TableKind::Mangle, mangle);
+            let (untracked, _) = self.hep_names(|i| self.hep_untracked.contains(i));
+            let raw = host_dispatch_chains(&rc, &untracked, None, false);
+            self.replace_dispatch(TableKind::Raw, raw);
+            self.host_dispatch_dirty = false;
+        }
+        if self.rpf_dirty {
+            for f in &mut self.families {
+                let v = f.v;
+                let rules = self
+                    .spoofable
+                    .iter()
+                    .flat_map(|(iface, nets)| {
+                        nets.iter()
+                            .filter(move |n| net_version(n) == v)
+                            .map(move |n| {
+                                Rule::new(
+                                    MatchCriteria::new()
+                                        .in_interface(iface)
+                                        .source_net(&n.to_string()),
+                                    Action::Accept,
+                                )
+                            })
+                    })
+                    .collect();
+                f.table(TableKind::Raw)
+                    .update_chain(Chain::new(CHAIN_RPF_SKIP, rules));
+            }
+            self.rpf_dirty = false;
+        }
+    }
+
+    fn host_filter_dispatch(&self, rc: &RulesConfig) -> Vec<Chain> {
+        let (names, default) = self.hep_names(|_| true);
+        host_dispatch_chains(rc, &names, default.as_deref(), true)
+    }
+
+    /// Host endpoint interfaces passing `keep`, with the all-interfaces endpoint split out
+    /// as the default.
+    fn hep_names(&self, keep: impl Fn(&String) -> bool) -> (Vec<String>, Option<String>) {
+        let mut names = Vec::new();
+        let mut default = None;
+        for i in self.hep_ifaces.keys().filter(|i| keep(i)) {
+            if i == ALL_INTERFACES {
+                default = Some(i.clone());
+            } else {
+                names.push(i.clone());
+            }
+        }
+        (names, default)
+    }
+
+    fn update_network(&mut self, calc: &CalcGraph) {
+        let net = calc.network();
+        let rc = self.cfg.rules.clone();
+        for f in &mut self.families {
+            let v = f.v;
+            let pools: Vec<&crate::calc::network::Pool> = net
+                .pools
+                .values()
+                .filter(|p| net_version(&p.cidr) == v)
+                .collect();
+            f.ipsets.replace(
+                &ipset_name(v, IPSET_ID_NETWORK_POOLS, rc.nftables),
+                SetType::Net,
+                pools.iter().map(|p| p.cidr.to_string()),
+            );
+            f.ipsets.replace(
+                &ipset_name(v, IPSET_ID_NAT_OUTGOING_MASQ_POOLS, rc.nftables),
+                SetType::Net,
+                pools
+                    .iter()
+                    .filter(|p| p.nat_outgoing)
+                    .map(|p| p.cidr.to_string()),
+            );
+            let hosts = net.nodes.values().filter_map(|n| {
+                let a = if v == 4 { n.ipv4 } else { n.ipv6 };
+                a.map(|a| a.addr().to_string())
+            });
+            f.ipsets.replace(
+                &ipset_name(v, IPSET_ID_ALL_HOST_NETS, rc.nftables),
+                SetType::Net,
+                hosts,
+            );
+            let active = pools.iter().any(|p| p.nat_outgoing);
+            f.table(TableKind::Nat)
+                .update_chain(nat_outgoing_chain(&rc, active, v));
+        }
+        // Blackholes for this node's blocks, so traffic to their unused addresses stops here.
+        let mine: Vec<IpNet> = net
+            .blocks
+            .iter()
+            .filter(|(cidr, host)| {
+                host.as_deref() == Some(self.cfg.hostname.as_str())
+                    && cidr.prefix_len() < cidr.max_prefix_len()
+                    && self.families.iter().any(|f| f.v == net_version(cidr))
+            })
+            .map(|(c, _)| *c)
+            .collect();
+        for old in std::mem::take(&mut self.blackholes) {
+            if !mine.contains(&old) {
+                self.routes.remove(&old);
+            }
+        }
+        for b in &mine {
+            self.routes.set(*b, RouteTarget::Blackhole);
+        }
+        self.blackholes = mine;
+    }
+
+    /// Whether the local endpoint's current state is in the kernel.
+    pub fn is_programmed(&self, id: &EndpointId) -> bool {
+        self.endpoint_generation
+            .get(id)
+            .is_some_and(|g| *g <= self.applied)
+            && self.programmed.contains_key(id)
+    }
+
+    pub fn needs_apply(&self) -> bool {
+        self.applied < self.generation
+            || (self.cfg.manage_routes && self.routes.needs_apply())
+            || self
+                .families
+                .iter()
+                .any(|f| f.ipsets.needs_apply() || f.tables.iter().any(Table::needs_apply))
+    }
+
+    /// Reads the kernel again at the next apply, to repair what someone else changed.
+    pub fn invalidate_tables(&mut self) {
+        for f in &mut self.families {
+            for t in &mut f.tables {
+                t.invalidate();
+            }
+        }
+    }
+
+    pub fn invalidate_ipsets(&mut self) {
+        for f in &mut self.families {
+            f.ipsets.invalidate();
+        }
+    }
+
+    pub fn invalidate_routes(&mut self) {
+        self.routes.invalidate();
+    }
+
+    /// Writes everything that differs, in Felix's order.
+    pub async fn apply(&mut self) -> Result<ApplySummary, DataplaneError> {
+        let started_at = self.generation;
+        let mut s = ApplySummary::default();
+        let exec = self.exec.clone();
+        for f in &mut self.families {
+            let st = f.ipsets.apply_updates(exec.as_ref())?;
+            s.sets_written += st.sets_written;
+            s.members_changed += st.members_changed;
+        }
+        if self.cfg.manage_routes {
+            let rs = self.routes.apply().await?;
+            s.routes_added += rs.added;
+            s.routes_removed += rs.removed;
+            s.waiting_for_interface += rs.waiting_for_interface;
+        }
+        for f in &mut self.families {
+            for t in &mut f.tables {
+                let st = t.apply(exec.as_ref())?;
+                s.chains_written += st.chains_written;
+                s.chains_deleted += st.chains_deleted;
+                s.restores += st.restores;
+            }
+        }
+        for f in &mut self.families {
+            let st = f.ipsets.apply_deletions(exec.as_ref())?;
+            s.sets_deleted += st.sets_deleted;
+        }
+        self.applied = started_at;
+        Ok(s)
+    }
+
+    /// A hint for the retry timer.
+    pub fn retry_after(&self) -> Duration {
+        Duration::from_millis(100)
+    }
+
+    /// Counts for metrics.
+    pub fn chain_count(&self) -> usize {
+        self.families
+            .iter()
+            .flat_map(|f| f.tables.iter())
+            .map(|t| t.chain_names().count())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests;

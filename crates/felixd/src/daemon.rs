@@ -1,0 +1,527 @@
+//! felixd's main loop: datastore syncer and agent commands in, calculation graph, dataplane
+//! out; plus the health and metrics endpoints and the agent socket.
+//!
+//! ```text
+//!  syncer ──updates──▶ ┐
+//!  agent socket ─────▶ ├─▶ CalcGraph ─changes─▶ Dataplane ─apply─▶ kernel
+//!  refresh timers ───▶ ┘                              │
+//!                                     Status ◀────────┘ (health, WaitProgrammed)
+//! ```
+//!
+//! Nothing touches the kernel before the syncer is in sync: the first apply then sees the
+//! whole cluster and sweeps what an earlier run left behind. A FelixConfiguration change that
+//! alters how rules are rendered rebuilds the dataplane in place (Felix restarts itself).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use calico_api::kinds::FelixConfigurationSpec;
+use calico_api::{AnyResource, Kind};
+use calico_datastore::client::decode_kv;
+use calico_datastore::syncer::{SyncEvent, SyncStatus, SyncUpdate, Syncer, SyncerConfig};
+use calico_datastore::{Datastore, Key, KeyPrefix};
+use calico_proto::agent::agent_server::AgentServer;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::{AgentCmd, AgentService, Status};
+use crate::calc::{CalcGraph, EndpointId};
+use crate::config::{FelixConfig, Sources};
+use crate::dataplane::exec::{Exec, SystemExec};
+use crate::dataplane::iptables::detect_backend;
+use crate::dataplane::{Dataplane, DataplaneConfig};
+use crate::generic::Features;
+use crate::metrics::Metrics;
+
+/// How felixd is started.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub hostname: String,
+    /// Where the agent API listens (none: not served).
+    pub agent_socket: Option<PathBuf>,
+    /// `FELIX_*` variables (upper-cased names).
+    pub env: std::collections::HashMap<String, String>,
+    /// Serve health and metrics even if the configuration does not enable them (tests).
+    pub http_override: Option<std::net::SocketAddr>,
+}
+
+/// The kinds the calculation needs.
+fn prefixes() -> Vec<KeyPrefix> {
+    let mut p: Vec<KeyPrefix> = [
+        Kind::Tier,
+        Kind::NetworkPolicy,
+        Kind::GlobalNetworkPolicy,
+        Kind::Profile,
+        Kind::WorkloadEndpoint,
+        Kind::HostEndpoint,
+        Kind::NetworkSet,
+        Kind::GlobalNetworkSet,
+        Kind::IpPool,
+        Kind::Node,
+        Kind::FelixConfiguration,
+    ]
+    .into_iter()
+    .map(KeyPrefix::kind)
+    .collect();
+    p.push(KeyPrefix::Blocks { ip_version: None });
+    p
+}
+
+/// The main loop's state.
+struct Loop {
+    opts: Options,
+    calc: CalcGraph,
+    felix_configs: BTreeMap<String, FelixConfigurationSpec>,
+    config: Option<FelixConfig>,
+    dataplane: Option<Dataplane>,
+    exec: Arc<dyn Exec>,
+    status: Arc<Status>,
+    metrics: Arc<Metrics>,
+    in_sync: bool,
+    started: Instant,
+    /// When the last apply failed, and how long to wait before the next attempt.
+    backoff: Duration,
+    retry_at: Option<tokio::time::Instant>,
+    next_iptables_refresh: tokio::time::Instant,
+    next_ipsets_refresh: tokio::time::Instant,
+    next_routes_refresh: tokio::time::Instant,
+}
+
+impl Loop {
+    fn on_update(&mut self, u: SyncUpdate) {
+        self.metrics.calc_updates.inc();
+        match u {
+            SyncUpdate::Put(kv) => match &kv.key {
+                Key::Resource {
+                    kind,
+                    namespace,
+                    name,
+                } => match decode_kv(*kind, &kv) {
+                    Ok(AnyResource::FelixConfiguration(fc)) => {
+                        self.felix_configs.insert(name.clone(), (*fc.spec).clone());
+                    }
+                    Ok(r) => self.calc.put(&r),
+                    Err(e) => {
+                        self.calc
+                            .invalid(*kind, namespace.as_deref(), name, &e.to_string());
+                    }
+                },
+                Key::Block { cidr } => self.calc.put_block(*cidr, &kv.value),
+                _ => {}
+            },
+            SyncUpdate::Delete { key, .. } => match &key {
+                Key::Resource {
+                    kind,
+                    namespace,
+                    name,
+                } => {
+                    if *kind == Kind::FelixConfiguration {
+                        self.felix_configs.remove(name);
+                    } else {
+                        self.calc.delete(*kind, namespace.as_deref(), name);
+                    }
+                }
+                Key::Block { cidr } => self.calc.delete_block(cidr),
+                _ => {}
+            },
+        }
+    }
+
+    fn on_agent(&mut self, cmd: AgentCmd) {
+        match cmd {
+            AgentCmd::Put(wep, done) => {
+                self.calc.put(&AnyResource::WorkloadEndpoint(wep));
+                let _ = done.send(());
+            }
+            AgentCmd::Remove { namespace, name } => {
+                self.calc
+                    .delete(Kind::WorkloadEndpoint, Some(&namespace), &name);
+            }
+        }
+    }
+
+    fn resolve_config(&self) -> FelixConfig {
+        let node = self
+            .felix_configs
+            .get(&format!("node.{}", self.opts.hostname));
+        let global = self.felix_configs.get("default");
+        let (cfg, problems) = FelixConfig::resolve(&Sources {
+            env: self.opts.env.clone(),
+            node,
+            global,
+        });
+        for p in problems {
+            tracing::warn!(problem = %p, "ignoring a configuration value");
+        }
+        cfg
+    }
+
+    /// Builds (or rebuilds, when the configuration changed) the dataplane.
+    fn ensure_dataplane(&mut self) {
+        let cfg = self.resolve_config();
+        if self.dataplane.is_some() && self.config.as_ref() == Some(&cfg) {
+            return;
+        }
+        if self.dataplane.is_some() {
+            tracing::info!("configuration changed; re-rendering the dataplane");
+        }
+        let exec = self.exec.clone();
+        let backend = cfg.backend(|| detect_backend(exec.as_ref()));
+        tracing::info!(
+            backend = backend.as_str(),
+            ipv6 = cfg.ipv6_support,
+            "programming iptables"
+        );
+        let dcfg = DataplaneConfig {
+            rules: cfg.rules_config(),
+            ipv6: cfg.ipv6_support,
+            backend,
+            features: Features::default(),
+            insert_mode: !cfg.chain_insert_mode_append,
+            hostname: self.opts.hostname.clone(),
+            manage_routes: true,
+        };
+        let mut dp = Dataplane::new(dcfg, self.exec.clone());
+        let all = self.calc.full_changes();
+        dp.on_changes(&self.calc, &all);
+        let now = tokio::time::Instant::now();
+        self.next_iptables_refresh = now + cfg.iptables_refresh_interval;
+        self.next_ipsets_refresh = now + cfg.ipsets_refresh_interval;
+        self.next_routes_refresh = now + cfg.route_refresh_interval;
+        self.config = Some(cfg);
+        self.dataplane = Some(dp);
+        self.retry_at = None;
+    }
+
+    /// Takes the graph's changes to the dataplane and writes them, if it is time.
+    async fn step(&mut self) {
+        self.status.beat();
+        if !self.in_sync {
+            return;
+        }
+        self.ensure_dataplane();
+        let Some(dp) = self.dataplane.as_mut() else {
+            return;
+        };
+        let ch = self.calc.take_changes();
+        dp.on_changes(&self.calc, &ch);
+        {
+            let mut known = self.status.known.lock().unwrap_or_else(|e| e.into_inner());
+            for id in &ch.endpoints {
+                if self.calc.local_endpoint(id).is_some() {
+                    known.insert(id.clone());
+                } else {
+                    known.remove(id);
+                }
+            }
+        }
+        let now = tokio::time::Instant::now();
+        if let Some(cfg) = &self.config {
+            if now >= self.next_iptables_refresh {
+                dp.invalidate_tables();
+                self.next_iptables_refresh = now + cfg.iptables_refresh_interval;
+            }
+            if now >= self.next_ipsets_refresh {
+                dp.invalidate_ipsets();
+                self.next_ipsets_refresh = now + cfg.ipsets_refresh_interval;
+            }
+            if now >= self.next_routes_refresh {
+                dp.invalidate_routes();
+                self.next_routes_refresh = now + cfg.route_refresh_interval;
+            }
+        }
+        if !dp.needs_apply() || self.retry_at.is_some_and(|t| now < t) {
+            return;
+        }
+        let t0 = Instant::now();
+        match dp.apply().await {
+            Ok(summary) => {
+                let secs = t0.elapsed().as_secs_f64();
+                self.metrics.record_apply(&summary, secs);
+                self.metrics.chains.set(dp.chain_count() as i64);
+                tracing::debug!(?summary, secs, "dataplane updated");
+                self.backoff = Duration::from_millis(100);
+                self.retry_at = None;
+                if !self.status.programmed_once.swap(true, Ordering::Relaxed) {
+                    let since = self.started.elapsed();
+                    self.metrics.initial_resync_time.set(since.as_secs() as i64);
+                    tracing::info!(?since, "dataplane programmed for the first time");
+                }
+                *self
+                    .status
+                    .dataplane_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = None;
+                let programmed: HashSet<EndpointId> = self
+                    .calc
+                    .local_endpoints()
+                    .filter(|le| dp.is_programmed(&le.id))
+                    .map(|le| le.id.clone())
+                    .collect();
+                *self
+                    .status
+                    .programmed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = programmed;
+                self.status.applied.send_modify(|g| *g += 1);
+            }
+            Err(e) => {
+                self.metrics.dataplane_failures.inc();
+                tracing::error!(error = %e, retry_in = ?self.backoff, "dataplane update failed");
+                *self
+                    .status
+                    .dataplane_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+                self.retry_at = Some(tokio::time::Instant::now() + self.backoff);
+                self.backoff = (self.backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+        let counts = self.calc.counts();
+        self.metrics.record_counts(&counts);
+        self.metrics
+            .invalid_resources
+            .set(self.calc.invalid_resources() as i64);
+        self.status
+            .local_endpoints
+            .store(counts.local_endpoints as u64, Ordering::Relaxed);
+        self.status
+            .active_policies
+            .store(counts.active_policies as u64, Ordering::Relaxed);
+    }
+
+    /// When the loop must wake up on its own.
+    fn next_wake(&self) -> tokio::time::Instant {
+        let mut t = tokio::time::Instant::now() + Duration::from_secs(10);
+        if self.dataplane.is_some() {
+            t = t
+                .min(self.next_iptables_refresh)
+                .min(self.next_ipsets_refresh)
+                .min(self.next_routes_refresh);
+            // Unknown routes on workload interfaces are re-checked after their grace period.
+            t = t.min(tokio::time::Instant::now() + Duration::from_secs(2));
+        }
+        if let Some(r) = self.retry_at {
+            t = t.min(r);
+        }
+        t
+    }
+}
+
+#[derive(Clone)]
+struct HttpState {
+    status: Arc<Status>,
+    metrics: Arc<Metrics>,
+}
+
+async fn liveness(State(s): State<HttpState>) -> (StatusCode, String) {
+    if s.status.live() {
+        (StatusCode::OK, "live\n".into())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the main loop has stalled\n".into(),
+        )
+    }
+}
+
+async fn readiness(State(s): State<HttpState>) -> (StatusCode, String) {
+    match s.status.ready() {
+        (true, _) => (StatusCode::OK, "ready\n".into()),
+        (false, why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+    }
+}
+
+async fn metrics(State(s): State<HttpState>) -> String {
+    s.metrics.render()
+}
+
+async fn serve_http(
+    addr: std::net::SocketAddr,
+    state: HttpState,
+    routes: &[&'static str],
+    stop: CancellationToken,
+) -> Result<()> {
+    let mut app = Router::new();
+    for r in routes {
+        app = match *r {
+            "/liveness" => app.route("/liveness", get(liveness)),
+            "/readiness" => app.route("/readiness", get(readiness)),
+            _ => app.route("/metrics", get(metrics)),
+        };
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr} for {}", routes.join(", ")))?;
+    tracing::info!(%addr, ?routes, "serving HTTP");
+    axum::serve(listener, app.with_state(state))
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+        .context("HTTP server")
+}
+
+fn http_addr(host: &str, port: u16) -> Result<std::net::SocketAddr> {
+    let host = match host {
+        "" => "0.0.0.0",
+        "localhost" => "127.0.0.1",
+        h => h,
+    };
+    format!("{host}:{port}")
+        .parse()
+        .or_else(|_| format!("[{host}]:{port}").parse())
+        .with_context(|| format!("{host}:{port} is not an address felixd can listen on"))
+}
+
+/// Runs felixd until `stop` is cancelled.
+pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken) -> Result<()> {
+    let status = Arc::new(Status::default());
+    let metrics = Arc::new(Metrics::new());
+    let (sync_tx, mut sync_rx) = mpsc::channel::<SyncEvent>(64);
+    let syncer = Syncer::new(ds, SyncerConfig::new(prefixes()));
+    tokio::spawn(syncer.run(sync_tx));
+    metrics.resync_state.set(1);
+
+    let (agent_tx, mut agent_rx) = mpsc::channel::<AgentCmd>(256);
+    if let Some(path) = &opts.agent_socket {
+        let listener = calico_proto::endpoint::bind_unix(path)?;
+        let svc = AgentServer::new(AgentService {
+            hostname: opts.hostname.clone(),
+            tx: agent_tx.clone(),
+            status: status.clone(),
+        });
+        let stop = stop.clone();
+        let path = path.clone();
+        tracing::info!(socket = %path.display(), "serving the agent API");
+        tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            if let Err(e) = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %e, "agent API server stopped");
+            }
+            let _ = std::fs::remove_file(&path);
+        });
+    }
+    drop(agent_tx);
+
+    let now = tokio::time::Instant::now();
+    let mut lp = Loop {
+        calc: CalcGraph::new(opts.hostname.clone()),
+        opts,
+        felix_configs: BTreeMap::new(),
+        config: None,
+        dataplane: None,
+        exec: Arc::new(SystemExec),
+        status: status.clone(),
+        metrics: metrics.clone(),
+        in_sync: false,
+        started: Instant::now(),
+        backoff: Duration::from_millis(100),
+        retry_at: None,
+        next_iptables_refresh: now,
+        next_ipsets_refresh: now,
+        next_routes_refresh: now,
+    };
+    let mut http_started = false;
+    let mut agent_open = true;
+    loop {
+        // Health and metrics follow the configuration, so they start once it is known.
+        if lp.in_sync && !http_started {
+            http_started = true;
+            let cfg = lp.resolve_config();
+            let state = HttpState {
+                status: status.clone(),
+                metrics: metrics.clone(),
+            };
+            let mut servers: Vec<(std::net::SocketAddr, Vec<&'static str>)> = Vec::new();
+            if let Some(addr) = lp.opts.http_override {
+                servers.push((addr, vec!["/liveness", "/readiness", "/metrics"]));
+            } else {
+                if cfg.health_enabled {
+                    servers.push((
+                        http_addr(&cfg.health_host, cfg.health_port)?,
+                        vec!["/liveness", "/readiness"],
+                    ));
+                }
+                if cfg.prometheus_metrics_enabled {
+                    servers.push((
+                        http_addr(&cfg.prometheus_metrics_host, cfg.prometheus_metrics_port)?,
+                        vec!["/metrics"],
+                    ));
+                }
+            }
+            for (addr, routes) in servers {
+                let (state, stop) = (state.clone(), stop.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = serve_http(addr, state, &routes, stop).await {
+                        tracing::error!(error = format!("{e:#}"), "health/metrics endpoint failed");
+                    }
+                });
+            }
+        }
+        let wake = lp.next_wake();
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            ev = sync_rx.recv() => {
+                let Some(ev) = ev else {
+                    anyhow::bail!("the datastore syncer stopped");
+                };
+                lp_handle_sync(&mut lp, ev, &metrics);
+                // Take whatever else is waiting, so a burst is applied once.
+                for _ in 0..1000 {
+                    match sync_rx.try_recv() {
+                        Ok(ev) => lp_handle_sync(&mut lp, ev, &metrics),
+                        Err(_) => break,
+                    }
+                }
+            }
+            cmd = agent_rx.recv(), if agent_open => match cmd {
+                Some(cmd) => {
+                    lp.on_agent(cmd);
+                    while let Ok(cmd) = agent_rx.try_recv() {
+                        lp.on_agent(cmd);
+                    }
+                }
+                None => agent_open = false,
+            },
+            _ = tokio::time::sleep_until(wake) => {}
+        }
+        lp.step().await;
+    }
+    tracing::info!(
+        "felixd stopping; the kernel keeps its rules (fail closed) until the next start"
+    );
+    Ok(())
+}
+
+fn lp_handle_sync(lp: &mut Loop, ev: SyncEvent, metrics: &Metrics) {
+    match ev {
+        SyncEvent::Status(s) => {
+            metrics.resync_state.set(match s {
+                SyncStatus::WaitForDatastore => 1,
+                SyncStatus::ResyncInProgress => 2,
+                SyncStatus::InSync => 3,
+            });
+            if s == SyncStatus::InSync && !lp.in_sync {
+                tracing::info!("in sync with the datastore");
+                lp.in_sync = true;
+                lp.status.in_sync.store(true, Ordering::Relaxed);
+            }
+        }
+        SyncEvent::Updates(us) => {
+            for u in us {
+                lp.on_update(u);
+            }
+        }
+    }
+}
