@@ -364,7 +364,7 @@ pub enum Proto {
 
 /// Whether `from` reaches `to` on a port, with a short timeout (drops show as timeouts).
 pub fn reaches(from: &Pod, to: IpAddr, proto: Proto, port: u16) -> bool {
-    let t = Duration::from_millis(700);
+    let t = Duration::from_millis(400);
     match proto {
         Proto::Tcp => tcp_connects(&from.ns, to, port, t),
         Proto::Udp => {
@@ -374,17 +374,19 @@ pub fn reaches(from: &Pod, to: IpAddr, proto: Proto, port: u16) -> bool {
     }
 }
 
-/// Runs probes in parallel (a few at a time) and returns their results in order.
+const PARALLEL_PROBES: usize = 128;
+
+/// Runs probes in parallel (many at a time: most of a blocked probe's time is waiting) and returns their results in order.
 pub fn probe_all(jobs: Vec<(&Pod, IpAddr, Proto, u16)>) -> Vec<bool> {
     let mut out = vec![false; jobs.len()];
     std::thread::scope(|s| {
-        for (chunk_i, chunk) in jobs.chunks(32).enumerate() {
+        for (chunk_i, chunk) in jobs.chunks(PARALLEL_PROBES).enumerate() {
             let handles: Vec<_> = chunk
                 .iter()
                 .map(|(from, to, proto, port)| s.spawn(move || reaches(from, *to, *proto, *port)))
                 .collect();
             for (i, h) in handles.into_iter().enumerate() {
-                out[chunk_i * 32 + i] = h.join().unwrap_or(false);
+                out[chunk_i * PARALLEL_PROBES + i] = h.join().unwrap_or(false);
             }
         }
     });
