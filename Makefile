@@ -56,7 +56,7 @@ fmt:
 	$(CARGO) fmt --all
 
 demo: deps
-	$(CARGO) build --locked -q -p calico-cni -p calico-ipam -p calico-e2e --bins
+	$(CARGO) build --locked -q -p calico-cni -p calico-ipam -p felixd -p calico-e2e --bins
 	./target/debug/demo
 
 bench: bench-ipam bench-cni

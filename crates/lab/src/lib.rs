@@ -51,6 +51,11 @@ pub struct Node {
     pub etcd: Etcd,
     pub ipamd: Option<Child>,
     pub socket: PathBuf,
+    pub felixd: Option<Child>,
+    /// felixd's agent socket (the CNI plugin's `felix_endpoint`).
+    pub agent_socket: PathBuf,
+    /// felixd's health, readiness and metrics, inside the node.
+    pub felix_http: std::net::SocketAddr,
     pub name: String,
     bin_dir: PathBuf,
 }
@@ -63,9 +68,10 @@ impl std::fmt::Debug for Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        self.stop_felixd();
         self.stop_ipamd();
         if std::thread::panicking() {
-            for f in ["ipamd.log", "cni.log"] {
+            for f in ["ipamd.log", "cni.log", "felixd.log"] {
                 eprintln!(
                     "--- {f}:\n{}",
                     std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default()
@@ -152,6 +158,7 @@ impl Node {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let etcd = ns.run(Etcd::start);
         let socket = dir.path().join("ipam.sock");
+        let agent_socket = dir.path().join("felix.sock");
         let mut node = Node {
             ns,
             fabric,
@@ -159,6 +166,9 @@ impl Node {
             etcd,
             ipamd: None,
             socket,
+            felixd: None,
+            agent_socket,
+            felix_http: "127.0.0.1:9099".parse().expect("an address"),
             name: opts.name.clone(),
             bin_dir: opts.bin_dir.clone(),
         };
@@ -219,6 +229,102 @@ impl Node {
         }
     }
 
+    /// Starts felixd in the node with `env` (FELIX_* settings) and waits until it is ready:
+    /// in sync with the node's etcd and the kernel programmed.
+    pub fn start_felixd(&mut self, env: &[(&str, &str)]) {
+        let bin = self.bin_dir.join("felixd");
+        assert!(
+            bin.exists(),
+            "{} is missing: build the workspace first (`cargo build --workspace`)",
+            bin.display()
+        );
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("felixd.log"))
+            .expect("log file");
+        let endpoint = self.etcd_endpoint();
+        let name = self.name.clone();
+        let agent = self.agent_socket.clone();
+        let http = self.felix_http.to_string();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let child = self.ns.run(move || {
+            Command::new(bin)
+                .env_clear()
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .env("DATASTORE_TYPE", "etcdv3")
+                .env("ETCD_ENDPOINTS", &endpoint)
+                .env("RUST_LOG", "info,felixd=debug")
+                .envs(env)
+                .args(["--nodename", &name, "--http-listen", &http])
+                .arg("--agent-socket")
+                .arg(&agent)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("starting felixd")
+        });
+        self.felixd = Some(child);
+        self.wait_felixd_ready(Duration::from_secs(30));
+    }
+
+    /// Stops felixd (SIGTERM, then SIGKILL after 5 s). Its rules stay in the kernel.
+    pub fn stop_felixd(&mut self) {
+        if let Some(mut c) = self.felixd.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// An HTTP GET to felixd inside the node: (status code, body).
+    pub fn felixd_get(&self, path: &str) -> Option<(u16, String)> {
+        let addr = self.felix_http;
+        self.ns.run(|| {
+            use std::io::{Read, Write};
+            let mut s =
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            s.write_all(format!("GET {path} HTTP/1.0\r\nHost: felixd\r\n\r\n").as_bytes())
+                .ok()?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).ok()?;
+            let code = out.split_whitespace().nth(1)?.parse().ok()?;
+            let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+            Some((code, body))
+        })
+    }
+
+    /// Waits for felixd's /readiness.
+    pub fn wait_felixd_ready(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some((200, _)) = self.felixd_get("/readiness") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "felixd did not become ready within {within:?}: {:?}\n{}",
+                self.felixd_get("/readiness"),
+                std::fs::read_to_string(self.dir.path().join("felixd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The `calico` plugin's configuration for this node (dual stack, Kubernetes policy).
     pub fn calico_plugin(&self) -> Value {
         json!({
@@ -238,6 +344,7 @@ impl Node {
                 "assign_ipv6": "true",
             },
             "policy": {"type": "k8s"},
+            "felix_endpoint": format!("unix://{}", self.agent_socket.display()),
         })
     }
 

@@ -1,5 +1,6 @@
 //! `make demo`: shows what calico-rs does today: the resource model and datastore on a real
-//! etcd, then pods wired on a node made of network namespaces by the real CNI plugin.
+//! etcd, then pods wired on a node made of network namespaces by the real CNI plugin, and a
+//! policy taking effect in that node's kernel through felixd.
 //!
 //! Everything it starts (etcds on loopback with temporary data directories, ipamd, the
 //! namespaces) is removed on exit and on error. It touches no interface, route or firewall
@@ -55,7 +56,7 @@ spec:
 "#;
 
 fn section(n: usize, title: &str) {
-    println!("\n[{n}/6] {title}");
+    println!("\n[{n}/7] {title}");
 }
 
 fn pods() -> Vec<(String, String, IpAddr)> {
@@ -235,14 +236,14 @@ async fn demo(etcd: &mut Etcd) -> Result<()> {
     Ok(())
 }
 
-/// Two pods wired on one node through the CNI plugin exactly as a runtime calls it; their
-/// addresses, the node's routes to them, a TCP exchange between them, then DEL.
+/// Two pods wired on one node through the CNI plugin exactly as a runtime calls it, felixd
+/// enforcing policy on them in the node's kernel; then DEL.
 fn pods_on_a_node(bin_dir: &std::path::Path) -> Result<()> {
     use calico_cni::runtime::{Attachment, ConfList, Runtime};
     use calico_lab::{Node, NodeOptions};
-    use calico_netns_harness::{NetNs, tcp_reaches};
+    use calico_netns_harness::{NetNs, Servers, tcp_connects, tcp_reaches};
     let t = Instant::now();
-    let node = Node::start(NodeOptions::new(bin_dir));
+    let mut node = Node::start(NodeOptions::new(bin_dir));
     println!(
         "  node {} up: namespace {}, address {}, its own etcd, ipamd on {} ({:.1?})",
         node.name,
@@ -251,37 +252,63 @@ fn pods_on_a_node(bin_dir: &std::path::Path) -> Result<()> {
         node.socket.display(),
         t.elapsed()
     );
+    let t = Instant::now();
+    node.start_felixd(&[]);
+    println!(
+        "  felixd ready: in sync with etcd, iptables programmed ({:.1?})",
+        t.elapsed()
+    );
+    // The namespace's profile, as kube-controllers writes it: Kubernetes' default allow, and
+    // the namespace's labels for selectors.
+    node.with_datastore(async |rc| {
+        for r in decode_documents(
+            r#"
+apiVersion: projectcalico.org/v3
+kind: Profile
+metadata: {name: kns.demo}
+spec:
+  ingress: [{action: Allow}]
+  egress: [{action: Allow}]
+  labelsToApply: {pcns.projectcalico.org/name: demo}
+"#,
+        )? {
+            rc.apply_any(r).await?;
+        }
+        anyhow::Ok(())
+    })?;
     let runtime = Runtime::new(
         vec![bin_dir.to_path_buf(), "/usr/lib/cni".into()],
         &node.dir.path().join("results"),
     );
-    let list = ConfList::parse(&serde_json::json!({
-        "cniVersion": "1.0.0",
-        "name": "k8s-pod-network",
-        "plugins": [node.calico_plugin()],
-    }))
-    .map_err(anyhow::Error::msg)?;
-    let pods: Vec<(NetNs, Attachment)> = ["web", "db"]
-        .iter()
-        .map(|name| {
-            let ns = NetNs::new(name);
-            let a = Attachment {
-                container_id: format!("demo-{name}"),
-                netns: Some(ns.path().to_path_buf()),
-                ifname: "eth0".into(),
-                args: vec![
-                    ("K8S_POD_NAMESPACE".into(), "demo".into()),
-                    ("K8S_POD_NAME".into(), name.to_string()),
-                ],
-                capability_args: Default::default(),
-            };
-            (ns, a)
-        })
-        .collect();
+    let mut pods: Vec<(NetNs, Attachment, ConfList)> = Vec::new();
+    for name in ["web", "db"] {
+        let mut plugin = node.calico_plugin();
+        // The pod's labels, as kubelet's runtime passes them; wait for felixd to program it.
+        plugin["args"] = serde_json::json!({"cni": {"labels": [{"key": "app", "value": name}]}});
+        plugin["policy_setup_timeout_seconds"] = serde_json::json!(10);
+        let list = ConfList::parse(&serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": "k8s-pod-network",
+            "plugins": [plugin],
+        }))
+        .map_err(anyhow::Error::msg)?;
+        let ns = NetNs::new(name);
+        let a = Attachment {
+            container_id: format!("demo-{name}"),
+            netns: Some(ns.path().to_path_buf()),
+            ifname: "eth0".into(),
+            args: vec![
+                ("K8S_POD_NAMESPACE".into(), "demo".into()),
+                ("K8S_POD_NAME".into(), name.to_string()),
+            ],
+            capability_args: Default::default(),
+        };
+        pods.push((ns, a, list));
+    }
     let mut v4 = Vec::new();
-    for (ns, a) in &pods {
+    for (ns, a, list) in &pods {
         let t = Instant::now();
-        let r = node.run(|| runtime.add(&list, a))?;
+        let r = node.run(|| runtime.add(list, a))?;
         let ips: Vec<String> = r["ips"]
             .as_array()
             .into_iter()
@@ -289,7 +316,7 @@ fn pods_on_a_node(bin_dir: &std::path::Path) -> Result<()> {
             .filter_map(|i| i["address"].as_str().map(str::to_string))
             .collect();
         println!(
-            "  ADD {:<4} → {} on {} ({:.0?})",
+            "  ADD {:<4} → {} on {}, policy programmed ({:.0?})",
             ns.name().rsplit('-').next().unwrap_or_default(),
             ips.join(", "),
             r["interfaces"][0]["name"].as_str().unwrap_or_default(),
@@ -307,20 +334,105 @@ fn pods_on_a_node(bin_dir: &std::path::Path) -> Result<()> {
     for line in node.routes().lines().filter(|l| l.contains("cali")) {
         println!("    {line}");
     }
-    let ok = tcp_reaches(&pods[0].0, &pods[1].0, v4[1], 5432);
+    let open = tcp_reaches(&pods[0].0, &pods[1].0, v4[1], 5432);
     println!(
         "  web → db:5432 over TCP: {}",
-        if ok { "connected" } else { "FAILED" }
+        if open { "connected" } else { "FAILED" }
     );
-    for (_, a) in &pods {
-        node.run(|| runtime.del(&list, a))?;
+
+    section(
+        7,
+        "A policy taking effect: felixd programs the node's iptables",
+    );
+    let policy = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db-from-api-only, namespace: demo}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: api}}}]
+    ports: [{port: 5432}]
+"#;
+    println!(
+        "  applying (db admits only app=api on 5432):{}",
+        indent(policy).trim_end()
+    );
+    let t = Instant::now();
+    node.with_datastore(async |rc| {
+        for r in decode_documents(policy)? {
+            rc.apply_any(r).await?;
+        }
+        anyhow::Ok(())
+    })?;
+    // db serves 5432 while web probes every few milliseconds (a 100 ms timeout each).
+    let servers = Servers::start(&pods[1].0, &[5432], &[]);
+    let probe = || tcp_connects(&pods[0].0, v4[1], 5432, Duration::from_millis(100));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut blocked = false;
+    while Instant::now() < deadline {
+        if !probe() {
+            blocked = true;
+            break;
+        }
+    }
+    println!(
+        "  web → db:5432 now: {} ({:.0?} after the write; the probe's 100 ms timeout included)",
+        if blocked { "blocked" } else { "STILL OPEN" },
+        t.elapsed()
+    );
+    let save = node.ns.exec("iptables-save", &["-t", "filter"]);
+    let save = String::from_utf8_lossy(&save.stdout);
+    let chains = save.lines().filter(|l| l.starts_with(":cali-")).count();
+    let rules = save.lines().filter(|l| l.contains("cali:")).count();
+    println!("  felixd's filter table: {chains} cali- chains, {rules} rules; the policy's chain:");
+    for l in save
+        .lines()
+        .filter(|l| l.starts_with("-A cali-pi-") && l.contains("demo/knp.default.db-from-api-only"))
+    {
+        println!("    {l}");
+    }
+    node.with_datastore(async |rc| {
+        rc.delete_any(
+            Kind::NetworkPolicy,
+            Some("demo"),
+            "knp.default.db-from-api-only",
+            None,
+        )
+        .await?;
+        anyhow::Ok(())
+    })?;
+    let t = Instant::now();
+    let mut reopened = false;
+    while t.elapsed() < Duration::from_secs(20) {
+        if probe() {
+            reopened = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(servers);
+    println!(
+        "  policy deleted: web → db:5432 {} ({:.0?} after the delete)",
+        if reopened {
+            "connected again"
+        } else {
+            "STILL BLOCKED"
+        },
+        t.elapsed()
+    );
+    for (_, a, list) in &pods {
+        node.run(|| runtime.del(list, a))?;
     }
     println!(
         "  DEL both: {} addresses allocated, {} cali interfaces left",
         node.allocations().len(),
         node.cali_links().len()
     );
-    anyhow::ensure!(ok, "the pods could not reach each other");
+    anyhow::ensure!(open, "the pods could not reach each other");
+    anyhow::ensure!(blocked, "the policy did not take effect");
+    anyhow::ensure!(reopened, "deleting the policy did not restore access");
     Ok(())
 }
 
@@ -345,9 +457,9 @@ fn indent(s: &str) -> String {
 #[tokio::main]
 async fn main() -> Result<()> {
     println!(
-        "calico-rs demo (foundation): the resource model, the selector language and the datastore on a real etcd."
+        "calico-rs demo: the resource model and datastore on a real etcd, pods wired by the CNI plugin, policy enforced by felixd."
     );
-    println!("Not built yet: several nodes, BGP and policy in the kernel. See README.md.");
+    println!("Not built yet: several nodes and BGP routes between them. See README.md.");
     section(1, "Starting a private etcd on loopback");
     let t = Instant::now();
     let mut etcd = Etcd::start();
@@ -368,6 +480,6 @@ async fn main() -> Result<()> {
         .context("the demo binary has no directory")?
         .to_path_buf();
     tokio::task::spawn_blocking(move || pods_on_a_node(&bin_dir)).await??;
-    println!("\nTorn down: pods, node, ipamd and etcd removed; no namespace left behind.");
+    println!("\nTorn down: pods, node, felixd, ipamd and etcd removed; no namespace left behind.");
     Ok(())
 }

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use calico_api::codec::decode_documents;
@@ -57,8 +56,6 @@ impl Pod {
 pub struct Cluster {
     pub lab: LabNode,
     pub runtime: Runtime,
-    pub felix: Option<Child>,
-    pub agent: PathBuf,
     pub pods: Vec<Pod>,
     pub env: Vec<(String, String)>,
     pub dual_stack: bool,
@@ -67,10 +64,6 @@ pub struct Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!(
-                "--- felixd.log:\n{}",
-                std::fs::read_to_string(self.lab.dir.path().join("felixd.log")).unwrap_or_default()
-            );
             let out = self.lab.ns.try_exec("iptables-save", &[]);
             if let Ok(o) = out {
                 eprintln!("--- iptables-save:\n{}", String::from_utf8_lossy(&o.stdout));
@@ -100,12 +93,9 @@ impl Cluster {
             vec![bin_dir(), PathBuf::from(REFERENCE_PLUGINS)],
             &lab.dir.path().join("results"),
         );
-        let agent = lab.dir.path().join("felix.sock");
         let mut c = Cluster {
             lab,
             runtime,
-            felix: None,
-            agent,
             pods: Vec::new(),
             env: env
                 .iter()
@@ -118,82 +108,16 @@ impl Cluster {
     }
 
     pub fn start_felix(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.lab.dir.path().join("felixd.log"))
-            .expect("log file");
-        let endpoint = self.lab.etcd_endpoint();
-        let name = self.lab.name.clone();
-        let agent = self.agent.clone();
-        let env = self.env.clone();
-        let bin = bin_dir().join("felixd");
-        let child = self.lab.ns.run(move || {
-            Command::new(bin)
-                .env_clear()
-                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-                .env("DATASTORE_TYPE", "etcdv3")
-                .env("ETCD_ENDPOINTS", &endpoint)
-                .env("RUST_LOG", "info,felixd=debug")
-                .envs(env)
-                .args(["--nodename", &name, "--http-listen", "127.0.0.1:9099"])
-                .arg("--agent-socket")
-                .arg(&agent)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("starting felixd")
-        });
-        self.felix = Some(child);
-        self.wait_ready(Duration::from_secs(30));
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.lab.start_felixd(&env);
     }
 
     pub fn stop_felix(&mut self) {
-        if let Some(mut c) = self.felix.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Waits for felixd's /readiness.
-    pub fn wait_ready(&self, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            let ok = self.lab.ns.run(|| {
-                use std::io::{Read, Write};
-                let Ok(mut s) = std::net::TcpStream::connect_timeout(
-                    &"127.0.0.1:9099".parse().expect("an address"),
-                    Duration::from_millis(200),
-                ) else {
-                    return false;
-                };
-                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-                let _ = s.write_all(b"GET /readiness HTTP/1.0\r\n\r\n");
-                let mut out = String::new();
-                let _ = s.read_to_string(&mut out);
-                out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200")
-            });
-            if ok {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "felixd did not become ready within {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.lab.stop_felixd();
     }
 
     /// Applies YAML (create or update each resource).
@@ -240,7 +164,6 @@ spec:
 
     fn plugin(&self, labels: &[(&str, &str)]) -> Value {
         let mut p = self.lab.calico_plugin();
-        p["felix_endpoint"] = json!(format!("unix://{}", self.agent.display()));
         p["policy_setup_timeout_seconds"] = json!(10);
         p["log_level"] = json!("debug");
         if !self.dual_stack {
