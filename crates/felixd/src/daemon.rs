@@ -51,6 +51,8 @@ pub struct Options {
     pub env: std::collections::HashMap<String, String>,
     /// Serve health and metrics even if the configuration does not enable them (tests).
     pub http_override: Option<std::net::SocketAddr>,
+    /// Where the pod MTU is written for the CNI plugin.
+    pub mtu_file: Option<PathBuf>,
 }
 
 /// The kinds the calculation needs.
@@ -187,8 +189,10 @@ impl Loop {
             features: Features::default(),
             insert_mode: !cfg.chain_insert_mode_append,
             hostname: self.opts.hostname.clone(),
-            manage_routes: true,
+            netlink: true,
+            mtu_file: self.opts.mtu_file.clone(),
         };
+        crate::dataplane::interfaces::enable_forwarding(cfg.ipv6_support);
         let mut dp = Dataplane::new(dcfg, self.exec.clone());
         let all = self.calc.full_changes();
         dp.on_changes(&self.calc, &all);

@@ -247,6 +247,7 @@ impl Node {
         let name = self.name.clone();
         let agent = self.agent_socket.clone();
         let http = self.felix_http.to_string();
+        let mtu = self.dir.path().join("mtu");
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -262,6 +263,8 @@ impl Node {
                 .args(["--nodename", &name, "--http-listen", &http])
                 .arg("--agent-socket")
                 .arg(&agent)
+                .arg("--mtu-file")
+                .arg(mtu)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log)

@@ -33,6 +33,9 @@ struct Args {
     /// says (e.g. 127.0.0.1:9099).
     #[arg(long)]
     http_listen: Option<std::net::SocketAddr>,
+    /// Where to write the pod MTU for the CNI plugin ("none" to skip).
+    #[arg(long, default_value = "/var/lib/calico/mtu")]
+    mtu_file: String,
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides.
     #[arg(long, env = "FELIX_LOGSEVERITYSCREEN", default_value = "info")]
     log_level: String,
@@ -74,6 +77,10 @@ async fn main() -> Result<()> {
         },
         env: felixd::config::Sources::from_process_env(),
         http_override: args.http_listen,
+        mtu_file: match args.mtu_file.as_str() {
+            "none" | "" => None,
+            p => Some(PathBuf::from(p)),
+        },
     };
     let stop = CancellationToken::new();
     let on_signal = stop.clone();

@@ -7,6 +7,7 @@
 //! A failed step leaves its objects dirty and is retried by the next apply.
 
 pub mod exec;
+pub mod interfaces;
 pub mod ipsets;
 pub mod iptables;
 pub mod routes;
@@ -58,8 +59,11 @@ pub struct DataplaneConfig {
     /// `chainInsertMode: Insert` (our hooks at the top of the kernel chains).
     pub insert_mode: bool,
     pub hostname: String,
-    /// Program routes (off only in unit tests, which must not touch this machine's routes).
-    pub manage_routes: bool,
+    /// Program routes, interface sysctls and connection tracking (off only in unit tests,
+    /// which run in the machine's own namespace and must not touch it).
+    pub netlink: bool,
+    /// Where to write the pod MTU for the CNI plugin (none: not written).
+    pub mtu_file: Option<std::path::PathBuf>,
 }
 
 /// What a failed apply ran into.
@@ -163,6 +167,9 @@ pub struct Dataplane {
     host_dispatch_dirty: bool,
     rpf_dirty: bool,
     blackholes: Vec<IpNet>,
+    iface_settings: interfaces::InterfaceSettings,
+    /// Addresses local workloads gave up, whose tracked connections are to be removed.
+    conntrack_flush: Vec<std::net::IpAddr>,
     /// Bumped on every change; an endpoint is programmed once an apply that started at or
     /// after its generation succeeded.
     generation: u64,
@@ -244,6 +251,8 @@ impl Dataplane {
             host_dispatch_dirty: true,
             rpf_dirty: true,
             blackholes: Vec::new(),
+            iface_settings: interfaces::InterfaceSettings::default(),
+            conntrack_flush: Vec::new(),
             generation: 1,
             applied: 0,
             endpoint_generation: HashMap::new(),
@@ -469,7 +478,11 @@ impl Dataplane {
         for r in &old.routes {
             if !kept_routes.contains(r) {
                 self.routes.remove(r);
+                self.conntrack_flush.push(r.addr());
             }
+        }
+        if !old.iface.is_empty() && old.iface != new.iface {
+            self.iface_settings.forget(&old.iface);
         }
         if !old.iface.is_empty() && old.iface != new.iface {
             if self.wl_ifaces.get(&old.iface) == Some(id) {
@@ -536,6 +549,8 @@ impl Dataplane {
             != Some(&le.id)
         {
             self.wl_dispatch_dirty = true;
+            self.iface_settings
+                .want(&le.iface, !le.allow_spoofed_sources.is_empty());
         }
         let spoof = le.allow_spoofed_sources.clone();
         let had = self.spoofable.get(&le.iface).cloned().unwrap_or_default();
@@ -764,6 +779,22 @@ impl Dataplane {
             self.routes.set(*b, RouteTarget::Blackhole);
         }
         self.blackholes = mine;
+        if let (true, Some(path)) = (self.cfg.netlink, &self.cfg.mtu_file) {
+            // The pod MTU: the underlay's, less what encapsulation takes (VXLAN: 50, v6 70).
+            let host = interfaces::host_mtu(&[]);
+            let overhead = if net.vxlan_enabled(6) && self.cfg.ipv6 {
+                70
+            } else if net.vxlan_enabled(4) {
+                50
+            } else if net.ipip_enabled() {
+                20
+            } else {
+                0
+            };
+            if let Err(e) = interfaces::write_mtu_file(path, host.saturating_sub(overhead)) {
+                tracing::warn!(file = %path.display(), error = %e, "cannot write the MTU file");
+            }
+        }
     }
 
     /// Whether the local endpoint's current state is in the kernel.
@@ -776,7 +807,7 @@ impl Dataplane {
 
     pub fn needs_apply(&self) -> bool {
         self.applied < self.generation
-            || (self.cfg.manage_routes && self.routes.needs_apply())
+            || (self.cfg.netlink && self.routes.needs_apply())
             || self
                 .families
                 .iter()
@@ -812,11 +843,12 @@ impl Dataplane {
             s.sets_written += st.sets_written;
             s.members_changed += st.members_changed;
         }
-        if self.cfg.manage_routes {
+        if self.cfg.netlink {
             let rs = self.routes.apply().await?;
             s.routes_added += rs.added;
             s.routes_removed += rs.removed;
             s.waiting_for_interface += rs.waiting_for_interface;
+            self.iface_settings.apply(self.cfg.ipv6);
         }
         for f in &mut self.families {
             for t in &mut f.tables {
@@ -829,6 +861,14 @@ impl Dataplane {
         for f in &mut self.families {
             let st = f.ipsets.apply_deletions(exec.as_ref())?;
             s.sets_deleted += st.sets_deleted;
+        }
+        if self.cfg.netlink {
+            // After the routes and rules are gone, so no new packet recreates an entry.
+            for ip in std::mem::take(&mut self.conntrack_flush) {
+                interfaces::flush_conntrack(exec.as_ref(), ip);
+            }
+        } else {
+            self.conntrack_flush.clear();
         }
         self.applied = started_at;
         Ok(s)

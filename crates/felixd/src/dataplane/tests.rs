@@ -15,7 +15,8 @@ fn config() -> DataplaneConfig {
         features: Features::default(),
         insert_mode: true,
         hostname: HOST.into(),
-        manage_routes: false,
+        netlink: false,
+        mtu_file: None,
     }
 }
 
