@@ -3,7 +3,8 @@
 //! always stopped when dropped.
 //!
 //! A missing `etcd` binary is a loud failure naming the package to install, never a skip.
-//! Nothing here listens anywhere but 127.0.0.1.
+//! It listens on 127.0.0.1, and on one more address only when asked ([`Etcd::start_on`]: a
+//! lab's fabric namespace, so that its nodes reach it).
 
 pub mod backend;
 
@@ -21,6 +22,8 @@ pub struct Etcd {
     client_port: u16,
     peer_port: u16,
     binary: PathBuf,
+    /// One more address clients may use (inside the namespace etcd runs in).
+    also: Option<std::net::IpAddr>,
 }
 
 fn free_port() -> u16 {
@@ -48,6 +51,16 @@ pub fn etcd_binary() -> PathBuf {
 impl Etcd {
     /// Starts etcd and waits until it answers `/health`.
     pub fn start() -> Etcd {
+        Etcd::start_with(None)
+    }
+
+    /// Starts etcd listening for clients on `addr` as well as on loopback (call it from a
+    /// thread inside the namespace that holds `addr`).
+    pub fn start_on(addr: std::net::IpAddr) -> Etcd {
+        Etcd::start_with(Some(addr))
+    }
+
+    fn start_with(also: Option<std::net::IpAddr>) -> Etcd {
         let mut e = Etcd {
             child: None,
             dir: tempfile::Builder::new()
@@ -57,13 +70,21 @@ impl Etcd {
             client_port: free_port(),
             peer_port: free_port(),
             binary: etcd_binary(),
+            also,
         };
         e.spawn();
         e
     }
 
     fn spawn(&mut self) {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let mut client = format!("http://127.0.0.1:{}", self.client_port);
+        if let Some(a) = self.also {
+            let host = match a {
+                std::net::IpAddr::V4(v4) => v4.to_string(),
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+            };
+            client.push_str(&format!(",http://{host}:{}", self.client_port));
+        }
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::File::create(self.dir.path().join("etcd.log"))
             .expect("creating the etcd log file");
@@ -134,6 +155,15 @@ impl Etcd {
     /// The client URL, e.g. `http://127.0.0.1:40123`.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The client URL on the extra address given to [`Etcd::start_on`], else the loopback one.
+    pub fn public_endpoint(&self) -> String {
+        match self.also {
+            Some(std::net::IpAddr::V4(a)) => format!("http://{a}:{}", self.client_port),
+            Some(std::net::IpAddr::V6(a)) => format!("http://[{a}]:{}", self.client_port),
+            None => self.endpoint(),
+        }
     }
 
     pub fn client_port(&self) -> u16 {

@@ -83,7 +83,13 @@ struct Loop {
     calc: CalcGraph,
     felix_configs: BTreeMap<String, FelixConfigurationSpec>,
     config: Option<FelixConfig>,
+    /// What the rules depend on besides the configuration: VXLAN on, this node's tunnel
+    /// address.
+    derived: Option<(bool, Option<std::net::IpAddr>)>,
     dataplane: Option<Dataplane>,
+    ds: Arc<dyn Datastore>,
+    /// A tunnel address allocation in progress.
+    tunnel_task: Option<tokio::task::JoinHandle<()>>,
     exec: Arc<dyn Exec>,
     status: Arc<Status>,
     metrics: Arc<Metrics>,
@@ -166,10 +172,26 @@ impl Loop {
         cfg
     }
 
+    /// What the network adds to the rules' configuration.
+    fn derived(&self) -> (bool, Option<std::net::IpAddr>) {
+        let net = self.calc.network();
+        let on = net.vxlan_enabled(4);
+        let tunnel = net
+            .nodes
+            .get(&self.opts.hostname)
+            .and_then(|n| n.vxlan_tunnel_v4)
+            .filter(|_| on);
+        (on, tunnel)
+    }
+
     /// Builds (or rebuilds, when the configuration changed) the dataplane.
     fn ensure_dataplane(&mut self) {
         let cfg = self.resolve_config();
-        if self.dataplane.is_some() && self.config.as_ref() == Some(&cfg) {
+        let derived = self.derived();
+        if self.dataplane.is_some()
+            && self.config.as_ref() == Some(&cfg)
+            && self.derived == Some(derived)
+        {
             return;
         }
         if self.dataplane.is_some() {
@@ -182,8 +204,11 @@ impl Loop {
             ipv6 = cfg.ipv6_support,
             "programming iptables"
         );
+        let mut rules = cfg.rules_config();
+        rules.vxlan_enabled = derived.0;
+        rules.vxlan_tunnel_address = derived.1;
         let dcfg = DataplaneConfig {
-            rules: cfg.rules_config(),
+            rules,
             ipv6: cfg.ipv6_support,
             backend,
             features: Features::default(),
@@ -201,6 +226,7 @@ impl Loop {
         self.next_ipsets_refresh = now + cfg.ipsets_refresh_interval;
         self.next_routes_refresh = now + cfg.route_refresh_interval;
         self.config = Some(cfg);
+        self.derived = Some(derived);
         self.dataplane = Some(dp);
         self.retry_at = None;
     }
@@ -217,6 +243,12 @@ impl Loop {
         };
         let ch = self.calc.take_changes();
         dp.on_changes(&self.calc, &ch);
+        if ch.network {
+            self.maybe_allocate_tunnel();
+        }
+        let Some(dp) = self.dataplane.as_mut() else {
+            return;
+        };
         {
             let mut known = self.status.known.lock().unwrap_or_else(|e| e.into_inner());
             for id in &ch.endpoints {
@@ -300,6 +332,46 @@ impl Loop {
         self.status
             .active_policies
             .store(counts.active_policies as u64, Ordering::Relaxed);
+    }
+
+    /// With VXLAN pools, this node needs a tunnel address from one of them (Calico's
+    /// calico-node allocates it at start; felixd does it here): allocated through IPAM under
+    /// Calico's handle and written to the Node resource with the node's VTEP MAC.
+    fn maybe_allocate_tunnel(&mut self) {
+        if self.tunnel_task.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let net = self.calc.network();
+        let pools: Vec<String> = net
+            .pools
+            .values()
+            .filter(|p| {
+                p.vxlan != calico_api::kinds::EncapMode::Never
+                    && p.cidr.addr().is_ipv4()
+                    && !p.disabled
+            })
+            .map(|p| p.cidr.to_string())
+            .collect();
+        let Some(me) = net.nodes.get(&self.opts.hostname) else {
+            return;
+        };
+        let current_ok = me.vxlan_tunnel_v4.is_some_and(|ip| {
+            net.pools
+                .values()
+                .any(|p| p.vxlan != calico_api::kinds::EncapMode::Never && p.cidr.contains(&ip))
+        });
+        if pools.is_empty() || (current_ok && me.vxlan_mac_v4.is_some()) {
+            return;
+        }
+        let (ds, host) = (self.ds.clone(), self.opts.hostname.clone());
+        self.tunnel_task = Some(tokio::spawn(async move {
+            if let Err(e) = allocate_vxlan_tunnel(ds, &host, pools).await {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "cannot set up this node's VXLAN tunnel address yet; will retry"
+                );
+            }
+        }));
     }
 
     /// When the loop must wake up on its own.
@@ -386,6 +458,7 @@ fn http_addr(host: &str, port: u16) -> Result<std::net::SocketAddr> {
 
 /// Runs felixd until `stop` is cancelled.
 pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken) -> Result<()> {
+    let ds_for_loop = ds.clone();
     let status = Arc::new(Status::default());
     let metrics = Arc::new(Metrics::new());
     let (sync_tx, mut sync_rx) = mpsc::channel::<SyncEvent>(64);
@@ -424,7 +497,10 @@ pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken)
         opts,
         felix_configs: BTreeMap::new(),
         config: None,
+        derived: None,
         dataplane: None,
+        ds: ds_for_loop,
+        tunnel_task: None,
         exec: Arc::new(SystemExec),
         status: status.clone(),
         metrics: metrics.clone(),
@@ -505,6 +581,75 @@ pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken)
     tracing::info!(
         "felixd stopping; the kernel keeps its rules (fail closed) until the next start"
     );
+    Ok(())
+}
+
+/// Allocates (or finds) this node's VXLAN tunnel address and records it, with the VTEP MAC,
+/// in the Node resource.
+async fn allocate_vxlan_tunnel(
+    ds: Arc<dyn Datastore>,
+    host: &str,
+    pools: Vec<String>,
+) -> Result<()> {
+    use calico_api::resource::Node;
+    let ipam = calico_ipam::Ipam::new(ds.clone());
+    let handle = format!("vxlan-tunnel-addr-{host}");
+    let in_pools = |ip: &std::net::IpAddr| {
+        pools
+            .iter()
+            .filter_map(|p| p.parse::<ipnet::IpNet>().ok())
+            .any(|p| p.contains(ip))
+    };
+    let existing = ipam
+        .ips_by_handle(&handle)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .find(|ip| ip.is_ipv4() && in_pools(ip));
+    let ip = match existing {
+        Some(ip) => ip,
+        None => {
+            let mut args = calico_ipam::AutoAssignArgs::new(host, &handle, 1, 0);
+            args.attrs = [
+                ("node".to_string(), host.to_string()),
+                ("type".to_string(), "vxlanTunnelAddress".to_string()),
+            ]
+            .into();
+            args.ipv4_pools = pools.clone();
+            args.use_ = calico_ipam::IpUse::Tunnel;
+            let (v4, _) = ipam
+                .auto_assign(&args)
+                .await
+                .context("allocating a VXLAN tunnel address")?;
+            v4.ips
+                .first()
+                .map(|n| n.addr())
+                .context("IPAM had no address left in the VXLAN pools for the tunnel")?
+        }
+    };
+    let rc = calico_datastore::ResourceClient::new(ds);
+    let mut node: Node = rc.get(None, host).await.with_context(|| {
+        format!("reading Node {host} (the node must be registered, as calico-node does)")
+    })?;
+    let mac = crate::calc::network::vtep_mac_for_host(host, 4);
+    let mac = mac
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    if node.spec.ipv4_vxlan_tunnel_addr == ip.to_string()
+        && !node.spec.vxlan_tunnel_mac_addr.is_empty()
+    {
+        return Ok(());
+    }
+    node.spec.ipv4_vxlan_tunnel_addr = ip.to_string();
+    if node.spec.vxlan_tunnel_mac_addr.is_empty() {
+        node.spec.vxlan_tunnel_mac_addr = mac;
+    }
+    rc.update(node)
+        .await
+        .with_context(|| format!("recording the tunnel address in Node {host}"))?;
+    tracing::info!(%ip, "this node's VXLAN tunnel address");
     Ok(())
 }
 

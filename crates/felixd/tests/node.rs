@@ -226,7 +226,7 @@ spec: {cidr: 10.244.0.0/16, blockSize: 26, natOutgoing: true}
 
 #[test]
 fn workload_interfaces_are_configured_and_old_flows_forgotten() {
-    let mut c = Cluster::with_options(&[], false);
+    let mut c = Cluster::with_options(&[("FELIX_ROUTEREFRESHINTERVAL", "1")], false);
     c.namespace("prod", &[]);
     c.add_pod("prod", "a", &[], None, &[80]);
     c.add_pod("prod", "b", &[], None, &[80]);
@@ -247,6 +247,16 @@ fn workload_interfaces_are_configured_and_old_flows_forgotten() {
                 .to_string()
         })
     };
+    // Someone changes them; felixd puts them back (the CNI plugin set them first).
+    let set = |p: &str, v: &str| {
+        let path = format!("/proc/sys/net/{p}");
+        c.lab
+            .ns
+            .run(|| std::fs::write(&path, v).expect("writing a sysctl"));
+    };
+    set(&format!("ipv4/conf/{iface}/route_localnet"), "0");
+    set(&format!("ipv4/neigh/{iface}/proxy_delay"), "5");
+    set(&format!("ipv6/conf/{iface}/accept_ra"), "1");
     c.eventually(CONVERGE, "interface sysctls", || {
         sysctl(&format!("ipv4/conf/{iface}/route_localnet")) == "1"
             && sysctl(&format!("ipv4/neigh/{iface}/proxy_delay")) == "0"

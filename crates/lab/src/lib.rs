@@ -46,9 +46,15 @@ impl NodeOptions {
 
 pub struct Node {
     pub ns: NetNs,
-    pub fabric: NetNs,
+    /// The network at the other end of the node's uplink (shared by a cluster's nodes).
+    pub fabric: Arc<NetNs>,
     pub dir: tempfile::TempDir,
-    pub etcd: Etcd,
+    /// The node's own etcd, for a node on its own; a cluster's nodes share the cluster's.
+    pub etcd: Option<Etcd>,
+    etcd_endpoint: String,
+    /// The node's addresses on its uplink.
+    pub v4: IpAddr,
+    pub v6: IpAddr,
     pub ipamd: Option<Child>,
     pub socket: PathBuf,
     pub felixd: Option<Child>,
@@ -89,74 +95,120 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+/// Runs `f` with a datastore client for `endpoint`, from inside `ns`.
+fn with_client<T: Send>(
+    ns: &NetNs,
+    endpoint: &str,
+    f: impl AsyncFnOnce(ResourceClient) -> T + Send,
+) -> T {
+    let endpoint = endpoint.to_string();
+    ns.run(move || {
+        block_on(async move {
+            let ds = EtcdDatastore::connect(&EtcdConfig::new(vec![endpoint]))
+                .await
+                .expect("connecting to the lab's etcd");
+            f(ResourceClient::new(Arc::new(ds))).await
+        })
+    })
+}
+
+/// The lab's IP pools.
+fn create_pools(ns: &NetNs, endpoint: &str, pools: &[(String, String, u8)]) {
+    let pools = pools.to_vec();
+    with_client(ns, endpoint, async move |rc| {
+        for (name, cidr, bs) in &pools {
+            rc.create(IpPool::new(
+                ObjectMeta::named(name.clone()),
+                IpPoolSpec {
+                    cidr: cidr.clone(),
+                    block_size: Some(i64::from(*bs)),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("creating an IP pool");
+        }
+    });
+}
+
+/// The node's uplink: a veth from the node's namespace to the fabric (`peer` there), the
+/// node's addresses, a default route via the fabric's gateway, and forwarding on.
+fn wire_uplink(ns: &NetNs, fabric: &NetNs, peer: &str, v4: &str, v6: &str) {
+    ns.exec(
+        "ip",
+        &[
+            "link",
+            "add",
+            "uplink",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            peer,
+            "netns",
+            fabric.name(),
+        ],
+    );
+    ns.exec("ip", &["addr", "add", &format!("{v4}/24"), "dev", "uplink"]);
+    ns.exec(
+        "ip",
+        &["addr", "add", &format!("{v6}/64"), "dev", "uplink", "nodad"],
+    );
+    ns.exec("ip", &["link", "set", "uplink", "up"]);
+    fabric.exec("ip", &["link", "set", peer, "up"]);
+    ns.exec(
+        "ip",
+        &[
+            "route",
+            "add",
+            "default",
+            "via",
+            "10.99.0.254",
+            "dev",
+            "uplink",
+            "onlink",
+        ],
+    );
+    ns.exec(
+        "ip",
+        &[
+            "-6", "route", "add", "default", "via", "fd99::fe", "dev", "uplink", "onlink",
+        ],
+    );
+    ns.sysctl(&["net", "ipv4", "ip_forward"], "1");
+    ns.sysctl(&["net", "ipv6", "conf", "all", "forwarding"], "1");
+}
+
 impl Node {
+    /// A node on its own: its own fabric namespace at the other end of its uplink, its own
+    /// etcd, the pools, and ipamd.
     pub fn start(opts: NodeOptions) -> Node {
+        let fabric = Arc::new(NetNs::new("fabric"));
+        let ns = NetNs::new("node");
+        wire_uplink(&ns, &fabric, "net0", NODE_V4, NODE_V6);
+        let etcd = ns.run(Etcd::start);
+        let endpoint = etcd.endpoint();
+        create_pools(&ns, &endpoint, &opts.pools);
+        Node::finish(opts, ns, fabric, Some(etcd), endpoint, NODE_V4, NODE_V6)
+    }
+
+    /// The common tail: the Node resource (as calico-node writes it), the directory, ipamd.
+    fn finish(
+        opts: NodeOptions,
+        ns: NetNs,
+        fabric: Arc<NetNs>,
+        etcd: Option<Etcd>,
+        etcd_endpoint: String,
+        v4: &str,
+        v6: &str,
+    ) -> Node {
         let ipamd_bin = opts.bin_dir.join("ipamd");
         assert!(
             ipamd_bin.exists(),
             "{} is missing: build the workspace first (`cargo build --workspace`)",
             ipamd_bin.display()
         );
-        let ns = NetNs::new("node");
-        // The uplink, to a namespace standing in for the network, with the node's address
-        // and a default route (pods reach the host through proxy ARP, which answers only for
-        // destinations the host can route elsewhere).
-        let fabric = NetNs::new("fabric");
-        ns.exec(
-            "ip",
-            &[
-                "link",
-                "add",
-                "uplink",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "net0",
-                "netns",
-                fabric.name(),
-            ],
-        );
-        ns.exec(
-            "ip",
-            &["addr", "add", &format!("{NODE_V4}/24"), "dev", "uplink"],
-        );
-        ns.exec(
-            "ip",
-            &[
-                "addr",
-                "add",
-                &format!("{NODE_V6}/64"),
-                "dev",
-                "uplink",
-                "nodad",
-            ],
-        );
-        ns.exec("ip", &["link", "set", "uplink", "up"]);
-        fabric.exec("ip", &["link", "set", "net0", "up"]);
-        ns.exec(
-            "ip",
-            &[
-                "route",
-                "add",
-                "default",
-                "via",
-                "10.99.0.254",
-                "dev",
-                "uplink",
-                "onlink",
-            ],
-        );
-        ns.exec(
-            "ip",
-            &[
-                "-6", "route", "add", "default", "via", "fd99::fe", "dev", "uplink", "onlink",
-            ],
-        );
-        ns.sysctl(&["net", "ipv4", "ip_forward"], "1");
-        ns.sysctl(&["net", "ipv6", "conf", "all", "forwarding"], "1");
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let etcd = ns.run(Etcd::start);
         let socket = dir.path().join("ipam.sock");
         let agent_socket = dir.path().join("felix.sock");
         let mut node = Node {
@@ -164,6 +216,9 @@ impl Node {
             fabric,
             dir,
             etcd,
+            etcd_endpoint,
+            v4: v4.parse().expect("an address"),
+            v6: v6.parse().expect("an address"),
             ipamd: None,
             socket,
             felixd: None,
@@ -172,26 +227,30 @@ impl Node {
             name: opts.name.clone(),
             bin_dir: opts.bin_dir.clone(),
         };
-        node.with_datastore(async |rc| {
-            for (name, cidr, bs) in &opts.pools {
-                rc.create(IpPool::new(
-                    ObjectMeta::named(name.clone()),
-                    IpPoolSpec {
-                        cidr: cidr.clone(),
-                        block_size: Some(i64::from(*bs)),
+        let (name, v4, v6) = (node.name.clone(), format!("{v4}/24"), format!("{v6}/64"));
+        node.with_datastore(async move |rc| {
+            let mut n = calico_api::resource::Node::new(
+                ObjectMeta::named(name),
+                calico_api::kinds::NodeSpec {
+                    bgp: Some(calico_api::kinds::NodeBgpSpec {
+                        ipv4_address: v4,
+                        ipv6_address: v6,
                         ..Default::default()
-                    },
-                ))
-                .await
-                .expect("creating an IP pool");
-            }
+                    }),
+                    ..Default::default()
+                },
+            );
+            n.metadata
+                .labels
+                .insert("kubernetes.io/os".into(), "linux".into());
+            rc.create(n).await.expect("creating the Node resource");
         });
         node.start_ipamd();
         node
     }
 
     pub fn etcd_endpoint(&self) -> String {
-        self.etcd.endpoint()
+        self.etcd_endpoint.clone()
     }
 
     pub fn start_ipamd(&mut self) {
@@ -358,15 +417,7 @@ impl Node {
 
     /// Runs `f` with a client of the node's datastore, from inside the node.
     pub fn with_datastore<T: Send>(&self, f: impl AsyncFnOnce(ResourceClient) -> T + Send) -> T {
-        let endpoint = self.etcd_endpoint();
-        self.run(move || {
-            block_on(async move {
-                let ds = EtcdDatastore::connect(&EtcdConfig::new(vec![endpoint]))
-                    .await
-                    .expect("connecting to the node's etcd");
-                f(ResourceClient::new(Arc::new(ds))).await
-            })
-        })
+        with_client(&self.ns, &self.etcd_endpoint, f)
     }
 
     /// Every allocation in the datastore: (address, handle), read straight from the blocks.
@@ -428,4 +479,58 @@ async fn allocations(ds: Arc<dyn Datastore>) -> Vec<(IpAddr, String)> {
         }
     }
     out
+}
+
+/// Several nodes on one fabric: a bridge in the fabric namespace (which is also the nodes'
+/// gateway, 10.99.0.254, standing in for the network beyond), and one etcd in the fabric
+/// that every node uses. Node `i` is `node-<a+i>` at 10.99.0.<i+1> and fd99::<i+1>.
+pub struct Cluster {
+    // Dropped in this order: nodes (and their daemons), then etcd, then the fabric.
+    pub nodes: Vec<Node>,
+    pub etcd: Etcd,
+    pub fabric: Arc<NetNs>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("nodes", &self.nodes.len())
+            .finish()
+    }
+}
+
+impl Cluster {
+    pub fn start(n: usize, opts: NodeOptions) -> Cluster {
+        assert!((1..=26).contains(&n), "a lab cluster has 1 to 26 nodes");
+        let fabric = Arc::new(NetNs::new("fabric"));
+        fabric.exec("ip", &["link", "add", "br0", "type", "bridge"]);
+        fabric.exec("ip", &["addr", "add", "10.99.0.254/24", "dev", "br0"]);
+        fabric.exec("ip", &["addr", "add", "fd99::fe/64", "dev", "br0", "nodad"]);
+        fabric.exec("ip", &["link", "set", "br0", "up"]);
+        let etcd = fabric.run(|| Etcd::start_on("10.99.0.254".parse().expect("an address")));
+        create_pools(&fabric, &etcd.endpoint(), &opts.pools);
+        let endpoint = etcd.public_endpoint();
+        let nodes = (0..n)
+            .map(|i| {
+                let ns = NetNs::new("node");
+                let peer = format!("p{i}");
+                let (v4, v6) = (format!("10.99.0.{}", i + 1), format!("fd99::{:x}", i + 1));
+                wire_uplink(&ns, &fabric, &peer, &v4, &v6);
+                fabric.exec("ip", &["link", "set", &peer, "master", "br0"]);
+                let mut o = opts.clone();
+                o.name = format!("node-{}", (b'a' + i as u8) as char);
+                Node::finish(o, ns, fabric.clone(), None, endpoint.clone(), &v4, &v6)
+            })
+            .collect();
+        Cluster {
+            nodes,
+            etcd,
+            fabric,
+        }
+    }
+
+    /// Runs `f` with a client of the cluster's datastore.
+    pub fn with_datastore<T: Send>(&self, f: impl AsyncFnOnce(ResourceClient) -> T + Send) -> T {
+        with_client(&self.fabric, &self.etcd.endpoint(), f)
+    }
 }

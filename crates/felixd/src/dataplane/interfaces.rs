@@ -86,7 +86,8 @@ impl InterfaceSettings {
     pub fn apply(&mut self, ipv6: bool) -> usize {
         let mut done = 0;
         self.pending.retain(|(iface, spoof)| {
-            if !Path::new(&format!("/sys/class/net/{iface}")).exists() {
+            // /proc/sys/net is this process's namespace's (unlike /sys/class/net).
+            if !Path::new(&format!("/proc/sys/net/ipv4/conf/{iface}")).exists() {
                 return true;
             }
             match configure_workload_interface(iface, ipv6, *spoof) {
@@ -133,34 +134,38 @@ pub fn write_mtu_file(path: &Path, mtu: u32) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Felix's host MTU: the smallest MTU of the up interfaces matching its pattern
-/// (`^((en|wl|ww|sl|ib)[Pcopsvx].*|(eth|wlan|wwan).*)`), else 1460. `extra` names more
-/// interfaces to consider (the node's uplink in the lab).
-pub fn host_mtu(extra: &[String]) -> u32 {
-    let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
-        return 1460;
-    };
-    let matches = |n: &str| {
-        let b = n.as_bytes();
-        let two = |p: &str| n.starts_with(p) && b.len() > 2 && b"Pcopsvx".contains(&b[2]);
-        ["en", "wl", "ww", "sl", "ib"].iter().any(|p| two(p))
-            || ["eth", "wlan", "wwan"].iter().any(|p| n.starts_with(p))
-            || extra.iter().any(|e| e == n)
-    };
+/// Whether a name matches Felix's default `mtuIfacePattern`
+/// (`^((en|wl|ww|sl|ib)[Pcopsvx].*|(eth|wlan|wwan).*)`).
+fn mtu_iface(n: &str) -> bool {
+    let b = n.as_bytes();
+    let two = |p: &str| n.starts_with(p) && b.len() > 2 && b"Pcopsvx".contains(&b[2]);
+    ["en", "wl", "ww", "sl", "ib"].iter().any(|p| two(p))
+        || ["eth", "wlan", "wwan"].iter().any(|p| n.starts_with(p))
+}
+
+/// Felix's host MTU: the smallest MTU of the up interfaces matching its pattern, else 1460.
+/// Read over netlink: `/sys/class/net` shows the interfaces of whoever mounted `/sys`,
+/// which need not be this process's network namespace.
+pub async fn host_mtu(h: &rtnetlink::Handle) -> u32 {
+    use futures::TryStreamExt;
+    use rtnetlink::packet_route::link::{LinkAttribute, State};
     let mut best: Option<u32> = None;
-    for e in dir.flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        if !matches(&name) {
-            continue;
+    let mut links = h.link().get().execute();
+    while let Ok(Some(l)) = links.try_next().await {
+        let mut name = None;
+        let mut mtu = None;
+        let mut up = false;
+        for a in &l.attributes {
+            match a {
+                LinkAttribute::IfName(n) => name = Some(n.clone()),
+                LinkAttribute::Mtu(m) => mtu = Some(*m),
+                LinkAttribute::OperState(s) => up = matches!(s, State::Up | State::Unknown),
+                _ => {}
+            }
         }
-        let base = e.path();
-        let up = std::fs::read_to_string(base.join("operstate"))
-            .map(|s| s.trim() != "down")
-            .unwrap_or(false);
-        let mtu = std::fs::read_to_string(base.join("mtu"))
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok());
-        if let (true, Some(m)) = (up, mtu) {
+        if let (Some(n), Some(m), true) = (name, mtu, up)
+            && mtu_iface(&n)
+        {
             best = Some(best.map_or(m, |b| b.min(m)));
         }
     }

@@ -11,8 +11,10 @@ pub mod interfaces;
 pub mod ipsets;
 pub mod iptables;
 pub mod routes;
+pub mod vxlan;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -168,8 +170,15 @@ pub struct Dataplane {
     rpf_dirty: bool,
     blackholes: Vec<IpNet>,
     iface_settings: interfaces::InterfaceSettings,
+    vxlan: vxlan::Vxlan,
+    /// The underlay MTU (read at apply time) and what encapsulation takes from it.
+    host_mtu: Option<u32>,
+    encap_overhead: u32,
+    mtu_dirty: bool,
+    /// Routes to other nodes' blocks (VXLAN).
+    cluster_routes: Vec<IpNet>,
     /// Addresses local workloads gave up, whose tracked connections are to be removed.
-    conntrack_flush: Vec<std::net::IpAddr>,
+    conntrack_flush: Vec<IpAddr>,
     /// Bumped on every change; an endpoint is programmed once an apply that started at or
     /// after its generation succeeded.
     generation: u64,
@@ -252,6 +261,11 @@ impl Dataplane {
             rpf_dirty: true,
             blackholes: Vec::new(),
             iface_settings: interfaces::InterfaceSettings::default(),
+            vxlan: vxlan::Vxlan::default(),
+            host_mtu: None,
+            encap_overhead: 0,
+            mtu_dirty: true,
+            cluster_routes: Vec::new(),
             conntrack_flush: Vec::new(),
             generation: 1,
             applied: 0,
@@ -779,22 +793,109 @@ impl Dataplane {
             self.routes.set(*b, RouteTarget::Blackhole);
         }
         self.blackholes = mine;
-        if let (true, Some(path)) = (self.cfg.netlink, &self.cfg.mtu_file) {
-            // The pod MTU: the underlay's, less what encapsulation takes (VXLAN: 50, v6 70).
-            let host = interfaces::host_mtu(&[]);
-            let overhead = if net.vxlan_enabled(6) && self.cfg.ipv6 {
-                70
-            } else if net.vxlan_enabled(4) {
-                50
-            } else if net.ipip_enabled() {
-                20
-            } else {
-                0
-            };
-            if let Err(e) = interfaces::write_mtu_file(path, host.saturating_sub(overhead)) {
-                tracing::warn!(file = %path.display(), error = %e, "cannot write the MTU file");
+        self.update_vxlan(net);
+        // The pod MTU: the underlay's, less what encapsulation takes (VXLAN: 50, v6 70).
+        self.encap_overhead = if net.vxlan_enabled(6) && self.cfg.ipv6 {
+            70
+        } else if net.vxlan_enabled(4) {
+            50
+        } else if net.ipip_enabled() {
+            20
+        } else {
+            0
+        };
+        self.mtu_dirty = true;
+    }
+
+    /// The VXLAN tunnel endpoints and the routes to other nodes' blocks in VXLAN pools.
+    fn update_vxlan(&mut self, net: &crate::calc::network::Network) {
+        use crate::calc::network::vtep_mac_for_host;
+        use calico_api::kinds::EncapMode;
+        let host = self.cfg.hostname.clone();
+        let on = net.vxlan_enabled(4) && self.families.iter().any(|f| f.v == 4);
+        let v4 = |a: IpAddr| match a {
+            IpAddr::V4(v) => Some(v),
+            IpAddr::V6(_) => None,
+        };
+        let vtep = |name: &str, n: &crate::calc::network::NodeInfo| -> Option<vxlan::Vtep> {
+            Some(vxlan::Vtep {
+                node: name.to_string(),
+                tunnel_ip: v4(n.vxlan_tunnel_v4?)?,
+                mac: n.vxlan_mac_v4.unwrap_or_else(|| vtep_mac_for_host(name, 4)),
+                node_ip: v4(n.ipv4?.addr())?,
+            })
+        };
+        let me = net.nodes.get(&host).and_then(|n| vtep(&host, n));
+        let remotes: BTreeMap<String, vxlan::Vtep> = if on {
+            net.nodes
+                .iter()
+                .filter(|(name, _)| **name != host)
+                .filter_map(|(name, n)| vtep(name, n).map(|v| (name.clone(), v)))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        let settings = vxlan::DeviceSettings {
+            vni: self.cfg.rules.vxlan_vni,
+            port: self.cfg.rules.vxlan_port,
+            mtu: self.host_mtu.unwrap_or(1460).saturating_sub(50),
+        };
+        if on && me.is_none() {
+            tracing::warn!(node = %host,
+                "VXLAN pools exist but this node has no VXLAN tunnel address or IPv4 address in its Node resource yet; no tunnel until it does");
+        }
+        self.vxlan
+            .set_local(me.clone().filter(|_| on).map(|m| (settings, m)));
+        self.vxlan.set_remotes(remotes.values().cloned());
+        let nft = self.cfg.rules.nftables;
+                for f in self.families.iter_mut().filter(|f| f.v == 4) {
+            let name = ipset_name(4, crate::rules::IPSET_ID_ALL_VXLAN_SOURCE_NETS, nft);
+            if !on {
+                f.ipsets.remove(&name);
+                continue;
+            }
+            // Who may send us VXLAN: every node with a tunnel endpoint.
+            f.ipsets.replace(
+                &name,
+                SetType::Net,
+                net.nodes
+                    .values()
+                    .filter(|n| n.vxlan_tunnel_v4.is_some())
+                    .filter_map(|n| n.ipv4.map(|a| a.addr().to_string())),
+            );
+        }
+        let my_subnet = net.nodes.get(&host).and_then(|n| n.ipv4);
+        let mut routes = Vec::new();
+        if on && me.is_some() {
+            for (cidr, owner) in &net.blocks {
+                let Some(owner) = owner.as_deref().filter(|o| *o != host) else {
+                    continue;
+                };
+                let Some(pool) = net.pool_of(cidr).filter(|p| p.vxlan != EncapMode::Never) else {
+                    continue;
+                };
+                let Some(r) = remotes.get(owner) else {
+                    continue;
+                };
+                let same_subnet = my_subnet.is_some_and(|s| s.contains(&IpAddr::V4(r.node_ip)));
+                let target = if pool.vxlan == EncapMode::CrossSubnet && same_subnet {
+                    RouteTarget::Gateway(IpAddr::V4(r.node_ip))
+                } else {
+                    RouteTarget::OnLink {
+                        gateway: IpAddr::V4(r.tunnel_ip),
+                        iface: vxlan::VXLAN_IFACE.to_string(),
+                    }
+                };
+                self.routes.set(*cidr, target);
+                routes.push(*cidr);
             }
         }
+        for old in std::mem::take(&mut self.cluster_routes) {
+            if !routes.contains(&old) {
+                self.routes.remove(&old);
+            }
+        }
+        self.cluster_routes = routes;
     }
 
     /// Whether the local endpoint's current state is in the kernel.
@@ -807,7 +908,7 @@ impl Dataplane {
 
     pub fn needs_apply(&self) -> bool {
         self.applied < self.generation
-            || (self.cfg.netlink && self.routes.needs_apply())
+            || (self.cfg.netlink && (self.routes.needs_apply() || self.vxlan.needs_apply()))
             || self
                 .families
                 .iter()
@@ -831,6 +932,13 @@ impl Dataplane {
 
     pub fn invalidate_routes(&mut self) {
         self.routes.invalidate();
+        self.vxlan.invalidate();
+        self.mtu_dirty = true;
+        // Interface settings are checked again too (someone may have changed them).
+        for iface in self.wl_ifaces.keys() {
+            let spoof = self.spoofable.contains_key(iface);
+            self.iface_settings.want(iface, spoof);
+        }
     }
 
     /// Writes everything that differs, in Felix's order.
@@ -844,6 +952,23 @@ impl Dataplane {
             s.members_changed += st.members_changed;
         }
         if self.cfg.netlink {
+            let h = self.routes.handle().await?;
+            if self.mtu_dirty || self.host_mtu.is_none() {
+                let host = interfaces::host_mtu(&h).await;
+                self.host_mtu = Some(host);
+                self.vxlan.set_mtu(host.saturating_sub(50));
+                if let Some(path) = &self.cfg.mtu_file {
+                    let pod = host.saturating_sub(self.encap_overhead);
+                    if let Err(e) = interfaces::write_mtu_file(path, pod) {
+                        tracing::warn!(file = %path.display(), error = %e, "cannot write the MTU file");
+                    }
+                }
+                self.mtu_dirty = false;
+            }
+            if self.vxlan.needs_apply() {
+                // The tunnel before the routes that use it.
+                self.vxlan.apply(&h).await?;
+            }
             let rs = self.routes.apply().await?;
             s.routes_added += rs.added;
             s.routes_removed += rs.removed;

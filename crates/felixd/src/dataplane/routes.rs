@@ -37,6 +37,8 @@ pub enum RouteTarget {
     Blackhole,
     /// Via a gateway that is reachable on `iface` whatever its subnet (VXLAN, IPIP).
     OnLink { gateway: IpAddr, iface: String },
+    /// Via a gateway on a directly connected subnet (VXLAN CrossSubnet within the subnet).
+    Gateway(IpAddr),
 }
 
 /// What went wrong talking to the kernel.
@@ -177,7 +179,8 @@ impl RouteTable {
             .any(|p| name.starts_with(p.as_str()))
     }
 
-    async fn handle(&mut self) -> Result<Handle, RouteError> {
+    /// The netlink connection (opened on first use), shared with the VXLAN manager.
+    pub async fn handle(&mut self) -> Result<Handle, RouteError> {
         if let Some(h) = &self.handle {
             return Ok(h.clone());
         }
@@ -239,7 +242,7 @@ impl RouteTable {
                         }
                     }
                 }
-                RouteTarget::Blackhole => None,
+                RouteTarget::Blackhole | RouteTarget::Gateway(_) => None,
             };
             let present = kernel.get(dst).is_some_and(|rs| {
                 rs.iter().any(|r| match target {
@@ -252,6 +255,9 @@ impl RouteTable {
                             && r.oif == want
                             && r.gateway == Some(*gateway)
                             && r.onlink
+                    }
+                    RouteTarget::Gateway(gateway) => {
+                        r.kind == RouteType::Unicast && r.gateway == Some(*gateway)
                     }
                 })
             });
@@ -273,7 +279,9 @@ impl RouteTable {
         let mut still_unknown = HashSet::new();
         for (dst, routes) in &kernel {
             for r in routes {
-                if self.wanted_matches(r, &index_of) {
+                if self.wanted_matches(r, &index_of) || r.protocol == RouteProtocol::Kernel {
+                    // Routes the kernel made for addresses (link-local ones on every veth)
+                    // belong to the kernel.
                     continue;
                 }
                 let on_workload = r
@@ -327,6 +335,9 @@ impl RouteTable {
                     && r.oif == index_of.get(iface).copied()
                     && r.gateway == Some(*gateway)
             }
+            Some(RouteTarget::Gateway(gateway)) => {
+                r.kind == RouteType::Unicast && r.gateway == Some(*gateway)
+            }
             None => false,
         }
     }
@@ -354,6 +365,15 @@ fn build(dst: IpNet, target: &RouteTarget, oif: Option<u32>) -> RouteMessage {
             msg.header.scope = RouteScope::Universe;
             msg.header.protocol = RouteProtocol::Other(PROTO_FELIX);
             msg.header.kind = RouteType::BlackHole;
+        }
+        RouteTarget::Gateway(gateway) => {
+            msg.header.scope = RouteScope::Universe;
+            msg.header.protocol = RouteProtocol::Other(PROTO_FELIX);
+            msg.header.kind = RouteType::Unicast;
+            msg.attributes.push(RouteAttribute::Gateway(match gateway {
+                IpAddr::V4(a) => RouteAddress::Inet(*a),
+                IpAddr::V6(a) => RouteAddress::Inet6(*a),
+            }));
         }
         RouteTarget::OnLink { gateway, .. } => {
             msg.header.scope = RouteScope::Universe;
