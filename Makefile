@@ -47,6 +47,8 @@ build: deps
 test: deps
 	$(CARGO) build --workspace --all-targets --locked
 	$(CARGO) test --workspace --locked --no-fail-fast
+	# felixd's policy suites again on the native nftables backend.
+	FELIXD_TEST_NFTABLES=1 $(CARGO) test --locked -p felixd --test policy --test node --test netpol_conformance
 
 lint: deps
 	$(CARGO) fmt --all -- --check

@@ -71,7 +71,7 @@ impl Default for FelixConfig {
         FelixConfig {
             ipv6_support: true,
             iptables_backend: BackendChoice::Auto,
-            nftables_mode: NftablesMode::Disabled,
+            nftables_mode: NftablesMode::Auto,
             chain_insert_mode_append: false,
             interface_prefixes: vec!["cali".into()],
             default_endpoint_to_host_action: "DROP".into(),
@@ -469,6 +469,7 @@ impl FelixConfig {
             allow_ipip_packets_from_workloads: self.allow_ipip_packets_from_workloads,
             vxlan_port: self.vxlan_port,
             vxlan_vni: self.vxlan_vni,
+            nftables: self.nftables_mode == NftablesMode::Enabled,
             ..RulesConfig::default()
         }
     }

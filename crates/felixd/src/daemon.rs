@@ -199,12 +199,27 @@ impl Loop {
         }
         let exec = self.exec.clone();
         let backend = cfg.backend(|| detect_backend(exec.as_ref()));
-        tracing::info!(
-            backend = backend.as_str(),
-            ipv6 = cfg.ipv6_support,
-            "programming iptables"
-        );
         let mut rules = cfg.rules_config();
+        if cfg.nftables_mode == crate::config::NftablesMode::Auto {
+            // Felix's Auto: nftables if kube-proxy runs in nftables mode (its table exists).
+            rules.nftables = self
+                .exec
+                .run("nft", &["list", "tables"], None)
+                .map(|out| out.lines().any(|l| l.trim().ends_with(" kube-proxy")))
+                .unwrap_or(false);
+        }
+        if rules.nftables {
+            tracing::info!(
+                ipv6 = cfg.ipv6_support,
+                "programming nftables (table calico)"
+            );
+        } else {
+            tracing::info!(
+                backend = backend.as_str(),
+                ipv6 = cfg.ipv6_support,
+                "programming iptables"
+            );
+        }
         rules.vxlan_enabled = derived.0;
         rules.vxlan_tunnel_address = derived.1;
         let dcfg = DataplaneConfig {

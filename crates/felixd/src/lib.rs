@@ -15,4 +15,5 @@ pub mod daemon;
 pub mod dataplane;
 pub mod generic;
 pub mod metrics;
+pub mod nftables;
 pub mod rules;

@@ -17,13 +17,6 @@ fn save(c: &Cluster, table: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn chain_rules(c: &Cluster, chain: &str) -> usize {
-    save(c, "filter")
-        .lines()
-        .filter(|l| l.starts_with(&format!("-A {chain} ")))
-        .count()
-}
-
 #[test]
 fn what_someone_else_removes_is_restored() {
     let mut c = Cluster::new(&[
@@ -48,57 +41,52 @@ spec:
     c.eventually(CONVERGE, "a reaches b", || {
         reaches(c.pod("prod/a"), b, Proto::Tcp, 80)
     });
-    let iface = save(&c, "filter")
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(":cali-tw-")
-                .map(|r| r.split(' ').next().unwrap_or("").to_string())
-        })
+    let chain = c
+        .filter_chains()
+        .into_iter()
+        .find(|n| n.starts_with("cali-tw-"))
         .expect("an endpoint chain");
-    let chain = format!("cali-tw-{iface}");
 
     // A chain flushed.
-    let before = chain_rules(&c, &chain);
-    c.lab.ns.exec("iptables", &["-F", &chain]);
-    assert_eq!(chain_rules(&c, &chain), 0);
+    let before = c.chain_rules(&chain);
+    assert!(before > 0);
+    c.flush_chain(&chain);
+    assert_eq!(c.chain_rules(&chain), 0);
     c.eventually(CONVERGE, "the endpoint chain restored", || {
-        chain_rules(&c, &chain) == before
+        c.chain_rules(&chain) == before
     });
 
-    // Our hook in the kernel's FORWARD chain deleted.
-    let hook = save(&c, "filter")
-        .lines()
-        .find(|l| l.starts_with("-A FORWARD") && l.contains("-j cali-FORWARD"))
-        .expect("the FORWARD hook")
-        .replacen("-A FORWARD", "-D FORWARD", 1);
-    let args: Vec<&str> = hook
-        .split_whitespace()
-        .map(|a| a.trim_matches('"'))
-        .collect();
-    c.lab.ns.exec("iptables", &args);
-    c.eventually(CONVERGE, "the FORWARD hook restored", || {
-        save(&c, "filter")
+    // Our hook in the kernel's FORWARD chain deleted (iptables: with nftables the whole
+    // table is ours, there are no foreign chains to hook into).
+    if !c.nft() {
+        let hook = save(&c, "filter")
             .lines()
-            .any(|l| l.starts_with("-A FORWARD") && l.contains("-j cali-FORWARD"))
-    });
+            .find(|l| l.starts_with("-A FORWARD") && l.contains("-j cali-FORWARD"))
+            .expect("the FORWARD hook")
+            .replacen("-A FORWARD", "-D FORWARD", 1);
+        let args: Vec<&str> = hook
+            .split_whitespace()
+            .map(|a| a.trim_matches('"'))
+            .collect();
+        c.lab.ns.exec("iptables", &args);
+        c.eventually(CONVERGE, "the FORWARD hook restored", || {
+            save(&c, "filter")
+                .lines()
+                .any(|l| l.starts_with("-A FORWARD") && l.contains("-j cali-FORWARD"))
+        });
+    }
 
     // A member taken out of the set of the policy's source selector.
     let a = c.pod("prod/a").v4();
-    let sets =
-        String::from_utf8_lossy(&c.lab.ns.exec("ipset", &["list", "-n"]).stdout).into_owned();
-    let set = sets
-        .lines()
-        .find(|s| s.starts_with("cali40s:"))
-        .expect("a selector set")
-        .to_string();
-    c.lab.ns.exec("ipset", &["del", &set, &a.to_string()]);
-    c.eventually(CONVERGE, "the set member restored", || {
-        c.lab
-            .ns
-            .try_exec("ipset", &["test", &set, &a.to_string()])
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    });
+    let set = c
+        .selector_sets()
+        .into_iter()
+        .next()
+        .expect("a selector set");
+    assert!(c.set_has(&set, a));
+    c.del_set_member(&set, a);
+    assert!(!c.set_has(&set, a));
+    c.eventually(CONVERGE, "the set member restored", || c.set_has(&set, a));
 
     // The route to a pod deleted.
     c.lab.ns.exec("ip", &["route", "del", &b.to_string()]);

@@ -185,10 +185,9 @@ fn a_new_pod_is_isolated_until_programmed_and_removed_cleanly() {
     });
     // Removing the pod removes its chains and its route.
     let iface_chains = |c: &Cluster| {
-        let out = c.lab.ns.exec("iptables-save", &["-t", "filter"]);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.starts_with(":cali-tw-") || l.starts_with(":cali-fw-"))
+        c.filter_chains()
+            .iter()
+            .filter(|n| n.starts_with("cali-tw-") || n.starts_with("cali-fw-"))
             .count()
     };
     assert_eq!(iface_chains(&c), 4);

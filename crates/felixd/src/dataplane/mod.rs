@@ -7,6 +7,7 @@
 //! A failed step leaves its objects dirty and is retried by the next apply.
 
 pub mod exec;
+pub mod family;
 pub mod interfaces;
 pub mod ipsets;
 pub mod iptables;
@@ -24,6 +25,7 @@ use crate::calc::ruleparse::IpSetKind;
 use crate::calc::{CalcGraph, Changes, EndpointId, LocalEndpoint, TierInfo};
 use crate::generic::{Action, Chain, Features, MatchCriteria, Rule};
 use crate::rules::dispatch::{
+    NFTABLES_FROM_WORKLOAD_DISPATCH_MAP, NFTABLES_TO_WORKLOAD_DISPATCH_MAP, dispatch_mappings,
     from_host_dispatch_chains, host_dispatch_chains, to_host_dispatch_chains,
     workload_dispatch_chains,
 };
@@ -43,8 +45,9 @@ use crate::rules::{
     IPSET_ID_NETWORK_POOLS, PolicyGroup, RulesConfig, TierPolicyGroups, ipset_name,
 };
 use exec::Exec;
-use ipsets::{IpSetError, IpSets, SetType};
-use iptables::{Backend, Table, TableError};
+use family::{Family, TableKind};
+use ipsets::{IpSetError, SetType};
+use iptables::{Backend, TableError};
 use routes::{RouteError, RouteTable, RouteTarget};
 
 /// The name Felix gives the host endpoint that covers every interface (`interfaceName: *`):
@@ -77,47 +80,8 @@ pub enum DataplaneError {
     IpSet(#[from] IpSetError),
     #[error(transparent)]
     Route(#[from] RouteError),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum TableKind {
-    Raw = 0,
-    Mangle = 1,
-    Filter = 2,
-    Nat = 3,
-}
-
-impl TableKind {
-    const ALL: [TableKind; 4] = [
-        TableKind::Raw,
-        TableKind::Mangle,
-        TableKind::Filter,
-        TableKind::Nat,
-    ];
-
-    fn name(self) -> &'static str {
-        match self {
-            TableKind::Raw => "raw",
-            TableKind::Mangle => "mangle",
-            TableKind::Filter => "filter",
-            TableKind::Nat => "nat",
-        }
-    }
-}
-
-/// The tables and sets of one IP version.
-#[derive(Debug)]
-struct Family {
-    v: u8,
-    /// Indexed by [`TableKind`], in the order they are written.
-    tables: [Table; 4],
-    ipsets: IpSets,
-}
-
-impl Family {
-    fn table(&mut self, k: TableKind) -> &mut Table {
-        &mut self.tables[k as usize]
-    }
+    #[error(transparent)]
+    Family(#[from] family::FamilyError),
 }
 
 /// Rules inserted at the top of a kernel chain and rules appended to it.
@@ -179,6 +143,9 @@ pub struct Dataplane {
     cluster_routes: Vec<IpNet>,
     /// Addresses local workloads gave up, whose tracked connections are to be removed.
     conntrack_flush: Vec<IpAddr>,
+    /// The other dataplane's leftovers (iptables when on nftables and back) are swept at
+    /// the first apply.
+    sweep_other: bool,
     /// Bumped on every change; an endpoint is programmed once an apply that started at or
     /// after its generation succeeded.
     generation: u64,
@@ -233,15 +200,7 @@ fn net_version(n: &IpNet) -> u8 {
 impl Dataplane {
     pub fn new(cfg: DataplaneConfig, exec: Arc<dyn Exec>) -> Dataplane {
         let versions: Vec<u8> = if cfg.ipv6 { vec![4, 6] } else { vec![4] };
-        let families = versions
-            .into_iter()
-            .map(|v| Family {
-                v,
-                tables: TableKind::ALL
-                    .map(|k| Table::new(k.name(), v, cfg.backend, cfg.features, cfg.insert_mode)),
-                ipsets: IpSets::new(v),
-            })
-            .collect();
+        let families = versions.into_iter().map(|v| Family::new(v, &cfg)).collect();
         let routes = RouteTable::new(cfg.rules.workload_iface_prefixes.clone());
         let mut dp = Dataplane {
             cfg,
@@ -267,11 +226,13 @@ impl Dataplane {
             mtu_dirty: true,
             cluster_routes: Vec::new(),
             conntrack_flush: Vec::new(),
+            sweep_other: true,
             generation: 1,
             applied: 0,
             endpoint_generation: HashMap::new(),
         };
         dp.install_static();
+        dp.update_dispatch();
         dp
     }
 
@@ -285,20 +246,14 @@ impl Dataplane {
         let rc = self.cfg.rules.clone();
         for f in &mut self.families {
             let v = f.v;
-            f.table(TableKind::Filter)
-                .update_chains(static_filter_table_chains(&rc, v));
-            f.table(TableKind::Raw)
-                .update_chains(static_raw_table_chains(&rc, v));
-            f.table(TableKind::Mangle)
-                .update_chains(static_mangle_table_chains(&rc, v));
-            f.table(TableKind::Nat)
-                .update_chains(static_nat_table_chains(&rc, v));
-            let nat = f.table(TableKind::Nat);
-            nat.update_chain(nat_outgoing_chain(&rc, false, v));
-            nat.update_chain(dnat_chain(&BTreeMap::new()));
-            nat.update_chain(snat_chain(&BTreeMap::new()));
-            f.table(TableKind::Filter)
-                .update_chain(cidr_block_chain(&rc, &[], v));
+            f.update_chains(TableKind::Filter, static_filter_table_chains(&rc, v));
+            f.update_chains(TableKind::Raw, static_raw_table_chains(&rc, v));
+            f.update_chains(TableKind::Mangle, static_mangle_table_chains(&rc, v));
+            f.update_chains(TableKind::Nat, static_nat_table_chains(&rc, v));
+            f.update_chain(TableKind::Nat, nat_outgoing_chain(&rc, false, v));
+            f.update_chain(TableKind::Nat, dnat_chain(&BTreeMap::new()));
+            f.update_chain(TableKind::Nat, snat_chain(&BTreeMap::new()));
+            f.update_chain(TableKind::Filter, cidr_block_chain(&rc, &[], v));
             let mut by_chain: BTreeMap<(&'static str, &'static str), Hooks> = BTreeMap::new();
             for h in kernel_hooks(&rc, v) {
                 let e = by_chain.entry((h.table, h.kernel_chain)).or_default();
@@ -314,21 +269,15 @@ impl Dataplane {
                 .1
                 .extend(static_filter_forward_append_rules(&rc));
             for ((table, chain), (insert, append)) in by_chain {
-                let kind = match table {
-                    "raw" => TableKind::Raw,
-                    "mangle" => TableKind::Mangle,
-                    "nat" => TableKind::Nat,
-                    _ => TableKind::Filter,
-                };
-                f.table(kind).set_hooks(chain, insert, append);
+                let kind = TableKind::from_name(table);
+                f.set_hooks(kind, chain, insert, append);
             }
             for id in [
                 IPSET_ID_NETWORK_POOLS,
                 IPSET_ID_NAT_OUTGOING_MASQ_POOLS,
                 IPSET_ID_ALL_HOST_NETS,
             ] {
-                f.ipsets
-                    .replace(&ipset_name(v, id, rc.nftables), SetType::Net, Vec::new());
+                f.replace_set(&ipset_name(v, id, rc.nftables), SetType::Net, Vec::new());
             }
         }
     }
@@ -369,9 +318,9 @@ impl Dataplane {
                             .filter(|m| m.ip_version() == v)
                             .map(|m| m.to_string())
                             .collect();
-                        f.ipsets.replace(&name, set_type(&def.kind), ms);
+                        f.replace_set(&name, set_type(&def.kind), ms);
                     }
-                    _ => f.ipsets.remove(&name),
+                    _ => f.remove_set(&name),
                 }
             }
         }
@@ -381,8 +330,7 @@ impl Dataplane {
                     continue;
                 };
                 let name = ipset_name(f.v, id, nft);
-                f.ipsets
-                    .set_member(&name, &m.to_string(), idx.contains(id, m));
+                f.set_member(&name, &m.to_string(), idx.contains(id, m));
             }
         }
     }
@@ -396,12 +344,11 @@ impl Dataplane {
             let chains = policy_chains(rc, pid, rules.unwrap_or(&empty), f.v);
             // Felix puts policies in every table; only referenced chains are programmed.
             for k in [TableKind::Filter, TableKind::Mangle, TableKind::Raw] {
-                let t = f.table(k);
                 for c in &chains {
                     if rules.is_some() {
-                        t.update_chain(c.clone());
+                        f.update_chain(k, c.clone());
                     } else {
-                        t.remove_chain(&c.name);
+                        f.remove_chain(k, &c.name);
                     }
                 }
             }
@@ -423,9 +370,9 @@ impl Dataplane {
                         continue;
                     }
                     if rules.is_some() {
-                        f.table(k).update_chain(c.clone());
+                        f.update_chain(k, c.clone());
                     } else {
-                        f.table(k).remove_chain(&c.name);
+                        f.remove_chain(k, &c.name);
                     }
                 }
             }
@@ -442,7 +389,7 @@ impl Dataplane {
         if *n == 1 {
             let chains = policy_group_chains(&self.cfg.rules, g);
             for f in &mut self.families {
-                f.table(kind).update_chains(chains.iter().cloned());
+                f.update_chains(kind, chains.iter().cloned());
             }
         }
     }
@@ -460,7 +407,7 @@ impl Dataplane {
         if *n == 0 {
             self.group_refs.remove(&key);
             for f in &mut self.families {
-                f.table(kind).remove_chain(&key.1);
+                f.remove_chain(kind, &key.1);
             }
         }
     }
@@ -481,7 +428,7 @@ impl Dataplane {
         for (k, name) in &old.chains {
             if !keep.contains(&(*k, name.clone())) {
                 for f in &mut self.families {
-                    f.table(*k).remove_chain(name);
+                    f.remove_chain(*k, name);
                 }
             }
         }
@@ -547,7 +494,7 @@ impl Dataplane {
                 out.chains
                     .extend(chains.iter().map(|c| (TableKind::Filter, c.name.clone())));
             }
-            f.table(TableKind::Filter).update_chains(chains);
+            f.update_chains(TableKind::Filter, chains);
         }
         for n in &le.nets {
             if self.families.iter().any(|f| f.v == net_version(n)) {
@@ -634,7 +581,7 @@ impl Dataplane {
                     out.chains
                         .extend(chains.iter().map(|c| (k, c.name.clone())));
                 }
-                f.table(k).update_chains(chains);
+                f.update_chains(k, chains);
             }
         }
         out.iface = iface.clone();
@@ -659,13 +606,12 @@ impl Dataplane {
             .insert(kind, names.clone())
             .unwrap_or_default();
         for f in &mut self.families {
-            let t = f.table(kind);
             for o in &old {
                 if !names.contains(o) {
-                    t.remove_chain(o);
+                    f.remove_chain(kind, o);
                 }
             }
-            t.update_chains(chains.iter().cloned());
+            f.update_chains(kind, chains.iter().cloned());
         }
     }
 
@@ -678,6 +624,28 @@ impl Dataplane {
             let mut chains = workload_dispatch_chains(&rc, &ifaces);
             chains.extend(self.host_filter_dispatch(&rc));
             self.replace_dispatch(TableKind::Filter, chains);
+            if rc.nftables {
+                // nftables dispatches through verdict maps, which the chains look up.
+                let (from, to) = dispatch_mappings(&rc, &ifaces);
+                let entries = |m: crate::rules::dispatch::DispatchMap| -> Vec<(String, String)> {
+                    m.into_iter()
+                        .filter_map(|(k, v)| v.into_iter().next().map(|v| (k, v)))
+                        .collect()
+                };
+                let (from, to) = (entries(from), entries(to));
+                for f in &mut self.families {
+                    f.replace_map(
+                        TableKind::Filter,
+                        NFTABLES_FROM_WORKLOAD_DISPATCH_MAP,
+                        from.clone(),
+                    );
+                    f.replace_map(
+                        TableKind::Filter,
+                        NFTABLES_TO_WORKLOAD_DISPATCH_MAP,
+                        to.clone(),
+                    );
+                }
+            }
             self.wl_dispatch_dirty = false;
         }
         if self.host_dispatch_dirty {
@@ -710,8 +678,7 @@ impl Dataplane {
                             })
                     })
                     .collect();
-                f.table(TableKind::Raw)
-                    .update_chain(Chain::new(CHAIN_RPF_SKIP, rules));
+                f.update_chain(TableKind::Raw, Chain::new(CHAIN_RPF_SKIP, rules));
             }
             self.rpf_dirty = false;
         }
@@ -747,12 +714,12 @@ impl Dataplane {
                 .values()
                 .filter(|p| net_version(&p.cidr) == v)
                 .collect();
-            f.ipsets.replace(
+            f.replace_set(
                 &ipset_name(v, IPSET_ID_NETWORK_POOLS, rc.nftables),
                 SetType::Net,
                 pools.iter().map(|p| p.cidr.to_string()),
             );
-            f.ipsets.replace(
+            f.replace_set(
                 &ipset_name(v, IPSET_ID_NAT_OUTGOING_MASQ_POOLS, rc.nftables),
                 SetType::Net,
                 pools
@@ -764,14 +731,13 @@ impl Dataplane {
                 let a = if v == 4 { n.ipv4 } else { n.ipv6 };
                 a.map(|a| a.addr().to_string())
             });
-            f.ipsets.replace(
+            f.replace_set(
                 &ipset_name(v, IPSET_ID_ALL_HOST_NETS, rc.nftables),
                 SetType::Net,
                 hosts,
             );
             let active = pools.iter().any(|p| p.nat_outgoing);
-            f.table(TableKind::Nat)
-                .update_chain(nat_outgoing_chain(&rc, active, v));
+            f.update_chain(TableKind::Nat, nat_outgoing_chain(&rc, active, v));
         }
         // Blackholes for this node's blocks, so traffic to their unused addresses stops here.
         let mine: Vec<IpNet> = net
@@ -848,14 +814,14 @@ impl Dataplane {
             .set_local(me.clone().filter(|_| on).map(|m| (settings, m)));
         self.vxlan.set_remotes(remotes.values().cloned());
         let nft = self.cfg.rules.nftables;
-                for f in self.families.iter_mut().filter(|f| f.v == 4) {
+        for f in self.families.iter_mut().filter(|f| f.v == 4) {
             let name = ipset_name(4, crate::rules::IPSET_ID_ALL_VXLAN_SOURCE_NETS, nft);
             if !on {
-                f.ipsets.remove(&name);
+                f.remove_set(&name);
                 continue;
             }
             // Who may send us VXLAN: every node with a tunnel endpoint.
-            f.ipsets.replace(
+            f.replace_set(
                 &name,
                 SetType::Net,
                 net.nodes
@@ -909,24 +875,19 @@ impl Dataplane {
     pub fn needs_apply(&self) -> bool {
         self.applied < self.generation
             || (self.cfg.netlink && (self.routes.needs_apply() || self.vxlan.needs_apply()))
-            || self
-                .families
-                .iter()
-                .any(|f| f.ipsets.needs_apply() || f.tables.iter().any(Table::needs_apply))
+            || self.families.iter().any(Family::needs_apply)
     }
 
     /// Reads the kernel again at the next apply, to repair what someone else changed.
     pub fn invalidate_tables(&mut self) {
         for f in &mut self.families {
-            for t in &mut f.tables {
-                t.invalidate();
-            }
+            f.invalidate_tables();
         }
     }
 
     pub fn invalidate_ipsets(&mut self) {
         for f in &mut self.families {
-            f.ipsets.invalidate();
+            f.invalidate_sets();
         }
     }
 
@@ -941,15 +902,53 @@ impl Dataplane {
         }
     }
 
+    /// Removes what the backend not in use left behind: Calico's chains and hooks in the
+    /// iptables tables (both flavours) when on nftables; the `calico` nftables tables when on
+    /// iptables. Never fatal: a leftover costs nothing but a lookup.
+    fn sweep_other_backend(&self) {
+        let exec = self.exec.as_ref();
+        let versions: Vec<u8> = self.families.iter().map(|f| f.v).collect();
+        if self.cfg.rules.nftables {
+            // Legacy xtables only if its modules are loaded already (never load them).
+            let legacy = std::path::Path::new("/proc/net/ip_tables_names").exists();
+            let flavours: Vec<Backend> = if legacy {
+                vec![Backend::Nft, Backend::Legacy]
+            } else {
+                vec![Backend::Nft]
+            };
+            for v in &versions {
+                for b in &flavours {
+                    for k in TableKind::ALL {
+                        let mut t = iptables::Table::new(k.name(), *v, *b, self.cfg.features, true);
+                        if let Err(e) = t.apply(exec) {
+                            tracing::debug!(error = %e, "sweeping iptables leftovers");
+                        }
+                    }
+                }
+                let mut sets = ipsets::IpSets::new(*v);
+                let _ = sets.apply_updates(exec);
+                let _ = sets.apply_deletions(exec);
+            }
+        } else {
+            for v in &versions {
+                let family = if *v == 6 { "ip6" } else { "ip" };
+                // Fails when there is no such table, which is the usual case.
+                let _ = exec.run("nft", &["delete", "table", family, "calico"], None);
+            }
+        }
+    }
+
     /// Writes everything that differs, in Felix's order.
     pub async fn apply(&mut self) -> Result<ApplySummary, DataplaneError> {
         let started_at = self.generation;
         let mut s = ApplySummary::default();
         let exec = self.exec.clone();
+        if self.sweep_other && self.cfg.netlink {
+            self.sweep_other_backend();
+        }
+        self.sweep_other = false;
         for f in &mut self.families {
-            let st = f.ipsets.apply_updates(exec.as_ref())?;
-            s.sets_written += st.sets_written;
-            s.members_changed += st.members_changed;
+            f.apply_sets(exec.as_ref(), &mut s)?;
         }
         if self.cfg.netlink {
             let h = self.routes.handle().await?;
@@ -976,16 +975,7 @@ impl Dataplane {
             self.iface_settings.apply(self.cfg.ipv6);
         }
         for f in &mut self.families {
-            for t in &mut f.tables {
-                let st = t.apply(exec.as_ref())?;
-                s.chains_written += st.chains_written;
-                s.chains_deleted += st.chains_deleted;
-                s.restores += st.restores;
-            }
-        }
-        for f in &mut self.families {
-            let st = f.ipsets.apply_deletions(exec.as_ref())?;
-            s.sets_deleted += st.sets_deleted;
+            f.apply_rules(exec.as_ref(), &mut s)?;
         }
         if self.cfg.netlink {
             // After the routes and rules are gone, so no new packet recreates an entry.
@@ -1006,11 +996,7 @@ impl Dataplane {
 
     /// Counts for metrics.
     pub fn chain_count(&self) -> usize {
-        self.families
-            .iter()
-            .flat_map(|f| f.tables.iter())
-            .map(|t| t.chain_names().count())
-            .sum()
+        self.families.iter().map(Family::chain_count).sum()
     }
 }
 

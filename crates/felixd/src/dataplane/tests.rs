@@ -293,3 +293,46 @@ spec: {order: 3, selector: role == 'node', ingress: [{action: Allow, protocol: T
         "untracked policy in raw:\n{text}"
     );
 }
+
+#[tokio::test]
+async fn the_same_node_on_nftables_renders_one_transaction_per_family() {
+    let exec = Arc::new(FakeExec::default());
+    // An empty node: nft lists no calico table.
+    exec.set_output(
+        "nft",
+        r#"{"nftables": [{"metainfo": {"json_schema_version": 1}}]}"#,
+    );
+    let mut cfg = config();
+    cfg.rules.nftables = true;
+    let mut g = CalcGraph::new(HOST);
+    apply(&mut g, CLUSTER);
+    let mut dp = Dataplane::new(cfg, exec.clone());
+    let ch = g.take_changes();
+    dp.on_changes(&g, &ch);
+    dp.apply().await.unwrap();
+    let scripts = exec.inputs_to("nft");
+    let scripts: Vec<&String> = scripts.iter().filter(|s| !s.is_empty()).collect();
+    assert_eq!(scripts.len(), 2, "one transaction each for ip and ip6");
+    let text: String = scripts
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join("\n### ip6\n");
+    let golden = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/golden/nftables-one-pod.txt"
+    );
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(golden, &text).unwrap();
+    }
+    let want = std::fs::read_to_string(golden).unwrap_or_default();
+    assert!(
+        text == want,
+        "rendered rules differ from {golden} (UPDATE_GOLDEN=1 to accept):\n{text}"
+    );
+    assert!(text.contains("add chain ip calico filter-cali-tw-cali0123456789a"));
+    assert!(text.contains(r#""cali0123456789a" : goto filter-cali-fw-cali0123456789a"#));
+    assert!(text.contains("add set ip calico cali40s-"));
+    assert!(exec.inputs_to("ipset").is_empty(), "no ipset with nftables");
+    assert!(exec.inputs_to("iptables-nft-restore").is_empty());
+}

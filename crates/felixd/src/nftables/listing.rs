@@ -109,10 +109,8 @@ pub fn parse_listing(json: &str, table: &str) -> Result<KernelState, String> {
         };
         let in_table = o.get("table").and_then(Value::as_str) == Some(table);
         match kind.as_str() {
-            "table" => {
-                if o.get("name").and_then(Value::as_str) == Some(table) {
-                    st.table_exists = true;
-                }
+            "table" if o.get("name").and_then(Value::as_str) == Some(table) => {
+                st.table_exists = true;
             }
             "chain" if in_table => read_chain(&mut st, o),
             "rule" if in_table => {

@@ -96,6 +96,12 @@ pub fn transport_protocol(matches: &[Match]) -> Option<&'static str> {
 /// change the hash. Names nft could not parse bare (anything beyond letters, digits and
 /// `_.-*`) are quoted; Calico could not program those at all.
 fn iface(name: &str) -> String {
+    // iptables' interface wildcard is `+`, nft's `*`.
+    let name = match name.strip_suffix('+') {
+        Some(prefix) => format!("{prefix}*"),
+        None => name.to_string(),
+    };
+    let name = name.as_str();
     if !name.is_empty()
         && name
             .chars()

@@ -53,6 +53,16 @@ impl Pod {
     }
 }
 
+/// The dataplane backend the tests run on: iptables (felixd's default here), or nftables
+/// with `FELIXD_TEST_NFTABLES=1` (`make test` runs the policy suites both ways).
+pub fn backend_env() -> Vec<(String, String)> {
+    if std::env::var_os("FELIXD_TEST_NFTABLES").is_some() {
+        vec![("FELIX_NFTABLESMODE".into(), "Enabled".into())]
+    } else {
+        Vec::new()
+    }
+}
+
 pub struct Cluster {
     pub lab: LabNode,
     pub runtime: Runtime,
@@ -100,6 +110,7 @@ impl Cluster {
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
+                .chain(backend_env())
                 .collect(),
             dual_stack,
         };
@@ -314,4 +325,114 @@ pub fn probe_all(jobs: Vec<(&Pod, IpAddr, Proto, u16)>) -> Vec<bool> {
         }
     });
     out
+}
+
+/// Kernel inspection and tampering that works on either backend.
+impl Cluster {
+    pub fn nft(&self) -> bool {
+        self.env
+            .iter()
+            .any(|(k, v)| k == "FELIX_NFTABLESMODE" && v == "Enabled")
+    }
+
+    fn out(&self, program: &str, args: &[&str]) -> String {
+        let o = self.lab.ns.exec(program, args);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// The names of Calico's chains (without nftables' layer prefix) in the filter table.
+    pub fn filter_chains(&self) -> Vec<String> {
+        if self.nft() {
+            self.out("nft", &["list", "table", "ip", "calico"])
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("chain filter-"))
+                .map(|n| n.trim_end_matches(" {").to_string())
+                .filter(|n| n.starts_with("cali-"))
+                .collect()
+        } else {
+            self.out("iptables-save", &["-t", "filter"])
+                .lines()
+                .filter_map(|l| l.strip_prefix(':'))
+                .filter_map(|l| l.split(' ').next())
+                .filter(|n| n.starts_with("cali-"))
+                .map(str::to_string)
+                .collect()
+        }
+    }
+
+    /// Rules in one of Calico's filter chains.
+    pub fn chain_rules(&self, chain: &str) -> usize {
+        if self.nft() {
+            let o = self.lab.ns.try_exec(
+                "nft",
+                &["list", "chain", "ip", "calico", &format!("filter-{chain}")],
+            );
+            o.map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .filter(|l| l.contains("comment \"cali:"))
+                    .count()
+            })
+            .unwrap_or(0)
+        } else {
+            self.out("iptables-save", &["-t", "filter"])
+                .lines()
+                .filter(|l| l.starts_with(&format!("-A {chain} ")))
+                .count()
+        }
+    }
+
+    pub fn flush_chain(&self, chain: &str) {
+        if self.nft() {
+            self.lab.ns.exec(
+                "nft",
+                &["flush", "chain", "ip", "calico", &format!("filter-{chain}")],
+            );
+        } else {
+            self.lab.ns.exec("iptables", &["-F", chain]);
+        }
+    }
+
+    /// Calico's IPv4 selector sets.
+    pub fn selector_sets(&self) -> Vec<String> {
+        if self.nft() {
+            self.out("nft", &["list", "sets", "ip"])
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("set "))
+                .map(|n| n.trim_end_matches(" {").to_string())
+                .filter(|n| n.starts_with("cali40s"))
+                .collect()
+        } else {
+            self.out("ipset", &["list", "-n"])
+                .lines()
+                .filter(|s| s.starts_with("cali40s:"))
+                .map(str::to_string)
+                .collect()
+        }
+    }
+
+    pub fn del_set_member(&self, set: &str, ip: IpAddr) {
+        if self.nft() {
+            let elem = format!("{{ {ip} }}");
+            self.lab
+                .ns
+                .exec("nft", &["delete", "element", "ip", "calico", set, &elem]);
+        } else {
+            self.lab.ns.exec("ipset", &["del", set, &ip.to_string()]);
+        }
+    }
+
+    pub fn set_has(&self, set: &str, ip: IpAddr) -> bool {
+        let r = if self.nft() {
+            let elem = format!("{{ {ip} }}");
+            self.lab
+                .ns
+                .try_exec("nft", &["get", "element", "ip", "calico", set, &elem])
+        } else {
+            self.lab
+                .ns
+                .try_exec("ipset", &["test", set, &ip.to_string()])
+        };
+        r.map(|o| o.status.success()).unwrap_or(false)
+    }
 }
