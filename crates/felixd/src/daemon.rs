@@ -94,6 +94,7 @@ struct Loop {
     status: Arc<Status>,
     metrics: Arc<Metrics>,
     in_sync: bool,
+    in_sync_at: Option<Instant>,
     started: Instant,
     /// When the last apply failed, and how long to wait before the next attempt.
     backoff: Duration,
@@ -233,9 +234,16 @@ impl Loop {
             mtu_file: self.opts.mtu_file.clone(),
         };
         crate::dataplane::interfaces::enable_forwarding(cfg.ipv6_support);
+        let t = Instant::now();
         let mut dp = Dataplane::new(dcfg, self.exec.clone());
         let all = self.calc.full_changes();
         dp.on_changes(&self.calc, &all);
+        tracing::info!(
+            secs = t.elapsed().as_secs_f64(),
+            endpoints = all.endpoints.len(),
+            policies = all.policies.len(),
+            "rendered the whole dataplane"
+        );
         let now = tokio::time::Instant::now();
         self.next_iptables_refresh = now + cfg.iptables_refresh_interval;
         self.next_ipsets_refresh = now + cfg.ipsets_refresh_interval;
@@ -256,8 +264,20 @@ impl Loop {
         let Some(dp) = self.dataplane.as_mut() else {
             return;
         };
+        let t = Instant::now();
         let ch = self.calc.take_changes();
+        let calc_secs = t.elapsed().as_secs_f64();
         dp.on_changes(&self.calc, &ch);
+        let render_secs = t.elapsed().as_secs_f64() - calc_secs;
+        if calc_secs + render_secs > 0.2 {
+            tracing::info!(
+                calc_secs,
+                render_secs,
+                endpoints = ch.endpoints.len(),
+                policies = ch.policies.len(),
+                "calculated and rendered"
+            );
+        }
         if ch.network {
             self.maybe_allocate_tunnel();
         }
@@ -298,13 +318,25 @@ impl Loop {
                 let secs = t0.elapsed().as_secs_f64();
                 self.metrics.record_apply(&summary, secs);
                 self.metrics.chains.set(dp.chain_count() as i64);
-                tracing::debug!(?summary, secs, "dataplane updated");
+                if secs > 0.5 {
+                    tracing::info!(?summary, secs, "dataplane updated (slow)");
+                } else {
+                    tracing::debug!(?summary, secs, "dataplane updated");
+                }
                 self.backoff = Duration::from_millis(100);
                 self.retry_at = None;
                 if !self.status.programmed_once.swap(true, Ordering::Relaxed) {
                     let since = self.started.elapsed();
-                    self.metrics.initial_resync_time.set(since.as_secs() as i64);
-                    tracing::info!(?since, "dataplane programmed for the first time");
+                    let programming = self.in_sync_at.map(|t| t.elapsed()).unwrap_or_default();
+                    self.metrics.initial_resync_time.set(since.as_secs_f64());
+                    self.metrics
+                        .first_programming_time
+                        .set(programming.as_secs_f64());
+                    tracing::info!(
+                        ?since,
+                        ?programming,
+                        "dataplane programmed for the first time"
+                    );
                 }
                 *self
                     .status
@@ -520,6 +552,7 @@ pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken)
         status: status.clone(),
         metrics: metrics.clone(),
         in_sync: false,
+        in_sync_at: None,
         started: Instant::now(),
         backoff: Duration::from_millis(100),
         retry_at: None,
@@ -679,6 +712,7 @@ fn lp_handle_sync(lp: &mut Loop, ev: SyncEvent, metrics: &Metrics) {
             if s == SyncStatus::InSync && !lp.in_sync {
                 tracing::info!("in sync with the datastore");
                 lp.in_sync = true;
+                lp.in_sync_at = Some(Instant::now());
                 lp.status.in_sync.store(true, Ordering::Relaxed);
             }
         }

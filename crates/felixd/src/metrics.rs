@@ -1,7 +1,7 @@
 //! felixd's Prometheus metrics, under Felix's `felix_*` names where Felix has one.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry, TextEncoder,
 };
 
 use crate::calc::CalcCounts;
@@ -21,7 +21,9 @@ pub struct Metrics {
     pub cluster_profiles: IntGauge,
     pub cluster_tiers: IntGauge,
     pub apply_time: Histogram,
-    pub initial_resync_time: IntGauge,
+    pub initial_resync_time: Gauge,
+    /// From the datastore being in sync to the kernel programmed, the first time.
+    pub first_programming_time: Gauge,
     pub dataplane_failures: IntCounter,
     pub restore_calls: IntCounter,
     pub chains: IntGauge,
@@ -52,6 +54,11 @@ impl Metrics {
         };
         let gauge = |n: &str, h: &str| {
             let g = must(IntGauge::with_opts(Opts::new(n, h)));
+            must(registry.register(Box::new(g.clone())));
+            g
+        };
+        let fgauge = |n: &str, h: &str| {
+            let g = must(Gauge::with_opts(Opts::new(n, h)));
             must(registry.register(Box::new(g.clone())));
             g
         };
@@ -94,9 +101,13 @@ impl Metrics {
             cluster_profiles: gauge("felix_cluster_num_profiles", "Profiles in the cluster"),
             cluster_tiers: gauge("felix_cluster_num_tiers", "Tiers in the cluster"),
             apply_time,
-            initial_resync_time: gauge(
+            initial_resync_time: fgauge(
                 "felix_int_dataplane_initial_resync_time_seconds",
                 "Seconds from start to the first complete dataplane programming",
+            ),
+            first_programming_time: fgauge(
+                "felixd_first_programming_seconds",
+                "Seconds from being in sync with the datastore to the first complete programming",
             ),
             dataplane_failures: counter(
                 "felix_int_dataplane_failures",

@@ -203,12 +203,10 @@ impl Family {
     ) -> Result<(), FamilyError> {
         match &mut self.tables {
             Tables::Iptables { tables, ipsets } => {
-                for t in tables.iter_mut() {
-                    let st = t.apply(exec)?;
-                    s.chains_written += st.chains_written;
-                    s.chains_deleted += st.chains_deleted;
-                    s.restores += st.restores;
-                }
+                let st = super::iptables::apply_tables(&mut tables[..], exec)?;
+                s.chains_written += st.chains_written;
+                s.chains_deleted += st.chains_deleted;
+                s.restores += st.restores;
                 let st = ipsets.apply_deletions(exec)?;
                 s.sets_deleted += st.sets_deleted;
             }

@@ -23,7 +23,7 @@ use crate::generic::{Action, Chain, Features, Rule, iptables_render, rule_hashes
 use super::exec::{Exec, ExecError};
 
 /// Lines per `iptables-restore` call before a transaction is split.
-pub const MAX_LINES_PER_TRANSACTION: usize = 10_000;
+pub const MAX_LINES_PER_TRANSACTION: usize = 100_000;
 
 /// Which iptables: the legacy xtables kernel API or nf_tables through the iptables syntax.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,41 +54,51 @@ impl Backend {
     }
 }
 
-/// Felix's `iptablesBackend: Auto`: follow kube-proxy's hint chains if they exist in either
-/// flavour, else whichever flavour holds more rules, else nft.
+/// Felix's `iptablesBackend: Auto`: follow kube-proxy's hint chains if either flavour has
+/// them; else, if the legacy modules are loaded at all (they are never loaded for this),
+/// whichever flavour holds more rules; else the flavour the system's `iptables` is. (Felix
+/// breaks a tie towards legacy; a tie here goes to the system's choice, so that a fresh
+/// node does not depend on which modules something else happened to load.)
 pub fn detect_backend(exec: &dyn Exec) -> Backend {
-    let count = |b: Backend, table: &str| -> (bool, usize) {
-        let mut hint = false;
-        let mut n = 0;
-        for v in [4, 6] {
-            let tool = b.tool(v, "save");
-            if let Ok(out) = exec.run(&tool, &["-t", table], None) {
-                hint |= out.contains("KUBE-IPTABLES-HINT") || out.contains("KUBE-KUBELET-CANARY");
-                n += out.lines().filter(|l| l.starts_with("-A ")).count();
-            }
-        }
-        (hint, n)
+    let save = |b: Backend, v: u8, args: &[&str]| -> String {
+        exec.run(&b.tool(v, "save"), args, None).unwrap_or_default()
     };
-    let (nft_hint, _) = count(Backend::Nft, "mangle");
-    if nft_hint {
+    let hinted = |b: Backend| {
+        [4, 6].iter().any(|v| {
+            let out = save(b, *v, &["-t", "mangle"]);
+            out.contains("KUBE-IPTABLES-HINT") || out.contains("KUBE-KUBELET-CANARY")
+        })
+    };
+    if hinted(Backend::Nft) {
         return Backend::Nft;
     }
-    let (legacy_hint, _) = count(Backend::Legacy, "mangle");
-    if legacy_hint {
-        return Backend::Legacy;
+    if std::path::Path::new("/proc/net/ip_tables_names").exists() {
+        if hinted(Backend::Legacy) {
+            return Backend::Legacy;
+        }
+        let rules = |b: Backend| -> usize {
+            [4, 6]
+                .iter()
+                .map(|v| {
+                    save(b, *v, &[])
+                        .lines()
+                        .filter(|l| l.starts_with("-A "))
+                        .count()
+                })
+                .sum()
+        };
+        let (legacy, nft) = (rules(Backend::Legacy), rules(Backend::Nft));
+        if legacy != nft {
+            return if legacy > nft {
+                Backend::Legacy
+            } else {
+                Backend::Nft
+            };
+        }
     }
-    let legacy_rules: usize = ["filter", "nat", "mangle", "raw"]
-        .iter()
-        .map(|t| count(Backend::Legacy, t).1)
-        .sum();
-    let nft_rules: usize = ["filter", "nat", "mangle", "raw"]
-        .iter()
-        .map(|t| count(Backend::Nft, t).1)
-        .sum();
-    if legacy_rules > nft_rules {
-        Backend::Legacy
-    } else {
-        Backend::Nft
+    match exec.run("iptables", &["--version"], None) {
+        Ok(v) if v.contains("legacy") => Backend::Legacy,
+        _ => Backend::Nft,
     }
 }
 
@@ -147,6 +157,132 @@ struct KernelState {
     others: HashMap<String, Vec<SavedRule>>,
 }
 
+/// What one table will write: its transactions (chains and hooks, in reference order), then
+/// a flush and a delete of the chains no one wants.
+#[derive(Debug)]
+pub struct Plan {
+    pub main: Vec<String>,
+    pub flush: Option<String>,
+    pub delete: Option<String>,
+    to_write: Vec<String>,
+    to_delete: Vec<String>,
+    hooks_changed: Vec<(String, Vec<SavedRule>)>,
+    hook_lines: usize,
+    reach: HashSet<String>,
+}
+
+/// Runs one `iptables-restore --noflush` (waiting for the xtables lock in legacy mode).
+fn restore(
+    exec: &dyn Exec,
+    backend: Backend,
+    ip_version: u8,
+    input: &str,
+) -> Result<String, ExecError> {
+    let tool = backend.tool(ip_version, "restore");
+    let args: &[&str] = match backend {
+        // Wait for the xtables lock (up to 10 s per attempt, polling every 50 ms).
+        Backend::Legacy => &["--noflush", "--wait", "10", "--wait-interval", "50000"],
+        Backend::Nft => &["--noflush"],
+    };
+    exec.run(&tool, args, Some(input.as_bytes()))
+}
+
+/// The sections of a full `iptables-save`, by table name.
+fn split_save(out: &str) -> HashMap<String, String> {
+    let mut sections: HashMap<String, String> = HashMap::new();
+    let mut current: Option<String> = None;
+    for line in out.lines() {
+        if let Some(t) = line.strip_prefix('*') {
+            current = Some(t.trim().to_string());
+        }
+        if let Some(t) = &current {
+            let s = sections.entry(t.clone()).or_default();
+            s.push_str(line);
+            s.push('\n');
+        }
+        if line == "COMMIT" {
+            current = None;
+        }
+    }
+    sections
+}
+
+/// Applies several tables of one IP version and backend together: one `iptables-save` to
+/// read them all, one `iptables-restore` for all their changes (split only past
+/// [`MAX_LINES_PER_TRANSACTION`]), then one to flush and one to delete unwanted chains.
+/// Each `*table … COMMIT` section stays atomic; fewer processes matter because every
+/// iptables-nft call loads the whole ruleset first.
+pub fn apply_tables(tables: &mut [Table], exec: &dyn Exec) -> Result<ApplyStats, TableError> {
+    let mut stats = ApplyStats::default();
+    let Some(first) = tables.first() else {
+        return Ok(stats);
+    };
+    let (backend, v, name0, max) = (first.backend, first.ip_version, first.name, first.max_lines);
+    if tables.iter().any(Table::needs_read) {
+        let out = exec
+            .run(&backend.tool(v, "save"), &[], None)
+            .map_err(|source| TableError::Read {
+                table: name0,
+                ip_version: v,
+                source,
+            })?;
+        let sections = split_save(&out);
+        for t in tables.iter_mut().filter(|t| t.needs_read()) {
+            t.load(sections.get(t.name).map(String::as_str).unwrap_or(""))?;
+            stats.read = true;
+        }
+    }
+    let mut plans = Vec::with_capacity(tables.len());
+    for t in tables.iter() {
+        plans.push(t.plan()?);
+    }
+    let mut batches: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    let mut lines = 0;
+    for p in plans.iter().flatten() {
+        for txn in &p.main {
+            let n = txn.lines().count();
+            if lines > 0 && lines + n > max {
+                batches.push(std::mem::take(&mut cur));
+                lines = 0;
+            }
+            cur.push_str(txn);
+            lines += n;
+        }
+    }
+    if !cur.is_empty() {
+        batches.push(cur);
+    }
+    let flush: String = plans
+        .iter()
+        .flatten()
+        .filter_map(|p| p.flush.clone())
+        .collect();
+    let delete: String = plans
+        .iter()
+        .flatten()
+        .filter_map(|p| p.delete.clone())
+        .collect();
+    batches.extend([flush, delete].into_iter().filter(|s| !s.is_empty()));
+    for input in &batches {
+        if let Err(source) = restore(exec, backend, v, input) {
+            tables.iter_mut().for_each(Table::write_failed);
+            return Err(TableError::Write {
+                table: "all",
+                ip_version: v,
+                source,
+            });
+        }
+        stats.restores += 1;
+    }
+    for (t, p) in tables.iter_mut().zip(plans) {
+        if let Some(p) = p {
+            t.commit(p, &mut stats);
+        }
+    }
+    Ok(stats)
+}
+
 /// Counts from one [`Table::apply`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ApplyStats {
@@ -174,6 +310,8 @@ pub struct Table {
     dirty_hooks: BTreeSet<String>,
     /// The chains that were reachable at the last write.
     reached: HashSet<String>,
+    /// Lines per `iptables-restore` before a write is split.
+    max_lines: usize,
     last_read: Option<Instant>,
 }
 
@@ -254,12 +392,19 @@ impl Table {
             dirty: BTreeSet::new(),
             dirty_hooks: BTreeSet::new(),
             reached: HashSet::new(),
+            max_lines: MAX_LINES_PER_TRANSACTION,
             last_read: None,
         }
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Splits writes above `n` lines (tests use small batches).
+    pub fn with_max_lines(mut self, n: usize) -> Table {
+        self.max_lines = n;
+        self
     }
 
     /// Sets (or replaces) one of our chains.
@@ -337,7 +482,12 @@ impl Table {
                 ip_version: self.ip_version,
                 source,
             })?;
-        let st = parse_save(&out).map_err(|()| TableError::Incompatible {
+        self.load(&out)
+    }
+
+    /// Takes what the kernel holds from `iptables-save` output of this table.
+    pub fn load(&mut self, out: &str) -> Result<(), TableError> {
+        let st = parse_save(out).map_err(|()| TableError::Incompatible {
             table: self.name,
             ip_version: self.ip_version,
         })?;
@@ -389,16 +539,40 @@ impl Table {
             self.read(exec)?;
             stats.read = true;
         }
-        let result = self.write(exec, &mut stats);
+        let result = self.plan().and_then(|plan| {
+            let Some(plan) = plan else {
+                return Ok(());
+            };
+            let inputs: Vec<&str> = plan
+                .main
+                .iter()
+                .map(String::as_str)
+                .chain(plan.flush.as_deref())
+                .chain(plan.delete.as_deref())
+                .collect();
+            for input in inputs {
+                restore(exec, self.backend, self.ip_version, input).map_err(|source| {
+                    TableError::Write {
+                        table: self.name,
+                        ip_version: self.ip_version,
+                        source,
+                    }
+                })?;
+                stats.restores += 1;
+            }
+            self.commit(plan, &mut stats);
+            Ok(())
+        });
         if result.is_err() {
             self.kernel = None;
         }
         result.map(|()| stats)
     }
 
-    fn write(&mut self, exec: &dyn Exec, stats: &mut ApplyStats) -> Result<(), TableError> {
+    /// What to write to bring the kernel in line: `None` if nothing.
+    pub fn plan(&self) -> Result<Option<Plan>, TableError> {
         let Some(kernel) = self.kernel.as_ref() else {
-            return Ok(());
+            return Ok(None);
         };
         // Only chains the kernel chains reach (through our hooks) are programmed, as Felix
         // does: a policy nobody jumps to costs nothing.
@@ -490,6 +664,7 @@ impl Table {
         // size; deletions last, once nothing refers to them.
         let ordered = self.reference_order(&to_write);
         let mut txns: Vec<String> = Vec::new();
+        let (mut flush_txn, mut delete_txn) = (None, None);
         let mut cur = String::new();
         let mut lines = 0usize;
         let start = |s: &mut String| {
@@ -500,7 +675,7 @@ impl Table {
                 continue;
             };
             let hashes = &self.desired_hashes[name];
-            if lines > 0 && lines + chain.rules.len() + 1 > MAX_LINES_PER_TRANSACTION {
+            if lines > 0 && lines + chain.rules.len() + 1 > self.max_lines {
                 cur.push_str("COMMIT\n");
                 txns.push(std::mem::take(&mut cur));
                 lines = 0;
@@ -538,54 +713,59 @@ impl Table {
                 let _ = writeln!(flush, ":{name} - [0:0]");
             }
             flush.push_str("COMMIT\n");
-            txns.push(flush);
+            flush_txn = Some(flush);
             let mut del = String::new();
             start(&mut del);
             for name in &to_delete {
                 let _ = writeln!(del, "-X {name}");
             }
             del.push_str("COMMIT\n");
-            txns.push(del);
+            delete_txn = Some(del);
         }
 
-        let tool = self.backend.tool(self.ip_version, "restore");
-        let wait_args: &[&str] = match self.backend {
-            // Wait for the xtables lock (up to 10 s per attempt, polling every 50 ms).
-            Backend::Legacy => &["--noflush", "--wait", "10", "--wait-interval", "50000"],
-            Backend::Nft => &["--noflush"],
-        };
-        for t in &txns {
-            exec.run(&tool, wait_args, Some(t.as_bytes()))
-                .map_err(|source| TableError::Write {
-                    table: self.name,
-                    ip_version: self.ip_version,
-                    source,
-                })?;
-            stats.restores += 1;
-        }
+        Ok(Some(Plan {
+            main: txns,
+            flush: flush_txn,
+            delete: delete_txn,
+            to_write,
+            to_delete,
+            hook_lines: hook_lines.len(),
+            hooks_changed,
+            reach,
+        }))
+    }
 
-        // The kernel now holds what we wrote.
+    /// Records that the kernel now holds what `plan` wrote.
+    pub fn commit(&mut self, plan: Plan, stats: &mut ApplyStats) {
         let Some(kernel) = self.kernel.as_mut() else {
-            return Ok(());
+            return;
         };
-        for name in &to_write {
+        for name in &plan.to_write {
             if let Some(h) = self.desired_hashes.get(name) {
                 kernel.ours.insert(name.clone(), h.clone());
             }
         }
-        for name in &to_delete {
+        for name in &plan.to_delete {
             kernel.ours.remove(name);
         }
-        for (chain, rules) in hooks_changed {
+        for (chain, rules) in plan.hooks_changed {
             kernel.others.insert(chain, rules);
         }
-        self.reached = reach;
-        stats.chains_written = to_write.len();
-        stats.chains_deleted = to_delete.len();
-        stats.hooks_written = hook_lines.len();
+        self.reached = plan.reach;
+        stats.chains_written += plan.to_write.len();
+        stats.chains_deleted += plan.to_delete.len();
+        stats.hooks_written += plan.hook_lines;
         self.dirty.clear();
         self.dirty_hooks.clear();
-        Ok(())
+    }
+
+    /// Forgets the kernel state after a failed write.
+    pub fn write_failed(&mut self) {
+        self.kernel = None;
+    }
+
+    pub fn needs_read(&self) -> bool {
+        self.kernel.is_none()
     }
 
     /// The chains reachable from our hook rules, and a reference to a chain that does not
@@ -803,7 +983,8 @@ mod tests {
     fn large_updates_are_split_at_chain_boundaries() {
         let exec = FakeExec::default();
         exec.set_output("iptables-nft-save", EMPTY);
-        let mut t = Table::new("filter", 4, Backend::Nft, Features::default(), true);
+        let mut t =
+            Table::new("filter", 4, Backend::Nft, Features::default(), true).with_max_lines(10_000);
         for i in 0..30 {
             let rules = (0..500)
                 .map(|p| Rule::new(MatchCriteria::new().dest_port(p as u16 + 1), Action::Accept))
@@ -818,7 +999,7 @@ mod tests {
         let stats = t.apply(&exec).unwrap();
         assert!(stats.restores >= 2);
         for input in exec.inputs_to("iptables-nft-restore") {
-            assert!(input.lines().count() <= MAX_LINES_PER_TRANSACTION + 2);
+            assert!(input.lines().count() <= 10_000 + 2);
             assert!(input.ends_with("COMMIT\n"));
         }
     }
@@ -839,17 +1020,18 @@ mod tests {
     }
 
     #[test]
-    fn backend_detection_follows_kube_proxy_then_rule_counts() {
+    fn backend_detection_follows_kube_proxy_then_the_system() {
         let exec = FakeExec::default();
         exec.set_output(
-            "iptables-legacy-save",
+            "iptables-nft-save",
             "*mangle\n:KUBE-IPTABLES-HINT - [0:0]\nCOMMIT\n",
         );
+        assert_eq!(detect_backend(&exec), Backend::Nft);
+        let exec = FakeExec::default();
+        exec.set_output("iptables", "iptables v1.8.9 (legacy)\n");
         assert_eq!(detect_backend(&exec), Backend::Legacy);
         let exec = FakeExec::default();
-        exec.set_output("iptables-legacy-save", "*filter\n-A INPUT -j ACCEPT\n");
-        assert_eq!(detect_backend(&exec), Backend::Legacy);
-        let exec = FakeExec::default();
+        exec.set_output("iptables", "iptables v1.8.9 (nf_tables)\n");
         assert_eq!(detect_backend(&exec), Backend::Nft);
     }
 }

@@ -97,8 +97,10 @@ struct Programmed {
 }
 
 /// Counts from one apply.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ApplySummary {
+    /// How long each step took, in order.
+    pub phases: Vec<(&'static str, Duration)>,
     pub chains_written: usize,
     pub chains_deleted: usize,
     pub restores: usize,
@@ -295,9 +297,22 @@ impl Dataplane {
         for name in &ch.profiles {
             self.update_profile(calc, name);
         }
+        let had_heps = !self.hep_ifaces.is_empty();
         for id in &ch.endpoints {
             self.update_endpoint(calc.local_endpoint(id), id);
             self.endpoint_generation.insert(id.clone(), self.generation);
+        }
+        if !had_heps && !self.hep_ifaces.is_empty() {
+            // The first host endpoint: its mangle and raw chains may jump to any policy.
+            let pids: Vec<crate::rules::PolicyId> =
+                calc.active_policies().map(|(id, _)| id.clone()).collect();
+            for pid in &pids {
+                self.update_policy(calc, pid);
+            }
+            let names: Vec<String> = calc.active_profiles().map(|(n, _)| n.clone()).collect();
+            for n in &names {
+                self.update_profile(calc, n);
+            }
         }
         if ch.network {
             self.update_network(calc);
@@ -337,13 +352,21 @@ impl Dataplane {
 
     fn update_policy(&mut self, calc: &CalcGraph, pid: &crate::rules::PolicyId) {
         let rc = &self.cfg.rules;
+        let heps = !self.hep_ifaces.is_empty();
         for f in &mut self.families {
             // Rendered only to learn the names when the policy is gone.
             let empty = crate::rules::PolicyRules::default();
             let rules = calc.active_policy(pid);
             let chains = policy_chains(rc, pid, rules.unwrap_or(&empty), f.v);
-            // Felix puts policies in every table; only referenced chains are programmed.
-            for k in [TableKind::Filter, TableKind::Mangle, TableKind::Raw] {
+            // Felix puts policies in every table (only referenced chains are programmed);
+            // here mangle and raw get them only while a host endpoint may refer to them
+            // there, which saves their memory on nodes without host endpoints.
+            let kinds: &[TableKind] = if rules.is_some() && !heps {
+                &[TableKind::Filter]
+            } else {
+                &[TableKind::Filter, TableKind::Mangle, TableKind::Raw]
+            };
+            for k in kinds.iter().copied() {
                 for c in &chains {
                     if rules.is_some() {
                         f.update_chain(k, c.clone());
@@ -357,6 +380,7 @@ impl Dataplane {
 
     fn update_profile(&mut self, calc: &CalcGraph, name: &str) {
         let rc = &self.cfg.rules;
+        let heps = !self.hep_ifaces.is_empty();
         for f in &mut self.families {
             let rules = calc.active_profile(name);
             let (inbound, outbound) = rules
@@ -366,7 +390,7 @@ impl Dataplane {
             for c in &chains {
                 let outbound_chain = c.name.starts_with(crate::rules::PROFILE_OUTBOUND_PREFIX);
                 for k in [TableKind::Filter, TableKind::Mangle] {
-                    if k == TableKind::Mangle && !outbound_chain {
+                    if k == TableKind::Mangle && !(outbound_chain && (heps || rules.is_none())) {
                         continue;
                     }
                     if rules.is_some() {
@@ -918,11 +942,13 @@ impl Dataplane {
             };
             for v in &versions {
                 for b in &flavours {
-                    for k in TableKind::ALL {
-                        let mut t = iptables::Table::new(k.name(), *v, *b, self.cfg.features, true);
-                        if let Err(e) = t.apply(exec) {
-                            tracing::debug!(error = %e, "sweeping iptables leftovers");
-                        }
+                    // Tables with nothing wanted: applying them deletes what is ours.
+                    let mut tables: Vec<iptables::Table> = TableKind::ALL
+                        .iter()
+                        .map(|k| iptables::Table::new(k.name(), *v, *b, self.cfg.features, true))
+                        .collect();
+                    if let Err(e) = iptables::apply_tables(&mut tables, exec) {
+                        tracing::debug!(error = %e, "sweeping iptables leftovers");
                     }
                 }
                 let mut sets = ipsets::IpSets::new(*v);
@@ -943,13 +969,20 @@ impl Dataplane {
         let started_at = self.generation;
         let mut s = ApplySummary::default();
         let exec = self.exec.clone();
+        let mut t = std::time::Instant::now();
+        let mut phase = |s: &mut ApplySummary, name: &'static str| {
+            s.phases.push((name, t.elapsed()));
+            t = std::time::Instant::now();
+        };
         if self.sweep_other && self.cfg.netlink {
             self.sweep_other_backend();
+            phase(&mut s, "sweep");
         }
         self.sweep_other = false;
         for f in &mut self.families {
             f.apply_sets(exec.as_ref(), &mut s)?;
         }
+        phase(&mut s, "sets");
         if self.cfg.netlink {
             let h = self.routes.handle().await?;
             if self.mtu_dirty || self.host_mtu.is_none() {
@@ -973,9 +1006,11 @@ impl Dataplane {
             s.routes_removed += rs.removed;
             s.waiting_for_interface += rs.waiting_for_interface;
             self.iface_settings.apply(self.cfg.ipv6);
+            phase(&mut s, "routes");
         }
         for f in &mut self.families {
             f.apply_rules(exec.as_ref(), &mut s)?;
+            phase(&mut s, if f.v == 4 { "rules-v4" } else { "rules-v6" });
         }
         if self.cfg.netlink {
             // After the routes and rules are gone, so no new packet recreates an entry.
