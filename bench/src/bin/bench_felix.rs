@@ -498,6 +498,14 @@ fn main() -> Result<()> {
     let rss_after = rss_bytes(felix_pid(&node)?)?;
     let nft = measure_programming(&mut node, &[("FELIX_NFTABLESMODE", "Enabled")], true)?;
     let lat_nft = change_latency(&node, &pods, args.changes)?;
+    if let Some(dir) = std::env::var_os("BENCH_FELIX_DUMP") {
+        // felixd's own account of each change (phases at debug level).
+        std::fs::create_dir_all(&dir)?;
+        std::fs::copy(
+            node.dir.path().join("felixd.log"),
+            PathBuf::from(dir).join("felixd.log"),
+        )?;
+    }
 
     for a in &pods.attachments {
         node.run(|| rt.del(&pods.list, a))?;
@@ -543,6 +551,12 @@ fn main() -> Result<()> {
         ]);
     }
     let peak = ipt.rss_scale.max(rss_after).max(nft.rss_scale);
+    eprintln!(
+        "felixd RSS: {} MB after programming iptables, {} MB after the iptables changes, {} MB after programming nftables",
+        mb(ipt.rss_scale),
+        mb(rss_after),
+        mb(nft.rss_scale)
+    );
     t.row(vec![
         "(c) felixd RSS at scale".into(),
         format!("{} MB", mb(peak)),

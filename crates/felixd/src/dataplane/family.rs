@@ -210,15 +210,33 @@ impl Family {
                 let st = ipsets.apply_deletions(exec)?;
                 s.sets_deleted += st.sets_deleted;
             }
-            Tables::Nft(n) => {
-                let st = n.apply(exec)?;
-                s.chains_written += st.chains_written + st.base_chains_written;
-                s.chains_deleted += st.chains_deleted;
-                s.restores += st.transactions;
-                s.sets_written += st.sets_created;
-                s.members_changed += st.set_elements_changed + st.map_elements_changed;
-                s.sets_deleted += st.sets_deleted;
+            Tables::Nft(n) => s.add_nft(&n.apply(exec)?),
+        }
+        Ok(())
+    }
+
+    /// Applies the rules of every family: with nftables all of them in one transaction,
+    /// with iptables one family after the other (IPv4 first).
+    pub fn apply_rules_all(
+        families: &mut [Family],
+        exec: &dyn Exec,
+        s: &mut ApplySummary,
+    ) -> Result<(), FamilyError> {
+        if families.len() > 1 && families.iter().all(Family::is_nft) {
+            let mut tables: Vec<&mut NftTable> = families
+                .iter_mut()
+                .filter_map(|f| match &mut f.tables {
+                    Tables::Nft(n) => Some(n.as_mut()),
+                    Tables::Iptables { .. } => None,
+                })
+                .collect();
+            for st in crate::nftables::table::apply_together(&mut tables, exec)? {
+                s.add_nft(&st);
             }
+            return Ok(());
+        }
+        for f in families {
+            f.apply_rules(exec, s)?;
         }
         Ok(())
     }

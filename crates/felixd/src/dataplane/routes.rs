@@ -194,11 +194,11 @@ impl RouteTable {
     pub async fn apply(&mut self) -> Result<RouteStats, RouteError> {
         let h = self.handle().await?;
         let result = self.sync(&h).await;
-        if result.is_err() {
+        match &result {
             // A broken socket is reopened next time.
-            self.handle = None;
-        } else {
-            self.dirty = false;
+            Err(_) => self.handle = None,
+            // Routes whose interface has not appeared yet are tried again on the next pass.
+            Ok(st) => self.dirty = st.waiting_for_interface > 0,
         }
         result
     }
