@@ -1,4 +1,4 @@
-//! One module per subcommand.
-
+pub mod ipam;
+pub mod node;
 pub mod validate;
 pub mod version;

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use anyhow::Result;
 use calico_api::resource::ClusterInformation;
 use calico_datastore::ResourceClient;
-use calico_datastore::config::DatastoreConfig;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -14,7 +13,7 @@ pub struct Args {
     client: bool,
 }
 
-pub fn run(args: &Args) -> Result<ExitCode> {
+pub fn run(args: &Args, config: &std::path::Path) -> Result<ExitCode> {
     println!("Client Version:    v{}", env!("CARGO_PKG_VERSION"));
     println!(
         "Git commit:        {}",
@@ -27,7 +26,11 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     let cluster = runtime.block_on(async {
-        let ds = DatastoreConfig::from_env().ok()?.connect().await.ok()?;
+        let ds = crate::config::datastore_config(config)
+            .ok()?
+            .connect()
+            .await
+            .ok()?;
         ResourceClient::new(ds)
             .get::<ClusterInformation>(None, "default")
             .await

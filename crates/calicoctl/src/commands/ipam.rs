@@ -1,0 +1,205 @@
+//! `calicoctl ipam show` and `ipam check`, read straight from the datastore through the IPAM
+//! library (the same code ipamd runs).
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use calico_datastore::ResourceClient;
+use calico_ipam::Ipam;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Address usage per IP pool (and per block with --show-blocks).
+    ///
+    /// Example: calicoctl ipam show --show-blocks
+    Show {
+        /// Also list each allocation block.
+        #[arg(long)]
+        show_blocks: bool,
+    },
+    /// Check IPAM consistency: leaks, duplicates, handles, orphaned affinities.
+    ///
+    /// Example: calicoctl ipam check
+    Check,
+}
+
+pub async fn run(rc: &ResourceClient, cmd: &Command) -> Result<ExitCode> {
+    let ipam = Ipam::new(rc.datastore().clone());
+    match cmd {
+        Command::Show { show_blocks } => {
+            let usage = ipam.usage().await?;
+            let mut rows = Vec::new();
+            for p in &usage.pools {
+                rows.push(row("IP Pool", &p.cidr.to_string(), p.in_use, p.capacity));
+                if *show_blocks {
+                    for b in usage.blocks.iter().filter(|b| b.pool == p.name) {
+                        rows.push(row("Block", &b.cidr.to_string(), b.in_use, b.capacity));
+                    }
+                }
+            }
+            print!(
+                "{}",
+                boxed(
+                    &["GROUPING", "CIDR", "IPS TOTAL", "IPS IN USE", "IPS FREE"],
+                    &rows
+                )
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check => {
+            let report = ipam.check(None).await?;
+            println!(
+                "Checked {} allocations; found {} problem(s).",
+                report.allocations_checked,
+                report.problems.len()
+            );
+            for p in &report.problems {
+                let mut what = format!("{:?}", p.kind);
+                if let Some(ip) = p.ip {
+                    what.push_str(&format!(" {ip}"));
+                }
+                if let Some(h) = &p.handle {
+                    what.push_str(&format!(" handle {h}"));
+                }
+                if let Some(b) = p.block {
+                    what.push_str(&format!(" block {b}"));
+                }
+                println!("  {what}: {}", p.detail);
+            }
+            Ok(if report.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+fn row(kind: &str, cidr: &str, in_use: u128, capacity: u128) -> Vec<String> {
+    let pct = |n: u128| {
+        if capacity == 0 {
+            0.0
+        } else {
+            100.0 * n as f64 / capacity as f64
+        }
+    };
+    let free = capacity.saturating_sub(in_use);
+    vec![
+        kind.to_string(),
+        cidr.to_string(),
+        g5(capacity as f64),
+        format!("{} ({:.0}%)", g5(in_use as f64), pct(in_use)),
+        format!("{} ({:.0}%)", g5(free as f64), pct(free)),
+    ]
+}
+
+/// Go's `%.5g`: five significant digits, exponent form from 1e+05.
+fn g5(f: f64) -> String {
+    if f == 0.0 {
+        return "0".into();
+    }
+    let sci = format!("{f:.4e}");
+    let Some((m, e)) = sci.split_once('e') else {
+        return sci;
+    };
+    let exp: i32 = e.parse().unwrap_or(0);
+    let m = if m.contains('.') {
+        m.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        m
+    };
+    if !(-4..5).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{m}e{sign}{:02}", exp.abs())
+    } else {
+        let digits = usize::try_from(4 - exp).unwrap_or(0);
+        let s = format!("{f:.digits$}");
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        }
+    }
+}
+
+/// A bordered table as calicoctl's tablewriter draws it: centred headers, numbers
+/// right-aligned, everything else left-aligned.
+fn boxed(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..headers.len())
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .chain([headers[c].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line: String = widths.iter().fold("+".to_string(), |mut s, w| {
+        s.push_str(&"-".repeat(w + 2));
+        s.push('+');
+        s
+    }) + "\n";
+    let mut out = line.clone();
+    out.push('|');
+    for (h, w) in headers.iter().zip(&widths) {
+        let gap = w - h.len();
+        out.push_str(&format!(
+            " {}{h}{} |",
+            " ".repeat(gap / 2),
+            " ".repeat(gap - gap / 2)
+        ));
+    }
+    out.push('\n');
+    out.push_str(&line);
+    for r in rows {
+        out.push('|');
+        for (c, w) in r.iter().zip(&widths) {
+            let numeric = !c.is_empty() && c.chars().all(|ch| ch.is_ascii_digit());
+            if numeric {
+                out.push_str(&format!(" {c:>w$} |"));
+            } else {
+                out.push_str(&format!(" {c:<w$} |"));
+            }
+        }
+        out.push('\n');
+    }
+    out.push_str(&line);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_print_as_calicoctl_prints_them() {
+        assert_eq!(g5(256.0), "256");
+        assert_eq!(g5(65536.0), "65536");
+        assert_eq!(g5(100000.0), "1e+05");
+        assert_eq!(g5(1_048_576.0), "1.0486e+06");
+        assert_eq!(g5(2f64.powi(80)), "1.2089e+24");
+        assert_eq!(g5(5.0), "5");
+    }
+
+    #[test]
+    fn the_usage_table_matches_calicos_layout() {
+        let rows = vec![
+            row("IP Pool", "10.65.0.0/16", 5, 65536),
+            row("Block", "10.65.79.0/26", 5, 64),
+        ];
+        let t = boxed(
+            &["GROUPING", "CIDR", "IPS TOTAL", "IPS IN USE", "IPS FREE"],
+            &rows,
+        );
+        let want = "\
++----------+---------------+-----------+------------+--------------+
+| GROUPING |     CIDR      | IPS TOTAL | IPS IN USE |   IPS FREE   |
++----------+---------------+-----------+------------+--------------+
+| IP Pool  | 10.65.0.0/16  |     65536 | 5 (0%)     | 65531 (100%) |
+| Block    | 10.65.79.0/26 |        64 | 5 (8%)     | 59 (92%)     |
++----------+---------------+-----------+------------+--------------+
+";
+        assert_eq!(t, want);
+    }
+}

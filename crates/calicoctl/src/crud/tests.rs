@@ -1,0 +1,473 @@
+//! The resource commands against the in-memory datastore: result lines, namespaces, tables
+//! for every kind, round trips and bad input.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use calico_api::codec::decode_documents;
+use calico_datastore::memory::MemoryDatastore;
+
+use super::*;
+
+fn client() -> ResourceClient {
+    ResourceClient::new(Arc::new(MemoryDatastore::new()))
+}
+
+fn docs(y: &str) -> Vec<AnyResource> {
+    decode_documents(y).unwrap()
+}
+
+const POOLS: &str = "\
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: ippool-name1}
+spec: {cidr: 10.0.1.0/24, ipipMode: Always, nodeSelector: foo == 'bar'}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: pool2}
+spec: {cidr: 10.0.2.0/24, natOutgoing: true, vxlanMode: CrossSubnet}
+";
+
+fn ps() -> Output {
+    Output::Ps
+}
+
+#[tokio::test]
+async fn apply_then_get_prints_calicos_tables() {
+    let rc = client();
+    let o = write(&rc, Write::Apply, docs(POOLS), &Scope::default()).await;
+    assert_eq!(o.stdout, "Successfully applied 2 'IPPool' resource(s)\n");
+    assert!(o.ok);
+    let o = get(
+        &rc,
+        GetTarget::List(Kind::IpPool),
+        &Scope::default(),
+        &ps(),
+        false,
+    )
+    .await;
+    assert_eq!(
+        o.stdout,
+        "NAME           CIDR          SELECTOR       \n\
+         ippool-name1   10.0.1.0/24   foo == 'bar'   \n\
+         pool2          10.0.2.0/24   all()          \n\n"
+    );
+    let o = get(
+        &rc,
+        GetTarget::Names(Kind::IpPool, vec!["ippool-name1".into()]),
+        &Scope::default(),
+        &Output::Wide,
+        false,
+    )
+    .await;
+    assert_eq!(
+        o.stdout,
+        "NAME           CIDR          NAT     IPIPMODE   VXLANMODE   DISABLED   DISABLEBGPEXPORT   SELECTOR       ASSIGNMENTMODE   \n\
+         ippool-name1   10.0.1.0/24   false   Always     Never       false      false              foo == 'bar'   Automatic        \n\n"
+    );
+}
+
+#[tokio::test]
+async fn every_kind_has_its_columns() {
+    let rc = client();
+    let all = "\
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec: {logSeverityScreen: Info, nodeToNodeMeshEnabled: false, asNumber: 63400}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: rack1-tor}
+spec: {peerIP: 192.20.30.40, asNumber: 64567, nodeSelector: rack == 'rack-1'}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: global}
+spec: {peerIP: 192.20.30.41, asNumber: 64567}
+---
+apiVersion: projectcalico.org/v3
+kind: Tier
+metadata: {name: security}
+spec: {order: 300}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: security.allow-dns}
+spec: {tier: security, order: 100.5, selector: all()}
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: allow-web, namespace: prod}
+spec: {selector: app == 'web'}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkSet
+metadata: {name: blocked}
+spec: {nets: [198.51.100.0/28, 203.0.113.0/24]}
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: node1-eth0}
+spec: {node: node1, interfaceName: eth0, expectedIPs: [10.0.0.1], profiles: [p1, p2]}
+---
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {name: node1}
+spec: {bgp: {ipv4Address: 10.0.0.1/24}}
+---
+apiVersion: projectcalico.org/v3
+kind: Profile
+metadata: {name: kns.prod}
+spec: {labelsToApply: {pcns.projectcalico.org/name: prod, a: b}}
+";
+    let o = write(
+        &rc,
+        Write::Create { skip_exists: false },
+        docs(all),
+        &Scope::default(),
+    )
+    .await;
+    assert!(o.ok, "{o:?}");
+    assert_eq!(o.stdout, "Successfully created 10 resource(s)\n");
+    let table = |kind: Kind, out: Output, scope: Scope| {
+        let rc = rc.clone();
+        async move {
+            get(&rc, GetTarget::List(kind), &scope, &out, false)
+                .await
+                .stdout
+        }
+    };
+    assert_eq!(
+        table(Kind::BgpConfiguration, ps(), Scope::default()).await,
+        "NAME      LOGSEVERITY   MESHENABLED   ASNUMBER   \ndefault   Info          false         63400      \n\n"
+    );
+    assert_eq!(
+        table(Kind::BgpPeer, ps(), Scope::default()).await,
+        "NAME        PEERIP         NODE               ASN     \n\
+         global      192.20.30.41   (global)           64567   \n\
+         rack1-tor   192.20.30.40   rack == 'rack-1'   64567   \n\n"
+    );
+    let tiers = table(Kind::Tier, ps(), Scope::default()).await;
+    assert!(
+        tiers.starts_with("NAME       ORDER   \nsecurity   300     \n"),
+        "{tiers}"
+    );
+    assert_eq!(
+        table(Kind::GlobalNetworkPolicy, Output::Wide, Scope::default()).await,
+        "NAME                 TIER       ORDER   SELECTOR   \nsecurity.allow-dns   security   100.5   all()      \n\n"
+    );
+    let all_ns = Scope {
+        namespace: None,
+        all_namespaces: true,
+    };
+    assert_eq!(
+        table(Kind::NetworkPolicy, ps(), all_ns.clone()).await,
+        "NAMESPACE   NAME        TIER      \nprod        allow-web   default   \n\n"
+    );
+    // Without -n or -A only the default namespace is listed.
+    assert_eq!(
+        table(Kind::NetworkPolicy, ps(), Scope::default()).await,
+        "NAME   TIER   \n\n"
+    );
+    assert_eq!(
+        table(Kind::GlobalNetworkSet, Output::Wide, Scope::default()).await,
+        "NAME      NETS                             \nblocked   198.51.100.0/28,203.0.113.0/24   \n\n"
+    );
+    assert_eq!(
+        table(Kind::HostEndpoint, Output::Wide, Scope::default()).await,
+        "NAME         NODE    INTERFACE   IPS        PROFILES   \nnode1-eth0   node1   eth0        10.0.0.1   p1,p2      \n\n"
+    );
+    assert_eq!(
+        table(Kind::Node, Output::Wide, Scope::default()).await,
+        "NAME    ASN       IPV4          IPV6   \nnode1   (63400)   10.0.0.1/24          \n\n"
+    );
+    assert_eq!(
+        table(Kind::Profile, Output::Wide, Scope::default()).await,
+        "NAME       LABELS                                 \nkns.prod   a=b,pcns.projectcalico.org/name=prod   \n\n"
+    );
+    let o = get(
+        &rc,
+        GetTarget::List(Kind::IpPool),
+        &Scope::default(),
+        &Output::CustomColumns(vec!["NAME".into(), "NOPE".into()]),
+        false,
+    )
+    .await;
+    assert!(
+        o.stderr
+            .starts_with("unknown heading NOPE, valid values are: NAME, CIDR"),
+        "{o:?}"
+    );
+}
+
+#[tokio::test]
+async fn yaml_output_applies_back_unchanged() {
+    let rc = client();
+    write(&rc, Write::Apply, docs(POOLS), &Scope::default()).await;
+    let o = get(
+        &rc,
+        GetTarget::Names(Kind::IpPool, vec!["pool2".into()]),
+        &Scope::default(),
+        &Output::Yaml,
+        false,
+    )
+    .await;
+    assert!(o.ok, "{o:?}");
+    let back = docs(&o.stdout);
+    assert_eq!(back.len(), 1);
+    let o2 = write(&rc, Write::Replace, back.clone(), &Scope::default()).await;
+    assert_eq!(
+        o2.stdout, "Successfully replaced 1 'IPPool' resource(s)\n",
+        "{o2:?}"
+    );
+    // A list prints as IPPoolList, which decodes to its items.
+    let o = get(
+        &rc,
+        GetTarget::List(Kind::IpPool),
+        &Scope::default(),
+        &Output::Json,
+        false,
+    )
+    .await;
+    assert!(
+        o.stdout.contains("\"kind\": \"IPPoolList\""),
+        "{}",
+        o.stdout
+    );
+    assert_eq!(docs(&o.stdout).len(), 2);
+    let o = get(
+        &rc,
+        GetTarget::List(Kind::IpPool),
+        &Scope::default(),
+        &Output::Name,
+        false,
+    )
+    .await;
+    assert_eq!(o.stdout, "ippool/ippool-name1\nippool/pool2\n");
+    let o = get(
+        &rc,
+        GetTarget::List(Kind::IpPool),
+        &Scope::default(),
+        &Output::JsonPath("{.items[*].spec.cidr}".into()),
+        false,
+    )
+    .await;
+    assert_eq!(o.stdout, "10.0.1.0/24 10.0.2.0/24\n");
+}
+
+#[tokio::test]
+async fn failures_name_the_resource_and_write_nothing_wrong() {
+    let rc = client();
+    let scope = Scope::default();
+    write(
+        &rc,
+        Write::Create { skip_exists: false },
+        docs(POOLS),
+        &scope,
+    )
+    .await;
+    // create of existing resources
+    let o = write(
+        &rc,
+        Write::Create { skip_exists: false },
+        docs(POOLS),
+        &scope,
+    )
+    .await;
+    assert!(!o.ok);
+    assert!(
+        o.stderr.starts_with("failed to create any 'IPPool' resources: [resource already exists: IPPool(ippool-name1)"),
+        "{o:?}"
+    );
+    let o = write(
+        &rc,
+        Write::Create { skip_exists: true },
+        docs(POOLS),
+        &scope,
+    )
+    .await;
+    assert!(o.ok, "{o:?}");
+    // replace of a missing one, next to an existing one: partial success
+    let mixed = docs(
+        &POOLS
+            .replace("pool2", "pool3")
+            .replace("10.0.2.0", "10.0.3.0"),
+    );
+    let o = write(&rc, Write::Replace, mixed, &scope).await;
+    assert!(!o.ok);
+    assert_eq!(
+        o.stdout,
+        "Partial success: replaced the first 1 out of 2 'IPPool' resources:\n"
+    );
+    assert!(
+        o.stderr.contains("resource does not exist: IPPool(pool3)"),
+        "{o:?}"
+    );
+    // an invalid value: refused with the field, nothing written
+    let bad = docs(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: bad}\nspec: {cidr: 10.9.0.0/16, blockSize: 12}\n",
+    );
+    let o = write(&rc, Write::Apply, bad, &scope).await;
+    assert!(
+        o.stderr.starts_with("failed to apply 'IPPool' resource: ["),
+        "{o:?}"
+    );
+    assert!(o.stderr.contains("blockSize"), "{o:?}");
+    assert!(rc.get_any(Kind::IpPool, None, "bad").await.is_err());
+    // namespaces
+    let np = docs(
+        "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: p, namespace: a}\nspec: {selector: all()}\n",
+    );
+    let o = write(
+        &rc,
+        Write::Apply,
+        np,
+        &Scope {
+            namespace: Some("b".into()),
+            all_namespaces: false,
+        },
+    )
+    .await;
+    assert!(
+        o.stderr
+            .contains("resource namespace does not match client namespace. a != b"),
+        "{o:?}"
+    );
+    let o = write(
+        &rc,
+        Write::Apply,
+        docs(POOLS),
+        &Scope {
+            namespace: Some("b".into()),
+            all_namespaces: false,
+        },
+    )
+    .await;
+    assert!(o.stderr.contains("IPPool is not namespaced"), "{o:?}");
+    // the read-only kind
+    let ci = docs(
+        "apiVersion: projectcalico.org/v3\nkind: ClusterInformation\nmetadata: {name: default}\nspec: {}\n",
+    );
+    let o = write(&rc, Write::Apply, ci, &scope).await;
+    assert!(
+        o.stderr.contains(
+            "operation apply is not supported on ClusterInformation: resource is readonly"
+        )
+    );
+    // get of a missing name, next to one that exists
+    let o = get(
+        &rc,
+        GetTarget::Names(Kind::IpPool, vec!["pool2".into(), "blah".into()]),
+        &scope,
+        &ps(),
+        false,
+    )
+    .await;
+    assert!(!o.ok);
+    assert!(o.stdout.contains("pool2"));
+    assert_eq!(o.stderr, "resource does not exist: IPPool(blah)\n");
+}
+
+#[tokio::test]
+async fn delete_label_and_patch() {
+    let rc = client();
+    let scope = Scope::default();
+    write(&rc, Write::Apply, docs(POOLS), &scope).await;
+    let o = label(&rc, "ippool", "pool2", "team=net", false, false, &scope).await;
+    assert_eq!(
+        o.stdout,
+        "Successfully set label team=net on ippool pool2\n".replace("team=net", "team")
+    );
+    let o = label(&rc, "ippool", "pool2", "team=other", false, false, &scope).await;
+    assert!(o.stderr.contains("please use '--overwrite'"), "{o:?}");
+    let o = label(&rc, "ippool", "pool2", "team=other", true, false, &scope).await;
+    assert_eq!(
+        o.stdout,
+        "Successfully updated label team on ippool pool2\n"
+    );
+    let o = label(&rc, "ippool", "pool2", "team", false, true, &scope).await;
+    assert_eq!(
+        o.stdout,
+        "Successfully removed label team from ippool pool2\n"
+    );
+    let o = label(&rc, "ippool", "nosuch", "a=b", false, false, &scope).await;
+    assert_eq!(o.stderr, "ippool nosuch not found\n");
+
+    let o = patch(
+        &rc,
+        "ippool",
+        "pool2",
+        r#"{"spec":{"disabled":true}}"#,
+        &scope,
+    )
+    .await;
+    assert_eq!(
+        o.stdout, "Successfully patched 1 'IPPool' resource\n",
+        "{o:?}"
+    );
+    match rc.get_any(Kind::IpPool, None, "pool2").await.unwrap() {
+        AnyResource::IpPool(p) => assert!(p.spec.disabled),
+        other => panic!("{other:?}"),
+    }
+    let o = patch(
+        &rc,
+        "ippool",
+        "pool2",
+        r#"{"spec":{"cidr":"10.7.0.0/16"}}"#,
+        &scope,
+    )
+    .await;
+    assert!(
+        !o.ok && o.stderr.contains("spec.cidr cannot be changed"),
+        "{o:?}"
+    );
+    let o = patch(&rc, "ippool", "pool2", r#"{"spec":{"nosuch":1}}"#, &scope).await;
+    assert!(!o.ok && o.stderr.contains("nosuch"), "{o:?}");
+
+    let targets = vec![
+        stub(Kind::IpPool, None, "pool2").unwrap(),
+        stub(Kind::IpPool, None, "blah").unwrap(),
+        stub(Kind::IpPool, None, "ippool-name1").unwrap(),
+    ];
+    let o = delete(&rc, targets, &scope, false).await;
+    assert_eq!(o.stdout, "Successfully deleted 2 'IPPool' resource(s)\n");
+    assert_eq!(
+        o.stderr,
+        "Failed to delete 'IPPool' resource: resource does not exist: IPPool(blah)\n"
+    );
+    assert!(!o.ok);
+    let o = delete(
+        &rc,
+        vec![stub(Kind::IpPool, None, "blah").unwrap()],
+        &scope,
+        true,
+    )
+    .await;
+    assert!(o.ok);
+}
+
+#[tokio::test]
+async fn kubernetes_policies_are_stored_as_calico_names_them() {
+    let rc = client();
+    let knp = docs(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-all, namespace: prod}\nspec: {podSelector: {}, policyTypes: [Ingress]}\n",
+    );
+    let o = write(&rc, Write::Apply, knp.clone(), &Scope::default()).await;
+    assert_eq!(
+        o.stdout, "Successfully applied 1 'NetworkPolicy' resource(s)\n",
+        "{o:?}"
+    );
+    assert!(
+        rc.get_any(Kind::NetworkPolicy, Some("prod"), "knp.default.deny-all")
+            .await
+            .is_ok()
+    );
+    let o = delete(&rc, knp, &Scope::default(), false).await;
+    assert_eq!(
+        o.stdout, "Successfully deleted 1 'NetworkPolicy' resource(s)\n",
+        "{o:?}"
+    );
+}
