@@ -1,7 +1,30 @@
-//! What every benchmark shares: latency summaries, a process's memory, and the table they
-//! are printed in.
+//! What every benchmark shares: where the binaries under test are, latency summaries, a
+//! process's memory, and the table they are printed in.
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// The directory holding the release binaries under test (`--bin-dir`, else next to the
+/// benchmark), after checking each of `names` is there; `build` says how to build them.
+pub fn binaries_dir(
+    given: Option<PathBuf>,
+    names: &[&str],
+    build: &str,
+) -> anyhow::Result<PathBuf> {
+    let dir = match given {
+        Some(d) => d,
+        None => std::env::current_exe()?
+            .parent()
+            .ok_or_else(|| anyhow::anyhow!("this binary has no directory"))?
+            .to_path_buf(),
+    };
+    for b in names {
+        if !dir.join(b).exists() {
+            anyhow::bail!("{} is missing: build with `{build}`", dir.join(b).display());
+        }
+    }
+    Ok(dir)
+}
 
 /// Latencies of one run, and how long the run took.
 #[derive(Debug, Clone)]

@@ -132,21 +132,11 @@ fn churn(
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let bin_dir = match args.bin_dir {
-        Some(d) => d,
-        None => std::env::current_exe()?
-            .parent()
-            .context("this binary has no directory")?
-            .to_path_buf(),
-    };
-    for b in ["calico", "calico-ipam", "ipamd"] {
-        if !bin_dir.join(b).exists() {
-            bail!(
-                "{} is missing: build with `cargo build --release -p calico-cni -p calico-ipam`",
-                bin_dir.join(b).display()
-            );
-        }
-    }
+    let bin_dir = calico_bench::binaries_dir(
+        args.bin_dir.clone(),
+        &["calico", "calico-ipam", "ipamd"],
+        "cargo build --release -p calico-cni -p calico-ipam",
+    )?;
     for b in ["bridge", "host-local"] {
         if !args.reference_dir.join(b).exists() {
             bail!(

@@ -409,21 +409,11 @@ fn change_latency(node: &Node, p: &Pods, n: usize) -> Result<Run> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let bin_dir = match args.bin_dir {
-        Some(d) => d,
-        None => std::env::current_exe()?
-            .parent()
-            .context("this binary has no directory")?
-            .to_path_buf(),
-    };
-    for b in ["felixd", "calico", "calico-ipam", "ipamd"] {
-        if !bin_dir.join(b).exists() {
-            bail!(
-                "{} is missing: build with `cargo build --release -p felixd -p calico-cni -p calico-ipam`",
-                bin_dir.join(b).display()
-            );
-        }
-    }
+    let bin_dir = calico_bench::binaries_dir(
+        args.bin_dir.clone(),
+        &["felixd", "calico", "calico-ipam", "ipamd"],
+        "cargo build --release -p felixd -p calico-cni -p calico-ipam",
+    )?;
     let mut node = Node::start(NodeOptions::new(&bin_dir));
     let rt = Runtime::new(
         vec![bin_dir.clone(), "/usr/lib/cni".into()],

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use calico_bench::{Run, Table, ms, rss_bytes};
 use calico_lab::{Node, NodeOptions};
 use calico_proto::ipam::{self as pb, ipam_client::IpamClient};
@@ -36,19 +36,11 @@ const NODE: &str = "bench-node";
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let bin_dir = match &args.bin_dir {
-        Some(d) => d.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("this binary has no directory")?
-            .to_path_buf(),
-    };
-    if !bin_dir.join("ipamd").exists() {
-        bail!(
-            "{} does not exist: build it with `cargo build --release -p calico-ipam --bin ipamd`",
-            bin_dir.join("ipamd").display()
-        );
-    }
+    let bin_dir = calico_bench::binaries_dir(
+        args.bin_dir.clone(),
+        &["ipamd"],
+        "cargo build --release -p calico-ipam --bin ipamd",
+    )?;
     // A lab node: its namespace, its own etcd, the pool, a release-build ipamd.
     let mut opts = NodeOptions::new(&bin_dir);
     opts.name = NODE.into();

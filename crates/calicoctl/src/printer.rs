@@ -509,6 +509,13 @@ fn join_values(v: Option<&Value>, sep: &str, max: usize) -> String {
 /// A float as Go's `%v` prints it: the shortest digits, exponent form below 1e-4 or from
 /// 1e+06 (so the default tier's order 1000000 reads `1e+06`, as in calicoctl).
 pub fn go_float(f: f64) -> String {
+    go_g(f, None)
+}
+
+/// Go's `%g` (`%.Ng` with `Some(N)` significant digits, the shortest digits with `None`):
+/// trailing zeros dropped, exponent form when the exponent is below -4 or at least the
+/// precision (6 for the shortest form), with at least two exponent digits.
+pub fn go_g(f: f64, significant: Option<usize>) -> String {
     if f == 0.0 {
         return "0".into();
     }
@@ -521,16 +528,33 @@ pub fn go_float(f: f64) -> String {
             "-Inf".into()
         };
     }
-    let sci = format!("{f:e}");
+    let trim = |s: &str| -> String {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    let sci = match significant {
+        Some(n) => format!("{f:.prec$e}", prec = n.saturating_sub(1)),
+        None => format!("{f:e}"),
+    };
     let Some((mantissa, exp)) = sci.split_once('e') else {
         return sci;
     };
     let exp: i32 = exp.parse().unwrap_or(0);
-    if !(-4..6).contains(&exp) {
+    let limit = significant.map_or(6, |n| i32::try_from(n).unwrap_or(i32::MAX));
+    if exp < -4 || exp >= limit {
         let sign = if exp < 0 { '-' } else { '+' };
-        format!("{mantissa}e{sign}{:02}", exp.abs())
-    } else {
-        format!("{f}")
+        return format!("{}e{sign}{:02}", trim(mantissa), exp.abs());
+    }
+    match significant {
+        Some(n) => {
+            let decimals =
+                usize::try_from(i32::try_from(n).unwrap_or(i32::MAX) - 1 - exp).unwrap_or(0);
+            trim(&format!("{f:.decimals$}"))
+        }
+        None => format!("{f}"),
     }
 }
 

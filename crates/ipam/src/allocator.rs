@@ -302,7 +302,7 @@ impl Ipam {
         Ok(())
     }
 
-    async fn pools(&self) -> Result<Vec<Pool>> {
+    pub(crate) async fn pools(&self) -> Result<Vec<Pool>> {
         match self.view.as_ref().and_then(|v| v.snapshot()) {
             Some(i) => Ok(i.pools.clone()),
             None => inputs::read_pools(&self.resources).await,
@@ -1651,19 +1651,12 @@ impl Ipam {
         let reservations = self.reservations().await?;
         let reserved = |ip: IpAddr| reservations.contains(ip);
         let mut usage = Usage::default();
-        let mut blocks = Vec::new();
-        for v in [4u8, 6] {
-            for kv in self
-                .ds
-                .list(&KeyPrefix::Blocks {
-                    ip_version: Some(v),
-                })
-                .await?
-                .items
-            {
-                blocks.push(decode_block(&kv)?);
-            }
-        }
+        let blocks = self
+            .stored_blocks()
+            .await?
+            .iter()
+            .map(decode_block)
+            .collect::<Result<Vec<_>>>()?;
         for pool in &pools {
             let size = |n: &IpNet| {
                 1u128
@@ -1711,18 +1704,26 @@ impl Ipam {
         &self,
     ) -> Result<Vec<(IpAddr, IpNet, crate::block::AllocationAttribute)>> {
         let mut out = Vec::new();
+        for kv in self.stored_blocks().await? {
+            let b = decode_block(&kv)?;
+            out.extend(b.allocated().map(|(ip, a)| (ip, b.cidr, a.clone())));
+        }
+        Ok(out)
+    }
+
+    /// Every stored block of both families, undecoded (reports and the leak collector
+    /// decide what a corrupt one means to them).
+    pub(crate) async fn stored_blocks(&self) -> Result<Vec<KvPair>> {
+        let mut out = Vec::new();
         for v in [4u8, 6] {
-            for kv in self
-                .ds
-                .list(&KeyPrefix::Blocks {
-                    ip_version: Some(v),
-                })
-                .await?
-                .items
-            {
-                let b = decode_block(&kv)?;
-                out.extend(b.allocated().map(|(ip, a)| (ip, b.cidr, a.clone())));
-            }
+            out.extend(
+                self.ds
+                    .list(&KeyPrefix::Blocks {
+                        ip_version: Some(v),
+                    })
+                    .await?
+                    .items,
+            );
         }
         Ok(out)
     }

@@ -75,28 +75,20 @@ impl Ipam {
     pub async fn check(&self, owner_alive: Option<OwnerCheck<'_>>) -> Result<CheckReport> {
         let ds = self.datastore();
         let mut report = CheckReport::default();
-        let pools: Vec<IpNet> = self.usage().await?.pools.iter().map(|p| p.cidr).collect();
+        let pools: Vec<IpNet> = self.pools().await?.iter().map(|p| p.net).collect();
         let mut blocks: BTreeMap<IpNet, AllocationBlock> = BTreeMap::new();
-        for v in [4u8, 6] {
-            for kv in ds
-                .list(&KeyPrefix::Blocks {
-                    ip_version: Some(v),
-                })
-                .await?
-                .items
-            {
-                match serde_json::from_slice::<AllocationBlock>(&kv.value) {
-                    Ok(b) => {
-                        blocks.insert(b.cidr, b);
-                    }
-                    Err(e) => report.add(
-                        ProblemKind::CorruptBlock,
-                        None,
-                        None,
-                        None,
-                        format!("{}: {e}", kv.key),
-                    ),
+        for kv in self.stored_blocks().await? {
+            match serde_json::from_slice::<AllocationBlock>(&kv.value) {
+                Ok(b) => {
+                    blocks.insert(b.cidr, b);
                 }
+                Err(e) => report.add(
+                    ProblemKind::CorruptBlock,
+                    None,
+                    None,
+                    None,
+                    format!("{}: {e}", kv.key),
+                ),
             }
         }
         // Counts per handle per block, from the blocks.

@@ -311,39 +311,31 @@ impl Collector {
         let mut by_handle: BTreeMap<String, Vec<AllocationId>> = BTreeMap::new();
         let mut attrs: HashMap<AllocationId, AllocationAttribute> = HashMap::new();
         let mut suspects = Vec::new();
-        for v in [4u8, 6] {
-            for kv in ds
-                .list(&KeyPrefix::Blocks {
-                    ip_version: Some(v),
-                })
-                .await?
-                .items
-            {
-                let Ok(block) = serde_json::from_slice::<AllocationBlock>(&kv.value) else {
+        for kv in self.ipam.stored_blocks().await? {
+            let Ok(block) = serde_json::from_slice::<AllocationBlock>(&kv.value) else {
+                continue;
+            };
+            for (ip, attr) in block.allocated() {
+                report.allocations += 1;
+                let Some(handle) = attr.handle() else {
                     continue;
                 };
-                for (ip, attr) in block.allocated() {
-                    report.allocations += 1;
-                    let Some(handle) = attr.handle() else {
-                        continue;
-                    };
-                    let Some(ordinal) = block.ordinal(ip) else {
-                        continue;
-                    };
-                    let id = AllocationId {
-                        ip,
-                        handle: handle.to_string(),
-                        sequence_number: block.sequence_number_for(ordinal),
-                    };
-                    by_handle
-                        .entry(id.handle.clone())
-                        .or_default()
-                        .push(id.clone());
-                    if owners.alive(ip, attr) == Some(false) {
-                        suspects.push(id.clone());
-                    }
-                    attrs.insert(id, attr.clone());
+                let Some(ordinal) = block.ordinal(ip) else {
+                    continue;
+                };
+                let id = AllocationId {
+                    ip,
+                    handle: handle.to_string(),
+                    sequence_number: block.sequence_number_for(ordinal),
+                };
+                by_handle
+                    .entry(id.handle.clone())
+                    .or_default()
+                    .push(id.clone());
+                if owners.alive(ip, attr) == Some(false) {
+                    suspects.push(id.clone());
                 }
+                attrs.insert(id, attr.clone());
             }
         }
         report.suspected = suspects.len();

@@ -93,33 +93,9 @@ fn row(kind: &str, cidr: &str, in_use: u128, capacity: u128) -> Vec<String> {
     ]
 }
 
-/// Go's `%.5g`: five significant digits, exponent form from 1e+05.
+/// Go's `%.5g`, as `ipam show` prints counts.
 fn g5(f: f64) -> String {
-    if f == 0.0 {
-        return "0".into();
-    }
-    let sci = format!("{f:.4e}");
-    let Some((m, e)) = sci.split_once('e') else {
-        return sci;
-    };
-    let exp: i32 = e.parse().unwrap_or(0);
-    let m = if m.contains('.') {
-        m.trim_end_matches('0').trim_end_matches('.')
-    } else {
-        m
-    };
-    if !(-4..5).contains(&exp) {
-        let sign = if exp < 0 { '-' } else { '+' };
-        format!("{m}e{sign}{:02}", exp.abs())
-    } else {
-        let digits = usize::try_from(4 - exp).unwrap_or(0);
-        let s = format!("{f:.digits$}");
-        if s.contains('.') {
-            s.trim_end_matches('0').trim_end_matches('.').to_string()
-        } else {
-            s
-        }
-    }
+    crate::printer::go_g(f, Some(5))
 }
 
 /// A bordered table as calicoctl's tablewriter draws it: centred headers, numbers

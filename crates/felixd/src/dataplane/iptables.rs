@@ -775,32 +775,23 @@ impl Table {
     /// The chains reachable from our hook rules, and a reference to a chain that does not
     /// exist, if there is one.
     fn reachable(&self) -> (HashSet<String>, Option<(String, String)>) {
-        let mut seen: HashSet<String> = HashSet::new();
-        let mut dangling = None;
-        let mut stack: Vec<(String, String)> = Vec::new();
+        let mut roots = Vec::new();
         for (kchain, h) in &self.hooks {
             for r in h.insert.iter().chain(&h.append) {
                 if let Some(t) = r.action.as_ref().and_then(Action::referenced_chain) {
-                    stack.push((kchain.clone(), t.to_string()));
+                    roots.push((kchain.clone(), t.to_string()));
                 }
             }
         }
-        while let Some((from, n)) = stack.pop() {
-            if seen.contains(&n) {
-                continue;
-            }
-            let Some(c) = self.desired.get(&n) else {
-                if is_ours(&n) && dangling.is_none() {
-                    dangling = Some((from, n));
-                }
-                continue;
-            };
-            for t in c.references() {
-                stack.push((n.clone(), t.to_string()));
-            }
-            seen.insert(n);
-        }
-        (seen, dangling)
+        crate::generic::reachable_chains(
+            roots,
+            |n| {
+                self.desired
+                    .get(n)
+                    .map(|c| c.references().map(str::to_string).collect())
+            },
+            is_ours,
+        )
     }
 
     /// `names` ordered so that a chain comes after every chain it jumps to (cycles, which

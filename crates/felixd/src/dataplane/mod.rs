@@ -477,10 +477,9 @@ impl Dataplane {
                 self.conntrack_flush.push(r.addr());
             }
         }
+        // An interface given up (the endpoint moved or went; when it went, `new` is empty).
         if !old.iface.is_empty() && old.iface != new.iface {
             self.iface_settings.forget(&old.iface);
-        }
-        if !old.iface.is_empty() && old.iface != new.iface {
             if self.wl_ifaces.get(&old.iface) == Some(id) {
                 self.wl_ifaces.remove(&old.iface);
                 self.wl_dispatch_dirty = true;
@@ -497,19 +496,6 @@ impl Dataplane {
         }
         if le.is_none() {
             self.endpoint_generation.remove(id);
-            if !old.iface.is_empty() && self.wl_ifaces.get(&old.iface) == Some(id) {
-                self.wl_ifaces.remove(&old.iface);
-                self.wl_dispatch_dirty = true;
-            }
-            if !old.iface.is_empty() && self.hep_ifaces.get(&old.iface) == Some(id) {
-                self.hep_ifaces.remove(&old.iface);
-                self.hep_untracked.remove(&old.iface);
-                self.hep_pre_dnat.remove(&old.iface);
-                self.host_dispatch_dirty = true;
-            }
-            if self.spoofable.remove(&old.iface).is_some() {
-                self.rpf_dirty = true;
-            }
             return;
         }
         self.programmed.insert(id.clone(), new);

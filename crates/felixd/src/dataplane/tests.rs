@@ -134,6 +134,19 @@ fn rendered(exec: &FakeExec) -> String {
     out
 }
 
+/// Compares rendered text with a checked-in file (rewritten with UPDATE_GOLDEN=1).
+fn assert_golden(file: &str, text: &str) {
+    let golden = format!("{}/testdata/golden/{file}", env!("CARGO_MANIFEST_DIR"));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, text).unwrap();
+    }
+    let want = std::fs::read_to_string(&golden).unwrap_or_default();
+    assert!(
+        text == want,
+        "rendered rules differ from {golden} (UPDATE_GOLDEN=1 to accept):\n{text}"
+    );
+}
+
 #[tokio::test]
 async fn a_node_with_one_pod_and_policy_renders_calicos_rule_set() {
     let exec = empty_kernel();
@@ -144,18 +157,7 @@ async fn a_node_with_one_pod_and_policy_renders_calicos_rule_set() {
     dp.on_changes(&g, &ch);
     dp.apply().await.unwrap();
     let text = rendered(&exec);
-    let golden = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/testdata/golden/iptables-one-pod.txt"
-    );
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(golden, &text).unwrap();
-    }
-    let want = std::fs::read_to_string(golden).unwrap_or_default();
-    assert!(
-        text == want,
-        "rendered rules differ from {golden} (UPDATE_GOLDEN=1 to accept):\n{text}"
-    );
+    assert_golden("iptables-one-pod.txt", &text);
     // What must be there, whatever the golden file says.
     assert!(text.contains(":cali-tw-cali0123456789a - [0:0]"));
     assert!(text.contains(":cali-fw-cali0123456789a - [0:0]"));
@@ -315,18 +317,7 @@ async fn the_same_node_on_nftables_renders_one_transaction_for_both_families() {
     assert_eq!(scripts.len(), 1, "ip and ip6 in one transaction");
     let text = scripts[0].clone();
     assert!(text.contains("table ip calico") && text.contains("table ip6 calico"));
-    let golden = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/testdata/golden/nftables-one-pod.txt"
-    );
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(golden, &text).unwrap();
-    }
-    let want = std::fs::read_to_string(golden).unwrap_or_default();
-    assert!(
-        text == want,
-        "rendered rules differ from {golden} (UPDATE_GOLDEN=1 to accept):\n{text}"
-    );
+    assert_golden("nftables-one-pod.txt", &text);
     assert!(text.contains("add chain ip calico filter-cali-tw-cali0123456789a"));
     assert!(text.contains(r#""cali0123456789a" : goto filter-cali-fw-cali0123456789a"#));
     assert!(text.contains("add set ip calico cali40s-"));

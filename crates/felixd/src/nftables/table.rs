@@ -754,41 +754,33 @@ impl NftTable {
     /// The chains reachable from the base chains' rules and the verdict maps, and a reference
     /// to a chain that does not exist, if there is one (from, to).
     fn reachable(&self) -> (HashSet<String>, Option<(String, String)>) {
-        let mut seen: HashSet<String> = HashSet::new();
-        let mut dangling = None;
-        let mut stack: Vec<(String, String)> = Vec::new();
+        let mut roots = Vec::new();
         for (base, h) in &self.hooks {
             for r in h.insert.iter().chain(&h.append) {
                 if let Some(t) = rule_target(r, &h.layer) {
-                    stack.push((base.clone(), t));
+                    roots.push((base.clone(), t));
                 }
             }
         }
         for (map, entries) in &self.maps {
             for v in entries.values() {
                 if let Some(t) = verdict_target(v) {
-                    stack.push((map.clone(), t.to_string()));
+                    roots.push((map.clone(), t.to_string()));
                 }
             }
         }
-        while let Some((from, n)) = stack.pop() {
-            if seen.contains(&n) {
-                continue;
-            }
-            let Some(c) = self.chains.get(&n) else {
-                if dangling.is_none() {
-                    dangling = Some((from, n));
-                }
-                continue;
-            };
-            for r in &c.rules {
-                if let Some(t) = rule_target(r, &c.layer) {
-                    stack.push((n.clone(), t));
-                }
-            }
-            seen.insert(n);
-        }
-        (seen, dangling)
+        crate::generic::reachable_chains(
+            roots,
+            |n| {
+                self.chains.get(n).map(|c| {
+                    c.rules
+                        .iter()
+                        .filter_map(|r| rule_target(r, &c.layer))
+                        .collect()
+                })
+            },
+            |_| true,
+        )
     }
 
     /// Every set and map a rule of a chain we are about to write uses must be ours.
