@@ -219,7 +219,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         return match cli.command {
             Command::Validate(a) => commands::validate::run(&a),
             Command::Version(a) => commands::version::run(&a, &cli.config),
-            Command::Node { command } => commands::node::run(&command),
+            Command::Node { command } => runtime()?.block_on(commands::node::run(&command)),
             _ => unreachable!("handled below"),
         };
     }

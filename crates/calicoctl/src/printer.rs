@@ -659,6 +659,88 @@ fn eval_path<'a>(path: &str, root: &'a Value) -> Result<Vec<&'a Value>, String> 
     Ok(cur)
 }
 
+/// A bordered table as calicoctl's tablewriter draws it: centred headers, numbers
+/// right-aligned, everything else left-aligned.
+pub fn boxed(headers: &[&str], rows: &[Vec<String>]) -> String {
+    // tablewriter wraps a cell longer than 30 characters at spaces, into several lines.
+    let rows: Vec<Vec<Vec<String>>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| wrap_cell(c, 30)).collect())
+        .collect();
+    let widths: Vec<usize> = (0..headers.len())
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .flatten()
+                .map(|s| s.chars().count())
+                .chain([headers[c].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line: String = widths.iter().fold("+".to_string(), |mut s, w| {
+        s.push_str(&"-".repeat(w + 2));
+        s.push('+');
+        s
+    }) + "\n";
+    let mut out = line.clone();
+    out.push('|');
+    for (h, w) in headers.iter().zip(&widths) {
+        let gap = w - h.len();
+        out.push_str(&format!(
+            " {}{h}{} |",
+            " ".repeat(gap / 2),
+            " ".repeat(gap - gap / 2)
+        ));
+    }
+    out.push('\n');
+    out.push_str(&line);
+    for r in &rows {
+        let height = r.iter().map(Vec::len).max().unwrap_or(1);
+        for i in 0..height {
+            out.push('|');
+            for (cell, w) in r.iter().zip(&widths) {
+                let c = cell.get(i).map(String::as_str).unwrap_or("");
+                let numeric = !c.is_empty() && c.chars().all(|ch| ch.is_ascii_digit());
+                if numeric {
+                    out.push_str(&format!(" {c:>w$} |"));
+                } else {
+                    out.push_str(&format!(" {c:<w$} |"));
+                }
+            }
+            out.push('\n');
+        }
+    }
+    out.push_str(&line);
+    out
+}
+
+/// Splits a cell longer than `limit` at spaces into lines of at most `limit` characters (or
+/// the longest word), as tablewriter's auto-wrap does.
+fn wrap_cell(cell: &str, limit: usize) -> Vec<String> {
+    if cell.chars().count() <= limit || !cell.contains(' ') {
+        return vec![cell.to_string()];
+    }
+    let words: Vec<&str> = cell.split_whitespace().collect();
+    let limit = words
+        .iter()
+        .map(|w| w.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(limit);
+    let mut lines: Vec<String> = Vec::new();
+    for w in words {
+        match lines.last_mut() {
+            Some(l) if l.chars().count() + 1 + w.chars().count() <= limit => {
+                l.push(' ');
+                l.push_str(w);
+            }
+            _ => lines.push(w.to_string()),
+        }
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

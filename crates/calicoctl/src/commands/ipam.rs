@@ -39,7 +39,7 @@ pub async fn run(rc: &ResourceClient, cmd: &Command) -> Result<ExitCode> {
             }
             print!(
                 "{}",
-                boxed(
+                crate::printer::boxed(
                     &["GROUPING", "CIDR", "IPS TOTAL", "IPS IN USE", "IPS FREE"],
                     &rows
                 )
@@ -98,52 +98,6 @@ fn g5(f: f64) -> String {
     crate::printer::go_g(f, Some(5))
 }
 
-/// A bordered table as calicoctl's tablewriter draws it: centred headers, numbers
-/// right-aligned, everything else left-aligned.
-fn boxed(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let widths: Vec<usize> = (0..headers.len())
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .chain([headers[c].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line: String = widths.iter().fold("+".to_string(), |mut s, w| {
-        s.push_str(&"-".repeat(w + 2));
-        s.push('+');
-        s
-    }) + "\n";
-    let mut out = line.clone();
-    out.push('|');
-    for (h, w) in headers.iter().zip(&widths) {
-        let gap = w - h.len();
-        out.push_str(&format!(
-            " {}{h}{} |",
-            " ".repeat(gap / 2),
-            " ".repeat(gap - gap / 2)
-        ));
-    }
-    out.push('\n');
-    out.push_str(&line);
-    for r in rows {
-        out.push('|');
-        for (c, w) in r.iter().zip(&widths) {
-            let numeric = !c.is_empty() && c.chars().all(|ch| ch.is_ascii_digit());
-            if numeric {
-                out.push_str(&format!(" {c:>w$} |"));
-            } else {
-                out.push_str(&format!(" {c:<w$} |"));
-            }
-        }
-        out.push('\n');
-    }
-    out.push_str(&line);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,7 +118,7 @@ mod tests {
             row("IP Pool", "10.65.0.0/16", 5, 65536),
             row("Block", "10.65.79.0/26", 5, 64),
         ];
-        let t = boxed(
+        let t = crate::printer::boxed(
             &["GROUPING", "CIDR", "IPS TOTAL", "IPS IN USE", "IPS FREE"],
             &rows,
         );

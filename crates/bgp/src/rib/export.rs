@@ -1,0 +1,228 @@
+//! What to advertise to a peer: the export rules of RFC 4271 §9.1.3 and §5.1, route
+//! reflection (RFC 4456 §6–§8) and the well-known communities (RFC 1997).
+//!
+//! Pure functions of the RIB: the caller keeps Adj-RIB-Out and diffs against it. A path
+//! whose attributes need no change for the peer comes back as the very `Arc` stored, and
+//! within one call the same stored attributes from the same source yield one shared `Arc`,
+//! so callers can group prefixes into UPDATEs by pointer.
+//!
+//! Rules, per path, in order:
+//! - never a refused path, never a path back to the peer it came from;
+//! - NO_ADVERTISE: to nobody; NO_EXPORT (and NO_EXPORT_SUBCONFED, as we run no
+//!   confederation): to no eBGP peer;
+//! - iBGP to iBGP only through a route reflector (`cluster_id` set): from a client to every
+//!   iBGP peer, from a non-client to clients only (RFC 4456 §6); reflected paths get
+//!   ORIGINATOR_ID (if absent, the source's router id) and our cluster id in front of
+//!   CLUSTER_LIST; nor do we send a path to the router named in its ORIGINATOR_ID, which
+//!   would drop it (RFC 4456 §8);
+//! - to eBGP: our AS in front of AS_PATH; next hop = our address on the session unless
+//!   `keep_next_hop` (the received one is kept when we do not know our address); no
+//!   LOCAL_PREF, no ORIGINATOR_ID or CLUSTER_LIST, no MED unless we originated the route;
+//! - to iBGP: LOCAL_PREF always (100 when absent); next hop unchanged unless
+//!   `next_hop_self` or the path has none (a local route), then our address;
+//! - a path still without a next hop is not sent.
+//!
+//! Without ADD-PATH to that peer only the best path is a candidate, sent as path id 0; with
+//! it, every usable path, each under its stable send id ([`PathEntry::tx_path_id`]).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use super::{Dest, PathEntry, PeerId, PeerInfo, Rib};
+use crate::types::{Attrs, Family, NO_ADVERTISE, NO_EXPORT, NO_EXPORT_SUBCONFED, Nlri};
+
+/// What one peer should have for one prefix: (path id, attributes) pairs, path id 0
+/// without ADD-PATH; empty = withdraw.
+pub type Advertised = Vec<(u32, Arc<Attrs>)>;
+
+impl Rib {
+    /// What `to` should have for `prefix`: (path id, attributes) pairs; empty = withdraw.
+    pub fn export(&self, to: PeerId, prefix: IpNet) -> Advertised {
+        let (Some(mut ex), Some(dest)) = (Exporter::new(self, to), self.dests.get(&prefix)) else {
+            return Vec::new();
+        };
+        ex.dest(prefix, dest)
+    }
+
+    /// [`Rib::export`] for many prefixes at once, sharing the rewritten attributes.
+    pub fn export_many(
+        &self,
+        to: PeerId,
+        prefixes: impl IntoIterator<Item = IpNet>,
+    ) -> Vec<(IpNet, Advertised)> {
+        let mut ex = Exporter::new(self, to);
+        prefixes
+            .into_iter()
+            .map(|prefix| {
+                let paths = match (&mut ex, self.dests.get(&prefix)) {
+                    (Some(ex), Some(dest)) => ex.dest(prefix, dest),
+                    _ => Vec::new(),
+                };
+                (prefix, paths)
+            })
+            .collect()
+    }
+
+    /// Everything `to` should have, sorted by prefix: the initial dump when its session
+    /// comes up, or after a route refresh.
+    pub fn exports_for_peer(&self, to: PeerId) -> Vec<(Nlri, Arc<Attrs>)> {
+        let Some(mut ex) = Exporter::new(self, to) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(Nlri, Arc<Attrs>)> = Vec::new();
+        for (prefix, dest) in &self.dests {
+            out.extend(ex.dest(*prefix, dest).into_iter().map(|(path_id, a)| {
+                (
+                    Nlri {
+                        prefix: *prefix,
+                        path_id,
+                    },
+                    a,
+                )
+            }));
+        }
+        out.sort_unstable_by_key(|(nlri, _)| *nlri);
+        out
+    }
+}
+
+/// Export to one peer, remembering rewritten attributes for the length of one call (while
+/// `&Rib` is borrowed no stored `Arc` can be freed, so its address is a sound key).
+#[derive(Debug)]
+struct Exporter<'a> {
+    rib: &'a Rib,
+    to_id: PeerId,
+    to: &'a PeerInfo,
+    rewritten: HashMap<(usize, PeerId, Family), Option<Arc<Attrs>>>,
+}
+
+impl<'a> Exporter<'a> {
+    fn new(rib: &'a Rib, to_id: PeerId) -> Option<Exporter<'a>> {
+        Some(Exporter {
+            rib,
+            to_id,
+            to: rib.peers.get(&to_id)?,
+            rewritten: HashMap::new(),
+        })
+    }
+
+    fn dest(&mut self, prefix: IpNet, dest: &Dest) -> Advertised {
+        let family = Family::of(&prefix);
+        if self.to.add_path_tx[family.index()] {
+            dest.paths
+                .iter()
+                .filter_map(|p| Some((p.tx_path_id, self.path(family, p)?)))
+                .collect()
+        } else {
+            dest.best()
+                .and_then(|p| self.path(family, p))
+                .map(|a| vec![(0, a)])
+                .unwrap_or_default()
+        }
+    }
+
+    /// `p` as `self.to` should get it, or `None` when it must not be sent.
+    fn path(&mut self, family: Family, p: &PathEntry) -> Option<Arc<Attrs>> {
+        if p.rejected.is_some() || p.peer == self.to_id {
+            return None;
+        }
+        let attrs = &p.attrs;
+        if attrs.communities.contains(&NO_ADVERTISE) {
+            return None;
+        }
+        let to_ibgp = self.to.ibgp();
+        if !to_ibgp
+            && attrs
+                .communities
+                .iter()
+                .any(|c| *c == NO_EXPORT || *c == NO_EXPORT_SUBCONFED)
+        {
+            return None;
+        }
+        let source = if p.peer.is_local() {
+            None
+        } else {
+            Some(self.rib.peers.get(&p.peer)?)
+        };
+        // RFC 4456 §6: iBGP-learned routes reach other iBGP peers only by reflection.
+        let reflect = match source {
+            Some(s) if s.ibgp() && to_ibgp => {
+                self.rib.config.cluster_id?;
+                if !(s.rr_client || self.to.rr_client) {
+                    return None;
+                }
+                true
+            }
+            _ => false,
+        };
+        let originator = attrs
+            .originator_id
+            .or_else(|| source.filter(|_| reflect).map(|s| s.router_id));
+        if to_ibgp && originator == Some(self.to.router_id) {
+            return None;
+        }
+        let key = (Arc::as_ptr(attrs) as usize, p.peer, family);
+        if let Some(done) = self.rewritten.get(&key) {
+            return done.clone();
+        }
+        let done = self.rewrite(family, attrs, source, reflect);
+        self.rewritten.insert(key, done.clone());
+        done
+    }
+
+    /// The attribute changes of export; the stored `Arc` itself when there are none.
+    fn rewrite(
+        &self,
+        family: Family,
+        stored: &Arc<Attrs>,
+        source: Option<&PeerInfo>,
+        reflect: bool,
+    ) -> Option<Arc<Attrs>> {
+        let mut a: Cow<'_, Attrs> = Cow::Borrowed(stored);
+        let ours = self.to.local_address(family);
+        if self.to.ibgp() {
+            if a.local_pref.is_none() {
+                a.to_mut().local_pref = Some(stored.effective_local_pref());
+            }
+            if (self.to.next_hop_self || a.next_hop.is_none())
+                && let Some(nh) = ours.filter(|nh| a.next_hop != Some(*nh))
+            {
+                let m = a.to_mut();
+                m.next_hop = Some(nh);
+                m.link_local_next_hop = None;
+            }
+            if reflect {
+                let m = a.to_mut();
+                if m.originator_id.is_none() {
+                    m.originator_id = source.map(|s| s.router_id);
+                }
+                if let Some(cluster) = self.rib.config.cluster_id {
+                    m.cluster_list.insert(0, cluster);
+                }
+            }
+        } else {
+            let m = a.to_mut();
+            m.as_path.prepend(self.to.local_as);
+            if (!self.to.keep_next_hop || m.next_hop.is_none())
+                && let Some(nh) = ours
+            {
+                m.next_hop = Some(nh);
+                m.link_local_next_hop = None;
+            }
+            m.local_pref = None;
+            if source.is_some() {
+                m.med = None;
+            }
+            m.originator_id = None;
+            m.cluster_list.clear();
+        }
+        a.next_hop?;
+        Some(match a {
+            Cow::Borrowed(_) => Arc::clone(stored),
+            Cow::Owned(o) => Arc::new(o),
+        })
+    }
+}

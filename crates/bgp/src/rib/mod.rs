@@ -1,0 +1,899 @@
+//! The RIB: every peer's Adj-RIB-In, the decision process of RFC 4271 §9.1.2.2 with the
+//! route-reflection tie-breaks of RFC 4456 §9, and what to advertise to whom.
+//!
+//! It never opens a socket, reads a clock or spawns a task: the session hands it the NLRI of
+//! one UPDATE ([`Rib::apply`]) and gets back the prefixes whose best path changed
+//! ([`Change`]); the caller asks [`Rib::export`] what each established peer should now have
+//! for those prefixes, and diffs that against what it last sent (Adj-RIB-Out lives in the
+//! caller, as in RustyBGP).
+//!
+//! # Layout
+//!
+//! - One `Dest` per prefix in a `HashMap`: a small vector of [`PathEntry`] (source peer,
+//!   received path id, our own ADD-PATH send id, IGP cost, the attributes as an `Arc`, the
+//!   stale flag and, for a path refused on import, why). Listings sort on the way out.
+//! - The vector is kept ranked: the best path first, then the paths that tie with it through
+//!   the IGP-cost step (the ECMP set), then the other losers, those
+//!   that lasted longest in the decision first, then the refused ones.
+//! - Paths refused on import (AS loop, ORIGINATOR_ID or CLUSTER_LIST loop, no next hop) are
+//!   kept with their [`ImportReject`] so operators can see them ([`Rib::explain`]); they are
+//!   never candidates and never exported.
+//! - A path from an eBGP peer is stored without LOCAL_PREF (RFC 4271 §5.1.5: a received one
+//!   is ignored), so it competes with the local default of 100.
+//! - Locally originated routes come from [`PeerId::LOCAL`]; their next hop may be absent, in
+//!   which case export fills in our address on the session.
+//!
+//! # The decision (`decision.rs`)
+//!
+//! Sequential elimination over the candidates, as RFC 4271 §9.1.2.2 defines it: each step
+//! keeps the paths best by its criterion, and each path dropped records the step and the two
+//! values compared ([`LostBecause`]). MED is compared only among paths from the same
+//! neighbour AS, by removing every path that another path from its neighbour AS beats on
+//! MED — elimination, not pairwise comparison, so the result does not depend on the order in
+//! which paths arrived. A locally originated route wins right after LOCAL_PREF, as in BIRD and
+//! Cisco's weight. Stale paths (graceful restart, RFC 4724) are not penalised.
+//!
+//! # Changes
+//!
+//! A [`Change`] is emitted only when a prefix's best path or its ECMP set (paths tied through
+//! the IGP-cost step, one per distinct next hop) changed; a re-sent identical path, or a loser
+//! that comes and goes without moving the winner, emits nothing. Changes are returned per
+//! call, uncoalesced. Peers receiving ADD-PATH need more than the best: while any peer has
+//! `add_path_tx` on, every prefix whose path set changed is also queued for
+//! [`Rib::take_path_set_changes`].
+//!
+//! # ADD-PATH send ids
+//!
+//! Each path of a prefix carries the path id we send it under, chosen when the path first
+//! appears as the smallest id (from 1) not used by another path of that prefix, and kept for
+//! as long as that (source peer, received path id) is present. Re-sent attributes keep it; a
+//! withdrawn path frees it. Without ADD-PATH the exported path id is 0.
+//!
+//! # Cost
+//!
+//! An UPDATE costs one decision per prefix it carries. Whole-table events (removing a peer,
+//! flushing stale paths, changing a peer's settings or an IGP cost) walk every prefix once.
+
+mod decision;
+mod export;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use crate::types::{Attrs, Family, Nlri};
+
+use decision::Ctx;
+pub use decision::LostBecause;
+pub use export::Advertised;
+
+// ---------------------------------------------------------------------------------------
+// Vocabulary
+// ---------------------------------------------------------------------------------------
+
+/// Who a path came from, as numbered by the caller; [`PeerId::LOCAL`] is this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerId(pub u32);
+
+impl PeerId {
+    /// Routes this node originates ([`Rib::originate`]).
+    pub const LOCAL: PeerId = PeerId(0);
+
+    pub fn is_local(self) -> bool {
+        self == PeerId::LOCAL
+    }
+}
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_local() {
+            f.write_str("local")
+        } else {
+            write!(f, "peer {}", self.0)
+        }
+    }
+}
+
+/// What the RIB needs to know about one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The peer's address: the last tie-break (RFC 4271 §9.1.2.2 g).
+    pub address: IpAddr,
+    /// The peer's BGP identifier, from its OPEN.
+    pub router_id: Ipv4Addr,
+    /// Our AS number on this session (Calico may override it per peer).
+    pub local_as: u32,
+    pub remote_as: u32,
+    /// This peer is our route-reflector client (RFC 4456 §6).
+    pub rr_client: bool,
+    /// We may send several paths per prefix to it, per [`Family::index`] (RFC 7911).
+    pub add_path_tx: [bool; 2],
+    /// Rewrite the next hop to our address on export (BIRD `next hop self`).
+    pub next_hop_self: bool,
+    /// Keep the received next hop when exporting to this eBGP peer (BIRD `next hop keep`,
+    /// Calico's `keepOriginalNextHop`).
+    pub keep_next_hop: bool,
+    /// How many times our own AS may appear in a received AS_PATH
+    /// (Calico's `numAllowedLocalASNumbers`, BIRD `allow local as`).
+    pub allow_local_as: usize,
+    /// Our side of the session: the next hop we put on routes for this peer when we
+    /// rewrite it (eBGP, next-hop-self, local routes without a next hop).
+    pub local_address_v4: Option<Ipv4Addr>,
+    pub local_address_v6: Option<Ipv6Addr>,
+}
+
+impl PeerInfo {
+    /// A session with every option off.
+    pub fn new(address: IpAddr, router_id: Ipv4Addr, local_as: u32, remote_as: u32) -> PeerInfo {
+        PeerInfo {
+            address,
+            router_id,
+            local_as,
+            remote_as,
+            rr_client: false,
+            add_path_tx: [false; 2],
+            next_hop_self: false,
+            keep_next_hop: false,
+            allow_local_as: 0,
+            local_address_v4: None,
+            local_address_v6: None,
+        }
+    }
+
+    /// Internal BGP: both ends in the same AS.
+    pub fn ibgp(&self) -> bool {
+        self.local_as == self.remote_as
+    }
+
+    /// Our address on this session for `family`, the next hop we advertise.
+    pub fn local_address(&self, family: Family) -> Option<IpAddr> {
+        match family {
+            Family::Ipv4Unicast => self.local_address_v4.map(IpAddr::V4),
+            Family::Ipv6Unicast => self.local_address_v6.map(IpAddr::V6),
+        }
+    }
+}
+
+/// This speaker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RibConfig {
+    pub router_id: Ipv4Addr,
+    pub local_as: u32,
+    /// Set when this node is a route reflector (RFC 4456 §7); Calico's
+    /// `routeReflectorClusterID`.
+    pub cluster_id: Option<Ipv4Addr>,
+}
+
+impl RibConfig {
+    /// The id RFC 4456 §8 loop detection looks for in CLUSTER_LIST: the cluster id, or our
+    /// router id when we are no reflector (as BIRD does).
+    fn cluster_id_or_router_id(&self) -> Ipv4Addr {
+        self.cluster_id.unwrap_or(self.router_id)
+    }
+}
+
+/// Why a received path was refused on import. It is kept, never a candidate, never sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportReject {
+    /// Our AS is in the AS_PATH more often than `allow_local_as` lets it be (RFC 4271 §9.1.2).
+    AsPathLoop { asn: u32 },
+    /// ORIGINATOR_ID is our router id: we originated it (RFC 4456 §8).
+    OriginatorIsUs(Ipv4Addr),
+    /// CLUSTER_LIST holds our cluster id: it has been round our cluster (RFC 4456 §8).
+    ClusterLoop(Ipv4Addr),
+    /// Neither NEXT_HOP nor an MP_REACH next hop.
+    NoNextHop,
+}
+
+impl fmt::Display for ImportReject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ImportReject::AsPathLoop { asn } => write!(f, "AS_PATH contains our AS {asn} (loop)"),
+            ImportReject::OriginatorIsUs(id) => {
+                write!(f, "ORIGINATOR_ID {id} is our router id (reflection loop)")
+            }
+            ImportReject::ClusterLoop(id) => {
+                write!(
+                    f,
+                    "CLUSTER_LIST contains our cluster id {id} (reflection loop)"
+                )
+            }
+            ImportReject::NoNextHop => f.write_str("no next hop"),
+        }
+    }
+}
+
+/// One path of one prefix, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathEntry {
+    pub peer: PeerId,
+    /// The path id the peer sent it under (RFC 7911), 0 without ADD-PATH.
+    pub path_id: u32,
+    /// The path id we send it under to ADD-PATH peers (see the module doc).
+    pub tx_path_id: u32,
+    /// Cost to reach the next hop ([`Rib::set_igp_cost`]), 0 by default.
+    pub igp_cost: u32,
+    pub attrs: Arc<Attrs>,
+    /// Kept through the peer's graceful restart, not yet re-sent (RFC 4724).
+    pub stale: bool,
+    /// Refused on import; never a candidate.
+    pub rejected: Option<ImportReject>,
+}
+
+/// A prefix's selected path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BestPath {
+    pub peer: PeerId,
+    pub path_id: u32,
+    pub attrs: Arc<Attrs>,
+    /// The best path first, then every path tied with it through the IGP-cost step (equal
+    /// LOCAL_PREF, locality, AS_PATH length, ORIGIN, surviving MED, eBGP/iBGP and IGP cost),
+    /// one per distinct next hop: the kernel route's ECMP next hops (BIRD `merge paths`).
+    pub multipath: Vec<(PeerId, Arc<Attrs>)>,
+}
+
+/// The best path of `prefix` changed; `None` = it has no usable path any more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub prefix: IpNet,
+    pub best: Option<BestPath>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RibError {
+    #[error("unknown {0}: add it with add_peer before handing the rib its routes")]
+    UnknownPeer(PeerId),
+    #[error("{0} is already known: change it with set_peer_info")]
+    DuplicatePeer(PeerId),
+    #[error(
+        "peer id 0 is reserved for locally originated routes: number peers from 1 and use originate for local routes"
+    )]
+    ReservedPeerId,
+}
+
+// ---------------------------------------------------------------------------------------
+// Storage
+// ---------------------------------------------------------------------------------------
+
+/// Every path of one prefix, ranked (see the module doc).
+#[derive(Debug, Default)]
+struct Dest {
+    paths: Vec<PathEntry>,
+    /// How many leading paths are the best plus its ties through the IGP-cost step; 0 when
+    /// no path is usable.
+    multipath: u32,
+}
+
+impl Dest {
+    fn best(&self) -> Option<&PathEntry> {
+        self.selected().first()
+    }
+
+    fn selected(&self) -> &[PathEntry] {
+        &self.paths[..(self.multipath as usize).min(self.paths.len())]
+    }
+
+    /// The best path, then the other members of the ECMP set with a next hop not seen yet.
+    fn multipath_members(&self) -> impl Iterator<Item = &PathEntry> {
+        let selected = self.selected();
+        selected.iter().enumerate().filter_map(move |(i, p)| {
+            let seen = selected[..i]
+                .iter()
+                .any(|q| q.attrs.next_hop == p.attrs.next_hop);
+            (!seen).then_some(p)
+        })
+    }
+
+    fn best_path(&self) -> Option<BestPath> {
+        let best = self.best()?;
+        Some(BestPath {
+            peer: best.peer,
+            path_id: best.path_id,
+            attrs: Arc::clone(&best.attrs),
+            multipath: self
+                .multipath_members()
+                .map(|p| (p.peer, Arc::clone(&p.attrs)))
+                .collect(),
+        })
+    }
+
+    fn selection(&self) -> Selection {
+        let mut members = self.multipath_members().map(SelKey::of);
+        Selection {
+            best: members.next(),
+            rest: members.collect(),
+        }
+    }
+
+    /// The smallest ADD-PATH send id, from 1, no path of this prefix uses.
+    fn free_tx_path_id(&self) -> u32 {
+        let mut used: Vec<u32> = self.paths.iter().map(|p| p.tx_path_id).collect();
+        used.sort_unstable();
+        let mut id = 1;
+        for u in used {
+            if u == id {
+                id += 1;
+            } else if u > id {
+                break;
+            }
+        }
+        id
+    }
+
+    /// Puts the paths in the order `ranking` found.
+    fn apply_ranking(&mut self, ranking: &decision::Ranking) {
+        self.multipath = u32::try_from(ranking.multipath).unwrap_or(u32::MAX);
+        if ranking.order.iter().enumerate().all(|(i, &j)| i == j) {
+            return;
+        }
+        let mut old: Vec<Option<PathEntry>> = std::mem::take(&mut self.paths)
+            .into_iter()
+            .map(Some)
+            .collect();
+        self.paths = ranking
+            .order
+            .iter()
+            .filter_map(|&i| old.get_mut(i).and_then(Option::take))
+            .collect();
+    }
+}
+
+/// What a [`Change`] is about: who is selected, with which attributes. Compared before and
+/// after each edit; allocation-free unless there is ECMP.
+#[derive(Debug, PartialEq, Eq)]
+struct Selection {
+    best: Option<SelKey>,
+    rest: Vec<SelKey>,
+}
+
+#[derive(Debug)]
+struct SelKey {
+    peer: PeerId,
+    path_id: u32,
+    attrs: Arc<Attrs>,
+}
+
+impl SelKey {
+    fn of(p: &PathEntry) -> SelKey {
+        SelKey {
+            peer: p.peer,
+            path_id: p.path_id,
+            attrs: Arc::clone(&p.attrs),
+        }
+    }
+}
+
+impl PartialEq for SelKey {
+    fn eq(&self, other: &SelKey) -> bool {
+        self.peer == other.peer
+            && self.path_id == other.path_id
+            && (Arc::ptr_eq(&self.attrs, &other.attrs) || self.attrs == other.attrs)
+    }
+}
+
+impl Eq for SelKey {}
+
+/// Paths stored per source, for [`Rib::paths_from`] and [`Rib::rejected_from`].
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    accepted: usize,
+    rejected: usize,
+}
+
+impl Counts {
+    fn record(&mut self, p: &PathEntry) {
+        if p.rejected.is_some() {
+            self.rejected += 1;
+        } else {
+            self.accepted += 1;
+        }
+    }
+
+    fn forget(&mut self, p: &PathEntry) {
+        if p.rejected.is_some() {
+            self.rejected = self.rejected.saturating_sub(1);
+        } else {
+            self.accepted = self.accepted.saturating_sub(1);
+        }
+    }
+}
+
+/// A received path after the import checks.
+#[derive(Debug)]
+struct Imported {
+    attrs: Arc<Attrs>,
+    rejected: Option<ImportReject>,
+    igp_cost: u32,
+}
+
+/// What a whole-table walk does to one path.
+#[derive(Debug, Clone, Copy)]
+enum Edit {
+    Drop,
+    /// Re-decide with these import verdict and IGP cost (the peer's settings may also have
+    /// changed the decision's inputs).
+    Set {
+        rejected: Option<ImportReject>,
+        igp_cost: u32,
+    },
+}
+
+// ---------------------------------------------------------------------------------------
+// The RIB
+// ---------------------------------------------------------------------------------------
+
+/// Adj-RIB-In of every peer plus the Loc-RIB, with the decision made per prefix.
+#[derive(Debug)]
+pub struct Rib {
+    config: RibConfig,
+    peers: HashMap<PeerId, PeerInfo>,
+    counts: HashMap<PeerId, Counts>,
+    dests: HashMap<IpNet, Dest>,
+    /// Cost to reach a next hop, by next hop; absent = 0.
+    igp_costs: HashMap<IpAddr, u32>,
+    /// Prefixes with a best path.
+    with_best: usize,
+    /// Some peer has `add_path_tx` on: record path-set changes.
+    track_path_sets: bool,
+    path_set_changes: Vec<IpNet>,
+}
+
+impl Rib {
+    pub fn new(config: RibConfig) -> Rib {
+        Rib {
+            config,
+            peers: HashMap::new(),
+            counts: HashMap::new(),
+            dests: HashMap::new(),
+            igp_costs: HashMap::new(),
+            with_best: 0,
+            track_path_sets: false,
+            path_set_changes: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &RibConfig {
+        &self.config
+    }
+
+    // ----- peers -----
+
+    /// Registers a session, before it hands in routes.
+    pub fn add_peer(&mut self, id: PeerId, info: PeerInfo) -> Result<(), RibError> {
+        if id.is_local() {
+            return Err(RibError::ReservedPeerId);
+        }
+        if self.peers.contains_key(&id) {
+            return Err(RibError::DuplicatePeer(id));
+        }
+        self.peers.insert(id, info);
+        self.refresh_tracking();
+        Ok(())
+    }
+
+    pub fn peer_info(&self, id: PeerId) -> Option<&PeerInfo> {
+        self.peers.get(&id)
+    }
+
+    /// Replaces a peer's settings, re-runs the import checks on its stored paths and the
+    /// decision wherever it has a path. Attributes stay as they were imported: a change of
+    /// AS numbers (iBGP becoming eBGP) needs a new session. What is exported depends on these
+    /// settings too, so the caller re-dumps ([`Rib::exports_for_peer`]) to every peer.
+    pub fn set_peer_info(&mut self, id: PeerId, info: PeerInfo) -> Result<Vec<Change>, RibError> {
+        if id.is_local() {
+            return Err(RibError::ReservedPeerId);
+        }
+        let slot = self.peers.get_mut(&id).ok_or(RibError::UnknownPeer(id))?;
+        *slot = info.clone();
+        self.refresh_tracking();
+        let config = self.config.clone();
+        Ok(self.sweep(None, |p| {
+            (p.peer == id).then(|| Edit::Set {
+                rejected: import_check(&config, &info, &p.attrs),
+                igp_cost: p.igp_cost,
+            })
+        }))
+    }
+
+    /// Forgets a peer and every path it sent ([`PeerId::LOCAL`]: every local route).
+    pub fn remove_peer(&mut self, id: PeerId) -> Vec<Change> {
+        let known = self.peers.remove(&id).is_some();
+        if !known && !id.is_local() {
+            return Vec::new();
+        }
+        self.refresh_tracking();
+        let changes = self.sweep(None, |p| (p.peer == id).then_some(Edit::Drop));
+        self.counts.remove(&id);
+        changes
+    }
+
+    // ----- input -----
+
+    /// One prefix from one peer: announced with `attrs`, or withdrawn when `attrs` is `None`.
+    pub fn update(
+        &mut self,
+        peer: PeerId,
+        nlri: Nlri,
+        attrs: Option<Arc<Attrs>>,
+    ) -> Result<Vec<Change>, RibError> {
+        match attrs {
+            Some(a) => self.apply(peer, &[], &[nlri], Some(a)),
+            None => self.apply(peer, &[nlri], &[], None),
+        }
+    }
+
+    /// One UPDATE: `withdrawn` first, then `announced` with `attrs`. With `attrs` `None` the
+    /// announced prefixes are withdrawn too (RFC 7606 treat-as-withdraw).
+    pub fn apply(
+        &mut self,
+        peer: PeerId,
+        withdrawn: &[Nlri],
+        announced: &[Nlri],
+        attrs: Option<Arc<Attrs>>,
+    ) -> Result<Vec<Change>, RibError> {
+        if peer.is_local() {
+            return Err(RibError::ReservedPeerId);
+        }
+        let info = self.peers.get(&peer).ok_or(RibError::UnknownPeer(peer))?;
+        let imported = attrs.map(|a| self.import(info, a));
+        let mut changes = Vec::new();
+        for nlri in withdrawn {
+            self.put(peer, *nlri, None, &mut changes);
+        }
+        for nlri in announced {
+            self.put(peer, *nlri, imported.as_ref(), &mut changes);
+        }
+        Ok(changes)
+    }
+
+    /// Originates `prefix` from this node. Without a next hop, export puts our session
+    /// address there.
+    pub fn originate(&mut self, prefix: IpNet, attrs: Arc<Attrs>) -> Vec<Change> {
+        let imported = Imported {
+            attrs,
+            rejected: None,
+            igp_cost: 0,
+        };
+        let mut changes = Vec::new();
+        self.put(
+            PeerId::LOCAL,
+            Nlri::new(prefix),
+            Some(&imported),
+            &mut changes,
+        );
+        changes
+    }
+
+    pub fn withdraw_local(&mut self, prefix: IpNet) -> Vec<Change> {
+        let mut changes = Vec::new();
+        self.put(PeerId::LOCAL, Nlri::new(prefix), None, &mut changes);
+        changes
+    }
+
+    /// Graceful restart began (RFC 4724 §4.2): every path of `peer` in `family` is kept but
+    /// marked stale; a re-sent path loses the mark. Returns how many were marked. Stale paths
+    /// compete as usual.
+    pub fn mark_stale(&mut self, peer: PeerId, family: Family) -> usize {
+        let mut marked = 0;
+        for (prefix, dest) in &mut self.dests {
+            if Family::of(prefix) != family {
+                continue;
+            }
+            for p in dest.paths.iter_mut().filter(|p| p.peer == peer) {
+                p.stale = true;
+                marked += 1;
+            }
+        }
+        marked
+    }
+
+    /// End-of-RIB or the restart timer: drops the paths of `peer` in `family` still stale.
+    pub fn flush_stale(&mut self, peer: PeerId, family: Family) -> Vec<Change> {
+        self.sweep(Some(family), |p| {
+            (p.peer == peer && p.stale).then_some(Edit::Drop)
+        })
+    }
+
+    /// Sets the cost to reach `next_hop` (decision step 7); 0 removes it.
+    pub fn set_igp_cost(&mut self, next_hop: IpAddr, cost: u32) -> Vec<Change> {
+        if cost == 0 {
+            self.igp_costs.remove(&next_hop);
+        } else {
+            self.igp_costs.insert(next_hop, cost);
+        }
+        self.sweep(None, |p| {
+            (p.attrs.next_hop == Some(next_hop) && p.igp_cost != cost).then_some(Edit::Set {
+                rejected: p.rejected,
+                igp_cost: cost,
+            })
+        })
+    }
+
+    // ----- queries -----
+
+    /// Prefixes with a usable path.
+    pub fn prefix_count(&self) -> usize {
+        self.with_best
+    }
+
+    /// Paths from `peer` that passed the import checks.
+    pub fn paths_from(&self, peer: PeerId) -> usize {
+        self.counts.get(&peer).map_or(0, |c| c.accepted)
+    }
+
+    /// Paths from `peer` refused on import (kept for [`Rib::explain`]).
+    pub fn rejected_from(&self, peer: PeerId) -> usize {
+        self.counts.get(&peer).map_or(0, |c| c.rejected)
+    }
+
+    pub fn best(&self, prefix: IpNet) -> Option<BestPath> {
+        self.dests.get(&prefix)?.best_path()
+    }
+
+    /// Every stored path of `prefix`, ranked: best first, refused last.
+    pub fn paths(&self, prefix: IpNet) -> &[PathEntry] {
+        self.dests.get(&prefix).map_or(&[], |d| &d.paths)
+    }
+
+    /// Every prefix with its ranked paths, in no particular order (sort to list).
+    pub fn routes(&self) -> impl Iterator<Item = (IpNet, &[PathEntry])> {
+        self.dests.iter().map(|(p, d)| (*p, d.paths.as_slice()))
+    }
+
+    /// Each path of `prefix`, ranked, with why it is not the best (`None`: it is).
+    pub fn explain(&self, prefix: IpNet) -> Vec<(&PathEntry, Option<LostBecause>)> {
+        let Some(dest) = self.dests.get(&prefix) else {
+            return Vec::new();
+        };
+        let ranking = decision::rank(&dest.paths, &self.ctx());
+        dest.paths.iter().zip(ranking.lost).collect()
+    }
+
+    /// Prefixes whose set of paths changed since the last call, sorted, recorded only while
+    /// some peer has ADD-PATH send on: a non-best path coming or going changes what those
+    /// peers get without producing a [`Change`].
+    pub fn take_path_set_changes(&mut self) -> Vec<IpNet> {
+        let mut v = std::mem::take(&mut self.path_set_changes);
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    // ----- internals -----
+
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            config: &self.config,
+            peers: &self.peers,
+        }
+    }
+
+    fn refresh_tracking(&mut self) {
+        self.track_path_sets = self
+            .peers
+            .values()
+            .any(|p| p.add_path_tx.iter().any(|on| *on));
+        if !self.track_path_sets {
+            self.path_set_changes = Vec::new();
+        }
+    }
+
+    /// The import checks and the eBGP LOCAL_PREF rule, once per UPDATE.
+    fn import(&self, info: &PeerInfo, attrs: Arc<Attrs>) -> Imported {
+        // RFC 4271 §5.1.5: LOCAL_PREF from an external peer is ignored.
+        let attrs = if !info.ibgp() && attrs.local_pref.is_some() {
+            Arc::new(Attrs {
+                local_pref: None,
+                ..Attrs::clone(&attrs)
+            })
+        } else {
+            attrs
+        };
+        let rejected = import_check(&self.config, info, &attrs);
+        let igp_cost = attrs
+            .next_hop
+            .and_then(|nh| self.igp_costs.get(&nh).copied())
+            .unwrap_or(0);
+        Imported {
+            attrs,
+            rejected,
+            igp_cost,
+        }
+    }
+
+    /// Stores, replaces or (with `new` `None`) removes one path, and re-decides its prefix.
+    fn put(&mut self, peer: PeerId, nlri: Nlri, new: Option<&Imported>, changes: &mut Vec<Change>) {
+        let Rib {
+            config,
+            peers,
+            counts,
+            dests,
+            with_best,
+            track_path_sets,
+            path_set_changes,
+            ..
+        } = self;
+        let dest = match new {
+            Some(_) => dests.entry(nlri.prefix).or_default(),
+            None => match dests.get_mut(&nlri.prefix) {
+                Some(d) => d,
+                None => return,
+            },
+        };
+        let pos = dest
+            .paths
+            .iter()
+            .position(|p| p.peer == peer && p.path_id == nlri.path_id);
+        let counts = counts.entry(peer).or_default();
+        match (pos, new) {
+            (None, None) => return,
+            (Some(i), Some(imp)) => {
+                let p = &mut dest.paths[i];
+                p.stale = false;
+                let same = p.rejected == imp.rejected
+                    && p.igp_cost == imp.igp_cost
+                    && (Arc::ptr_eq(&p.attrs, &imp.attrs) || p.attrs == imp.attrs);
+                if same {
+                    return;
+                }
+                let before = dest.selection();
+                let p = &mut dest.paths[i];
+                counts.forget(p);
+                p.attrs = Arc::clone(&imp.attrs);
+                p.rejected = imp.rejected;
+                p.igp_cost = imp.igp_cost;
+                counts.record(p);
+                settle(
+                    &Ctx { config, peers },
+                    nlri.prefix,
+                    dest,
+                    before,
+                    with_best,
+                    changes,
+                );
+            }
+            (None, Some(imp)) => {
+                let before = dest.selection();
+                let p = PathEntry {
+                    peer,
+                    path_id: nlri.path_id,
+                    tx_path_id: dest.free_tx_path_id(),
+                    igp_cost: imp.igp_cost,
+                    attrs: Arc::clone(&imp.attrs),
+                    stale: false,
+                    rejected: imp.rejected,
+                };
+                counts.record(&p);
+                dest.paths.push(p);
+                settle(
+                    &Ctx { config, peers },
+                    nlri.prefix,
+                    dest,
+                    before,
+                    with_best,
+                    changes,
+                );
+            }
+            (Some(i), None) => {
+                let before = dest.selection();
+                let p = dest.paths.remove(i);
+                counts.forget(&p);
+                settle(
+                    &Ctx { config, peers },
+                    nlri.prefix,
+                    dest,
+                    before,
+                    with_best,
+                    changes,
+                );
+                if dest.paths.is_empty() {
+                    dests.remove(&nlri.prefix);
+                }
+            }
+        }
+        if *track_path_sets {
+            path_set_changes.push(nlri.prefix);
+        }
+    }
+
+    /// Walks every prefix (of `family`, if given), applies `edit` to each path it picks, and
+    /// re-decides the prefixes touched.
+    fn sweep(
+        &mut self,
+        family: Option<Family>,
+        edit: impl Fn(&PathEntry) -> Option<Edit>,
+    ) -> Vec<Change> {
+        let Rib {
+            config,
+            peers,
+            counts,
+            dests,
+            with_best,
+            track_path_sets,
+            path_set_changes,
+            ..
+        } = self;
+        let ctx = Ctx { config, peers };
+        let mut changes = Vec::new();
+        dests.retain(|prefix, dest| {
+            if family.is_some_and(|f| f != Family::of(prefix))
+                || !dest.paths.iter().any(|p| edit(p).is_some())
+            {
+                return true;
+            }
+            let before = dest.selection();
+            dest.paths.retain_mut(|p| {
+                let Some(e) = edit(p) else { return true };
+                let c = counts.entry(p.peer).or_default();
+                c.forget(p);
+                match e {
+                    Edit::Drop => false,
+                    Edit::Set { rejected, igp_cost } => {
+                        p.rejected = rejected;
+                        p.igp_cost = igp_cost;
+                        c.record(p);
+                        true
+                    }
+                }
+            });
+            settle(&ctx, *prefix, dest, before, with_best, &mut changes);
+            if *track_path_sets {
+                path_set_changes.push(*prefix);
+            }
+            !dest.paths.is_empty()
+        });
+        changes
+    }
+}
+
+/// The loop and next-hop checks of import (RFC 4271 §9.1.2, RFC 4456 §8).
+fn import_check(config: &RibConfig, info: &PeerInfo, attrs: &Attrs) -> Option<ImportReject> {
+    let ours = [config.local_as, info.local_as];
+    if let Some(&asn) = ours
+        .iter()
+        .find(|&&asn| attrs.as_path.count(asn) > info.allow_local_as)
+    {
+        return Some(ImportReject::AsPathLoop { asn });
+    }
+    if attrs.originator_id == Some(config.router_id) {
+        return Some(ImportReject::OriginatorIsUs(config.router_id));
+    }
+    let cluster = config.cluster_id_or_router_id();
+    if attrs.cluster_list.contains(&cluster) {
+        return Some(ImportReject::ClusterLoop(cluster));
+    }
+    if attrs.next_hop.is_none() {
+        return Some(ImportReject::NoNextHop);
+    }
+    None
+}
+
+/// Re-decides `dest` after an edit and reports a [`Change`] if its selection moved.
+fn settle(
+    ctx: &Ctx<'_>,
+    prefix: IpNet,
+    dest: &mut Dest,
+    before: Selection,
+    with_best: &mut usize,
+    changes: &mut Vec<Change>,
+) {
+    let ranking = decision::rank(&dest.paths, ctx);
+    dest.apply_ranking(&ranking);
+    let after = dest.selection();
+    match (before.best.is_some(), after.best.is_some()) {
+        (false, true) => *with_best += 1,
+        (true, false) => *with_best = with_best.saturating_sub(1),
+        _ => {}
+    }
+    if before != after {
+        changes.push(Change {
+            prefix,
+            best: dest.best_path(),
+        });
+    }
+}

@@ -1,0 +1,99 @@
+//! birdd: the per-node BGP daemon of calico-rs (Calico's BIRD + confd in one process).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use calico_datastore::config::{DatastoreConfig, NODENAME_FILE, node_name};
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+/// birdd: advertises this node's pod blocks over BGP (full mesh, route reflectors, explicit
+/// peers, as the datastore's BGPConfiguration, BGPPeer and Node resources say) and installs
+/// the routes it learns in the kernel with protocol `bird`.
+///
+/// The datastore comes from Calico's variables: DATASTORE_TYPE=etcdv3, ETCD_ENDPOINTS
+/// (and ETCD_CA_CERT_FILE, ETCD_CERT_FILE, ETCD_KEY_FILE), or their CALICO_ forms.
+///
+/// Example: ETCD_ENDPOINTS=http://10.0.0.10:2379 birdd --nodename node-1
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// This node's name (else the nodename file, NODENAME, or the hostname).
+    #[arg(long, env = "NODENAME")]
+    nodename: Option<String>,
+    /// The nodename file to read when --nodename is not given.
+    #[arg(long, default_value = NODENAME_FILE)]
+    nodename_file: PathBuf,
+    /// Control socket for `calicoctl node status` ("none" to disable).
+    #[arg(long, default_value = "/var/run/calico/birdd.sock")]
+    control_socket: String,
+    /// Serve /liveness, /readiness and /metrics here ("none" to disable).
+    #[arg(long, default_value = "127.0.0.1:9900")]
+    http_listen: String,
+    /// BGP port, overriding BGPConfiguration's listenPort.
+    #[arg(long)]
+    port: Option<u16>,
+    /// Kernel route protocol number for learned routes (12 = bird, what Calico's tooling expects).
+    #[arg(long, default_value_t = 12)]
+    kernel_protocol: u8,
+    /// Seconds after start by which kernel routes left by a previous run, and not learned
+    /// again, are removed (sooner once every peer has sent End-of-RIB).
+    #[arg(long, default_value_t = 120)]
+    reconcile_after: u64,
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides.
+    #[arg(long, env = "BIRDD_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(args.log_level.to_lowercase()));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let nodename = node_name(args.nodename.as_deref(), &args.nodename_file)?;
+    let http_listen = match args.http_listen.as_str() {
+        "none" | "" => None,
+        a => Some(a.parse::<SocketAddr>().with_context(|| {
+            format!("--http-listen {a:?} is not an address:port (e.g. 127.0.0.1:9900) or none")
+        })?),
+    };
+    let ds = DatastoreConfig::from_env()?
+        .connect()
+        .await
+        .context("connecting to the datastore")?;
+    let opts = birdd::daemon::Options {
+        nodename: nodename.clone(),
+        control_socket: match args.control_socket.as_str() {
+            "none" | "" => None,
+            p => Some(PathBuf::from(p)),
+        },
+        http_listen,
+        kernel_protocol: args.kernel_protocol,
+        listen_port: args.port,
+        reconcile_after: Duration::from_secs(args.reconcile_after),
+    };
+    let stop = CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            tracing::error!("cannot watch SIGTERM");
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        on_signal.cancel();
+    });
+    tracing::info!(node = %nodename, "birdd starting");
+    birdd::daemon::run(ds, opts, stop).await
+}

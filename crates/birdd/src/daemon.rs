@@ -1,0 +1,1060 @@
+//! The daemon: one task owns the Calico configuration, the RIB, every peer's Adj-RIB-Out
+//! and the peers' status; sessions, the listener, the kernel writer and the control API
+//! talk to it through channels.
+//!
+//! ```text
+//!  etcd ──syncer──▶ ┐                              ┌──▶ session task ×N ──▶ TCP (peers)
+//!  listener ──────▶ ├──▶ daemon loop (owner) ──────┤
+//!  session events ─▶ │   ClusterState, intent,      └──▶ kernel writer ──▶ rtnetlink
+//!  control queries ▶ ┘   Rib, Adj-RIB-Out per peer
+//! ```
+//!
+//! Output to peers is coalesced per destination: a change only marks the prefix dirty for
+//! each established peer; when the peer's session has room, the daemon computes what to
+//! send from the RIB as it is then, so only the latest state goes on the wire.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use calico_bgp::fsm::{DownReason, GracefulRestartConfig, Negotiated, SessionConfig, State};
+use calico_bgp::rib::{Change, PeerId, PeerInfo, Rib, RibConfig};
+use calico_bgp::types::{Attrs, Family, LargeCommunity, Nlri, Origin};
+use calico_bgp::wire::{self, Notification};
+use calico_datastore::Datastore;
+use calico_datastore::syncer::{SyncEvent, SyncStatus, Syncer, SyncerConfig};
+use ipnet::IpNet;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::calico::{self, BgpIntent, ClusterState, KernelAction, PeerIntent};
+use crate::control::{self, PeerStatus, Query, RouteView};
+use crate::kernel::{self, KernelConfig, KernelHandle, NextHop};
+use crate::metrics::Metrics;
+use crate::session::{self, Endpoint, PeerKey, SessionCommand, SessionEvent, SessionHandle};
+
+/// How often the kernel's routes are re-read and repaired if someone changed them.
+const KERNEL_RESYNC: Duration = Duration::from_secs(10);
+
+/// How birdd runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub nodename: String,
+    /// The control API for `calicoctl node status`; `None` = not served.
+    pub control_socket: Option<std::path::PathBuf>,
+    /// /liveness, /readiness and /metrics.
+    pub http_listen: Option<SocketAddr>,
+    /// The kernel route protocol (BIRD's 12, so Calico's tooling recognises the routes).
+    pub kernel_protocol: u8,
+    /// Override BGPConfiguration's listen port (tests run several daemons on one host).
+    pub listen_port: Option<u16>,
+    /// After this long without every peer's End-of-RIB, routes a previous run left in the
+    /// kernel and nobody re-announced are removed anyway.
+    pub reconcile_after: Duration,
+}
+
+/// A peer the daemon runs.
+struct Peer {
+    key: PeerKey,
+    intent: PeerIntent,
+    session: SessionHandle,
+    state: State,
+    since: SystemTime,
+    info: String,
+    negotiated: Option<Negotiated>,
+    local: Option<SocketAddr>,
+    /// Adj-RIB-Out: what the peer was last told, per prefix (path id, attributes).
+    sent: HashMap<IpNet, Vec<(u32, Arc<Attrs>)>>,
+    /// Prefixes whose export may have changed since the last flush.
+    dirty: HashSet<IpNet>,
+    /// End-of-RIB still to send after the initial table.
+    eor_pending: Vec<Family>,
+    /// Families whose End-of-RIB the peer has not sent since it came up.
+    eor_awaited: Vec<Family>,
+    /// Graceful restart of the peer: stale routes go at this deadline.
+    stale_until: Option<(Instant, Vec<Family>)>,
+    updates_in: u64,
+    updates_out: u64,
+}
+
+impl Peer {
+    fn established(&self) -> bool {
+        self.state == State::Established
+    }
+}
+
+struct Daemon {
+    opts: Options,
+    ds_in_sync: bool,
+    cluster: ClusterState,
+    intent: Option<BgpIntent>,
+    intent_error: Option<String>,
+    config_dirty: bool,
+    rib: Option<Rib>,
+    peers: BTreeMap<PeerKey, Peer>,
+    by_name: HashMap<String, PeerKey>,
+    next_key: PeerKey,
+    /// Routes we originate, as given to the RIB.
+    originated: HashMap<IpNet, Arc<Attrs>>,
+    kernel: KernelHandle,
+    kernel_routes: HashSet<IpNet>,
+    events_tx: mpsc::Sender<SessionEvent>,
+    listener: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
+    accepted_tx: mpsc::Sender<(tokio::net::TcpStream, SocketAddr)>,
+    started: Instant,
+    started_wall: SystemTime,
+    reconciled: bool,
+    /// When the kernel is next compared with what we want (drift repair).
+    next_resync: Instant,
+    /// The first OPEN of each session after this process started says "restarting".
+    restarting: bool,
+    metrics: Arc<Metrics>,
+}
+
+/// Runs birdd until `stop` is cancelled.
+pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken) -> Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let (sync_tx, mut sync_rx) = mpsc::channel::<SyncEvent>(64);
+    tokio::spawn(
+        Syncer::new(
+            ds,
+            SyncerConfig::new(calico::watched_prefixes(&opts.nodename)),
+        )
+        .run(sync_tx),
+    );
+
+    let (kernel, _kernel_task) = kernel::spawn(KernelConfig {
+        protocol: opts.kernel_protocol,
+        ..KernelConfig::default()
+    })
+    .context("starting the kernel route writer")?;
+
+    let (query_tx, mut query_rx) = mpsc::channel::<Query>(16);
+    let ready = control::Readiness::default();
+    if let Some(path) = &opts.control_socket {
+        control::serve_grpc(path, query_tx.clone(), stop.clone())?;
+    }
+    if let Some(addr) = opts.http_listen {
+        control::serve_http(addr, ready.clone(), metrics.clone(), stop.clone()).await?;
+    }
+
+    let (events_tx, mut events_rx) = mpsc::channel::<SessionEvent>(1024);
+    let (accepted_tx, mut accepted_rx) = mpsc::channel(16);
+    let mut d = Daemon {
+        opts,
+        ds_in_sync: false,
+        cluster: ClusterState::default(),
+        intent: None,
+        intent_error: None,
+        config_dirty: false,
+        rib: None,
+        peers: BTreeMap::new(),
+        by_name: HashMap::new(),
+        next_key: 1,
+        originated: HashMap::new(),
+        kernel,
+        kernel_routes: HashSet::new(),
+        events_tx,
+        listener: None,
+        accepted_tx,
+        started: Instant::now(),
+        started_wall: SystemTime::now(),
+        reconciled: false,
+        next_resync: Instant::now() + KERNEL_RESYNC,
+        restarting: true,
+        metrics,
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            ev = sync_rx.recv() => match ev {
+                Some(ev) => d.sync_event(ev),
+                None => anyhow::bail!("the datastore syncer stopped"),
+            },
+            Some(ev) = events_rx.recv() => {
+                d.session_event(ev);
+                // Take whatever else is already waiting before flushing, so bursts coalesce.
+                for _ in 0..256 {
+                    match events_rx.try_recv() {
+                        Ok(ev) => d.session_event(ev),
+                        Err(_) => break,
+                    }
+                }
+            }
+            Some((stream, from)) = accepted_rx.recv() => d.accepted(stream, from),
+            Some(q) = query_rx.recv() => d.query(q),
+            _ = tick.tick() => d.timers(),
+        }
+        if d.config_dirty && d.ds_in_sync {
+            d.reconfigure().await;
+        }
+        d.flush();
+        ready.set(d.readiness());
+    }
+    tracing::info!("birdd stopping; routes stay in the kernel for the next run");
+    for p in d.peers.values() {
+        let _ = p
+            .session
+            .commands
+            .try_send(SessionCommand::Stop(Notification::admin_shutdown()));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    Ok(())
+}
+
+impl Daemon {
+    // ===== datastore =====
+
+    fn sync_event(&mut self, ev: SyncEvent) {
+        match ev {
+            SyncEvent::Status(s) => {
+                if s == SyncStatus::InSync && !self.ds_in_sync {
+                    tracing::info!("in sync with the datastore");
+                    self.ds_in_sync = true;
+                    self.config_dirty = true;
+                }
+            }
+            SyncEvent::Updates(updates) => {
+                for u in &updates {
+                    match self.cluster.apply(u) {
+                        Ok(changed) => self.config_dirty |= changed,
+                        Err(e) => tracing::warn!(error = %e, "ignoring a datastore value"),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn reconfigure(&mut self) {
+        self.config_dirty = false;
+        let intent = match calico::intent(&self.cluster, &self.opts.nodename) {
+            Ok(i) => i,
+            Err(e) => {
+                let msg = e.to_string();
+                if self.intent_error.as_deref() != Some(&msg) {
+                    tracing::error!(error = %msg, "cannot run BGP with this configuration");
+                }
+                self.intent_error = Some(msg);
+                return;
+            }
+        };
+        self.intent_error = None;
+        if self.intent.as_ref() == Some(&intent) {
+            return;
+        }
+        let identity_changed = self.intent.as_ref().is_none_or(|old| {
+            old.router_id != intent.router_id
+                || old.local_as != intent.local_as
+                || old.cluster_id != intent.cluster_id
+        });
+        if identity_changed {
+            // Everything depends on who we are: start the RIB and every session afresh.
+            if self.rib.is_some() {
+                tracing::info!(router_id = %intent.router_id, asn = intent.local_as,
+                    "router id, AS or cluster id changed: restarting every session");
+            }
+            let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+            for k in keys {
+                self.remove_peer(k, Notification::other_config_change());
+            }
+            self.rib = Some(Rib::new(RibConfig {
+                router_id: intent.router_id,
+                local_as: intent.local_as,
+                cluster_id: intent.cluster_id,
+            }));
+            self.originated.clear();
+        }
+        self.ensure_listener(&intent).await;
+        let old_peers: Vec<PeerIntent> = self
+            .intent
+            .as_ref()
+            .filter(|_| !identity_changed)
+            .map(|i| i.peers.clone())
+            .unwrap_or_default();
+        let diff = calico::diff_peers(&old_peers, &intent.peers);
+        for p in diff.removed.iter().chain(diff.changed.iter()) {
+            if let Some(k) = self.by_name.get(&p.name).copied() {
+                self.remove_peer(k, Notification::peer_deconfigured());
+            }
+        }
+        let filters_changed = self
+            .intent
+            .as_ref()
+            .is_some_and(|old| old.filters_differ(&intent));
+        self.intent = Some(intent);
+        for p in diff.added.iter().chain(diff.changed.iter()) {
+            let Some(p) = self
+                .intent
+                .as_ref()
+                .and_then(|i| i.peers.iter().find(|x| x.name == p.name))
+                .cloned()
+            else {
+                continue;
+            };
+            self.add_peer(p);
+        }
+        self.update_originated();
+        if filters_changed {
+            // Export filters may now say otherwise about anything: re-evaluate every prefix.
+            let all: Vec<IpNet> = self
+                .rib
+                .as_ref()
+                .map(|r| r.routes().map(|(p, _)| p).collect())
+                .unwrap_or_default();
+            for p in self.peers.values_mut().filter(|p| p.established()) {
+                p.dirty.extend(all.iter().copied());
+            }
+        }
+    }
+
+    async fn ensure_listener(&mut self, intent: &BgpIntent) {
+        let port = self.opts.listen_port.unwrap_or(intent.listen_port);
+        let ip = intent
+            .bind_address
+            .unwrap_or(IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 0]));
+        let addr = SocketAddr::new(ip, port);
+        if self.listener.as_ref().is_some_and(|(a, _)| *a == addr) {
+            return;
+        }
+        if let Some((_, task)) = self.listener.take() {
+            task.abort();
+        }
+        match listen(addr, self.accepted_tx.clone()).await {
+            Ok(task) => {
+                tracing::info!(%addr, "listening for BGP connections");
+                self.listener = Some((addr, task));
+            }
+            Err(e) => tracing::error!(%addr, error = %e,
+                "cannot listen for BGP connections; peers that connect to us will fail (is another BGP daemon running?)"),
+        }
+    }
+
+    fn add_peer(&mut self, p: PeerIntent) {
+        let Some(intent) = &self.intent else { return };
+        let key = self.next_key;
+        self.next_key += 1;
+        let family = if p.address.is_ipv4() {
+            Family::Ipv4Unicast
+        } else {
+            Family::Ipv6Unicast
+        };
+        let mut cfg = SessionConfig::new(p.local_as, p.remote_as, intent.router_id);
+        cfg.passive = p.passive;
+        cfg.families = vec![family];
+        if let Some(k) = p.keepalive_time {
+            cfg.keepalive_time = Some(k.as_secs().clamp(1, 21845) as u16);
+            cfg.hold_time = (k.as_secs() * 3).clamp(3, 65535) as u16;
+        }
+        cfg.graceful_restart = Some(GracefulRestartConfig {
+            restart_time: p
+                .max_restart_time
+                .map_or(120, |d| d.as_secs().min(4095) as u16),
+            restarting: self.restarting,
+            forwarding_preserved: true,
+        });
+        if p.password.is_some() {
+            tracing::warn!(peer = %p.name,
+                "this peer has a password, but TCP MD5 signatures are not supported by this build; the session will fail if the peer requires one");
+        }
+        let endpoint = Endpoint {
+            address: p.address,
+            port: p.port,
+            source: p.source_address,
+            ttl: p.ttl_security.map(|_| 255),
+        };
+        let session = session::spawn(key, endpoint, cfg, self.events_tx.clone());
+        let info = self.peer_info(&p, None);
+        if let Some(rib) = &mut self.rib
+            && let Err(e) = rib.add_peer(PeerId(key), info)
+        {
+            tracing::error!(peer = %p.name, error = %e, "adding the peer to the RIB");
+        }
+        tracing::info!(peer = %p.name, address = %p.address, asn = p.remote_as, passive = p.passive, "peer added");
+        self.by_name.insert(p.name.clone(), key);
+        self.peers.insert(
+            key,
+            Peer {
+                key,
+                intent: p,
+                session,
+                state: State::Idle,
+                since: SystemTime::now(),
+                info: String::new(),
+                negotiated: None,
+                local: None,
+                sent: HashMap::new(),
+                dirty: HashSet::new(),
+                eor_pending: Vec::new(),
+                eor_awaited: Vec::new(),
+                stale_until: None,
+                updates_in: 0,
+                updates_out: 0,
+            },
+        );
+    }
+
+    fn peer_info(&self, p: &PeerIntent, local: Option<SocketAddr>) -> PeerInfo {
+        let router_id = self
+            .peers
+            .values()
+            .find(|x| x.intent.name == p.name)
+            .and_then(|x| x.negotiated.as_ref())
+            .map_or(std::net::Ipv4Addr::UNSPECIFIED, |n| n.peer_router_id);
+        let local_ip = local.map(|l| l.ip()).or(p.source_address);
+        PeerInfo {
+            address: p.address,
+            router_id,
+            local_as: p.local_as,
+            remote_as: p.remote_as,
+            rr_client: p.rr_client,
+            add_path_tx: [false, false],
+            next_hop_self: p.next_hop_self,
+            keep_next_hop: p.keep_original_next_hop,
+            local_address_v4: match local_ip {
+                Some(IpAddr::V4(a)) => Some(a),
+                _ => self.intent.as_ref().and_then(|i| i.node_ipv4),
+            },
+            local_address_v6: match local_ip {
+                Some(IpAddr::V6(a)) => Some(a),
+                _ => self.intent.as_ref().and_then(|i| i.node_ipv6),
+            },
+            allow_local_as: p.allow_local_as,
+        }
+    }
+
+    fn remove_peer(&mut self, key: PeerKey, why: Notification) {
+        let Some(p) = self.peers.remove(&key) else {
+            return;
+        };
+        self.by_name.remove(&p.intent.name);
+        let _ = p.session.commands.try_send(SessionCommand::Stop(why));
+        // Dropping the handle closes the command channel, which ends the session task.
+        drop(p.session);
+        tracing::info!(peer = %p.intent.name, "peer removed");
+        if let Some(rib) = &mut self.rib {
+            let changes = rib.remove_peer(PeerId(key));
+            self.changes(changes);
+        }
+    }
+
+    /// Makes the RIB's locally originated routes match the intent's exports.
+    fn update_originated(&mut self) {
+        let Some(intent) = &self.intent else { return };
+        let mut want: HashMap<IpNet, Arc<Attrs>> = HashMap::new();
+        for e in &intent.exports {
+            let attrs = Attrs {
+                origin: Origin::Igp,
+                communities: e.communities.clone(),
+                large_communities: e
+                    .large_communities
+                    .iter()
+                    .map(|(a, b, c)| LargeCommunity(*a, *b, *c))
+                    .collect(),
+                ..Attrs::default()
+            };
+            want.insert(e.prefix, Arc::new(attrs));
+        }
+        let Some(rib) = &mut self.rib else { return };
+        let mut changes = Vec::new();
+        for (prefix, attrs) in &want {
+            if self.originated.get(prefix).is_none_or(|a| a != attrs) {
+                changes.extend(rib.originate(*prefix, attrs.clone()));
+            }
+        }
+        for prefix in self.originated.keys() {
+            if !want.contains_key(prefix) {
+                changes.extend(rib.withdraw_local(*prefix));
+            }
+        }
+        self.originated = want;
+        self.changes(changes);
+    }
+
+    // ===== sessions =====
+
+    fn accepted(&mut self, stream: tokio::net::TcpStream, from: SocketAddr) {
+        let ip = canonical(from.ip());
+        match self.peers.values().find(|p| p.intent.address == ip) {
+            Some(p) => {
+                let _ = p
+                    .session
+                    .commands
+                    .try_send(SessionCommand::Incoming(stream));
+            }
+            None => {
+                tracing::debug!(%from, "refused a connection from an address that is not a configured peer")
+            }
+        }
+    }
+
+    fn session_event(&mut self, ev: SessionEvent) {
+        match ev {
+            SessionEvent::State {
+                peer,
+                from,
+                to,
+                info,
+            } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    tracing::info!(peer = %p.intent.name, from = from.name(), to = to.name(), %info, "session state");
+                    p.state = to;
+                    p.since = SystemTime::now();
+                    p.info = bird_info(to, &info);
+                    self.metrics
+                        .fsm_transitions
+                        .with_label_values(&[to.name()])
+                        .inc();
+                }
+            }
+            SessionEvent::Established {
+                peer,
+                negotiated,
+                local,
+            } => self.established(peer, *negotiated, local),
+            SessionEvent::Update { peer, update } => self.update(peer, *update),
+            SessionEvent::RouteRefresh { peer, request } => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    tracing::info!(peer = %p.intent.name, family = %request.family, "route refresh requested");
+                    let family = request.family;
+                    p.sent.retain(|n, _| Family::of(n) != family);
+                    let all: Vec<IpNet> = self
+                        .rib
+                        .as_ref()
+                        .map(|r| {
+                            r.routes()
+                                .map(|(p, _)| p)
+                                .filter(|x| Family::of(x) == family)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    p.dirty.extend(all);
+                    p.eor_pending.push(family);
+                }
+            }
+            SessionEvent::Down {
+                peer,
+                reason,
+                was_established,
+                stale_families,
+                restart_time,
+            } => self.down(peer, reason, was_established, stale_families, restart_time),
+        }
+    }
+
+    fn established(&mut self, key: PeerKey, n: Negotiated, local: SocketAddr) {
+        let Some(p) = self.peers.get(&key) else {
+            return;
+        };
+        let info = {
+            let mut i = self.peer_info(&p.intent, Some(local));
+            i.router_id = n.peer_router_id;
+            i.add_path_tx = n.codec.add_path_tx;
+            i
+        };
+        let mut changes = Vec::new();
+        if let Some(rib) = &mut self.rib {
+            match rib.set_peer_info(PeerId(key), info) {
+                Ok(c) => changes = c,
+                Err(e) => tracing::error!(error = %e, "updating the peer in the RIB"),
+            }
+        }
+        self.changes(changes);
+        let all: Vec<IpNet> = self
+            .rib
+            .as_ref()
+            .map(|r| {
+                r.routes()
+                    .map(|(p, _)| p)
+                    .filter(|x| n.families.contains(&Family::of(x)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        tracing::info!(peer = %p.intent.name, hold = n.hold_time, families = ?n.families, "established");
+        p.local = Some(local);
+        p.sent.clear();
+        p.dirty = all.into_iter().collect();
+        p.eor_pending = n.families.clone();
+        p.eor_awaited = n.families.clone();
+        p.negotiated = Some(n);
+    }
+
+    fn update(&mut self, key: PeerKey, mut u: calico_bgp::wire::Update) {
+        let (Some(p), Some(intent)) = (self.peers.get_mut(&key), &self.intent) else {
+            return;
+        };
+        p.updates_in += 1;
+        self.metrics.updates_received.inc();
+        if !u.errors.is_empty() {
+            tracing::warn!(peer = %p.intent.name, errors = ?u.errors, treat_as_withdraw = u.treat_as_withdraw,
+                "malformed UPDATE handled as RFC 7606 says");
+        }
+        if u.treat_as_withdraw {
+            let announced = std::mem::take(&mut u.announced);
+            u.withdrawn.extend(announced);
+        }
+        // Import filters (BGPFilter): a rejected announcement is a withdrawal of any earlier path.
+        let name = p.intent.name.clone();
+        let (accepted, rejected): (Vec<Nlri>, Vec<Nlri>) = u
+            .announced
+            .iter()
+            .partition(|n| intent.filter_import(&name, &n.prefix));
+        u.withdrawn.extend(rejected);
+        let mut changes = Vec::new();
+        if let Some(rib) = &mut self.rib {
+            match rib.apply(PeerId(key), &u.withdrawn, &accepted, u.attrs.map(Arc::new)) {
+                Ok(c) => changes = c,
+                Err(e) => tracing::error!(error = %e, "applying an UPDATE to the RIB"),
+            }
+            if let Some(f) = u.end_of_rib {
+                changes.extend(rib.flush_stale(PeerId(key), f));
+            }
+        }
+        if let Some(f) = u.end_of_rib
+            && let Some(p) = self.peers.get_mut(&key)
+        {
+            tracing::info!(peer = %p.intent.name, family = %f, "End-of-RIB received");
+            p.eor_awaited.retain(|x| *x != f);
+            if let Some((_, fams)) = &mut p.stale_until {
+                fams.retain(|x| *x != f);
+                if fams.is_empty() {
+                    p.stale_until = None;
+                }
+            }
+        }
+        self.changes(changes);
+    }
+
+    fn down(
+        &mut self,
+        key: PeerKey,
+        reason: DownReason,
+        was_established: bool,
+        stale: Vec<Family>,
+        restart_time: u16,
+    ) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        tracing::warn!(peer = %p.intent.name, %reason, was_established, graceful = !stale.is_empty(), "session down");
+        p.negotiated = None;
+        p.sent.clear();
+        p.dirty.clear();
+        p.eor_pending.clear();
+        let mut changes = Vec::new();
+        if let Some(rib) = &mut self.rib {
+            if stale.is_empty() {
+                changes = rib.remove_peer(PeerId(key));
+                let info = {
+                    let p = &self.peers[&key];
+                    self.peer_info(&p.intent, None)
+                };
+                if let Some(rib) = &mut self.rib
+                    && let Err(e) = rib.add_peer(PeerId(key), info)
+                {
+                    tracing::error!(error = %e, "re-adding the peer to the RIB");
+                }
+            } else {
+                for f in &stale {
+                    rib.mark_stale(PeerId(key), *f);
+                }
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.stale_until = Some((
+                        Instant::now() + Duration::from_secs(restart_time.into()),
+                        stale,
+                    ));
+                }
+            }
+        }
+        self.changes(changes);
+    }
+
+    /// Best-path changes: into the kernel, and marked for every established peer.
+    fn changes(&mut self, changes: Vec<Change>) {
+        // Losing paths that came or went matter to ADD-PATH peers, which hear every path.
+        if let Some(rib) = &mut self.rib {
+            let set_changes = rib.take_path_set_changes();
+            if !set_changes.is_empty() {
+                for p in self.peers.values_mut().filter(|p| {
+                    p.established()
+                        && p.negotiated
+                            .as_ref()
+                            .is_some_and(|n| n.codec.add_path_tx.iter().any(|x| *x))
+                }) {
+                    p.dirty.extend(set_changes.iter().copied());
+                }
+            }
+        }
+        if changes.is_empty() {
+            return;
+        }
+        for c in &changes {
+            let hops = self.kernel_next_hops(c);
+            if hops.is_empty() {
+                if self.kernel_routes.remove(&c.prefix) {
+                    self.kernel.set(c.prefix, Vec::new());
+                }
+            } else {
+                self.kernel_routes.insert(c.prefix);
+                self.kernel.set(c.prefix, hops);
+            }
+        }
+        for p in self.peers.values_mut().filter(|p| p.established()) {
+            p.dirty.extend(changes.iter().map(|c| c.prefix));
+        }
+    }
+
+    /// What the kernel should hold for a changed prefix (Calico's `calico_kernel_programming`).
+    fn kernel_next_hops(&self, c: &Change) -> Vec<NextHop> {
+        let (Some(best), Some(intent)) = (&c.best, &self.intent) else {
+            return Vec::new();
+        };
+        if best.peer == PeerId::LOCAL {
+            return Vec::new();
+        }
+        let mut hops = Vec::new();
+        for (_, attrs) in &best.multipath {
+            let Some(nh) = attrs.next_hop else { continue };
+            match intent.kernel_action(&c.prefix, nh) {
+                KernelAction::Skip(_) => return Vec::new(),
+                KernelAction::Install { via_tunnel } => {
+                    let hop = NextHop {
+                        gateway: nh,
+                        onlink_dev: via_tunnel.then(|| "tunl0".to_string()),
+                    };
+                    if !hops.contains(&hop) {
+                        hops.push(hop);
+                    }
+                }
+            }
+        }
+        hops
+    }
+
+    // ===== output =====
+
+    /// Sends each established peer what changed for it, as far as its session has room.
+    fn flush(&mut self) {
+        let (Some(rib), Some(intent)) = (&self.rib, &self.intent) else {
+            return;
+        };
+        for p in self.peers.values_mut() {
+            if !p.established() || (p.dirty.is_empty() && p.eor_pending.is_empty()) {
+                continue;
+            }
+            let Some(n) = &p.negotiated else { continue };
+            let codec = n.codec;
+            let families = n.families.clone();
+            let Ok(permit) = p.session.commands.try_reserve() else {
+                continue; // the session is busy: keep coalescing
+            };
+            let mut groups: Vec<(Arc<Attrs>, Vec<Nlri>)> = Vec::new();
+            let mut withdrawn: [Vec<Nlri>; 2] = [Vec::new(), Vec::new()];
+            // A bounded slice per round keeps the loop responsive during a full-table send.
+            let dirty: Vec<IpNet> = p.dirty.iter().copied().take(20_000).collect();
+            for prefix in dirty {
+                p.dirty.remove(&prefix);
+                let family = Family::of(&prefix);
+                if !families.contains(&family) {
+                    continue;
+                }
+                let want: Vec<(u32, Arc<Attrs>)> = if intent.filter_export(&p.intent.name, &prefix)
+                {
+                    rib.export(PeerId(p.key), prefix)
+                } else {
+                    Vec::new()
+                };
+                let had = p.sent.remove(&prefix).unwrap_or_default();
+                for (path_id, _) in &had {
+                    if !want.iter().any(|(id, _)| id == path_id) {
+                        withdrawn[family.index()].push(Nlri {
+                            prefix,
+                            path_id: *path_id,
+                        });
+                    }
+                }
+                for (path_id, attrs) in &want {
+                    let unchanged = had
+                        .iter()
+                        .any(|(id, a)| id == path_id && (Arc::ptr_eq(a, attrs) || a == attrs));
+                    if unchanged {
+                        continue;
+                    }
+                    let nlri = Nlri {
+                        prefix,
+                        path_id: *path_id,
+                    };
+                    match groups
+                        .iter_mut()
+                        .find(|(a, _)| Arc::ptr_eq(a, attrs) || a == attrs)
+                    {
+                        Some((_, v)) => v.push(nlri),
+                        None => groups.push((attrs.clone(), vec![nlri])),
+                    }
+                }
+                if !want.is_empty() {
+                    p.sent.insert(prefix, want);
+                }
+            }
+            let mut msgs = Vec::new();
+            for w in withdrawn.iter().filter(|w| !w.is_empty()) {
+                msgs.extend(wire::encode_withdraw(w, &codec));
+            }
+            for (attrs, nlri) in &groups {
+                for fam in Family::ALL {
+                    let part: Vec<Nlri> = nlri
+                        .iter()
+                        .filter(|n| Family::of(&n.prefix) == fam)
+                        .copied()
+                        .collect();
+                    if !part.is_empty() {
+                        msgs.extend(wire::encode_update(attrs, &part, &codec));
+                    }
+                }
+            }
+            if p.dirty.is_empty() {
+                for f in p.eor_pending.drain(..) {
+                    msgs.push(wire::encode_end_of_rib(f));
+                }
+            }
+            if !msgs.is_empty() {
+                p.updates_out += msgs.len() as u64;
+                self.metrics.updates_sent.inc_by(msgs.len() as u64);
+                permit.send(SessionCommand::Send(msgs));
+            }
+        }
+    }
+
+    // ===== timers =====
+
+    fn timers(&mut self) {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        for p in self.peers.values_mut() {
+            if let Some((at, fams)) = &p.stale_until
+                && *at <= now
+            {
+                tracing::warn!(peer = %p.intent.name, "graceful restart time over: stale routes removed");
+                expired.push((p.key, fams.clone()));
+                p.stale_until = None;
+            }
+        }
+        let mut changes = Vec::new();
+        if let Some(rib) = &mut self.rib {
+            for (k, fams) in expired {
+                for f in fams {
+                    changes.extend(rib.flush_stale(PeerId(k), f));
+                }
+            }
+        }
+        self.changes(changes);
+        if now >= self.next_resync {
+            self.next_resync = now + KERNEL_RESYNC;
+            self.kernel.resync();
+        }
+        if !self.reconciled && self.intent.is_some() {
+            let all_in = self
+                .peers
+                .values()
+                .all(|p| p.established() && p.eor_awaited.is_empty());
+            if all_in || now.duration_since(self.started) > self.opts.reconcile_after {
+                tracing::info!(
+                    all_peers_converged = all_in,
+                    "reconciling the kernel with what was learned"
+                );
+                self.kernel.reconcile();
+                self.reconciled = true;
+                self.restarting = false;
+            }
+        }
+        let received = self.rib.as_ref().map_or(0, |r| {
+            self.peers
+                .keys()
+                .map(|k| r.paths_from(PeerId(*k)) as u64)
+                .sum()
+        });
+        let advertised = self
+            .peers
+            .values()
+            .map(|p| p.sent.values().map(Vec::len).sum::<usize>() as u64)
+            .sum();
+        self.metrics.observe(
+            self.peers.values().map(|p| p.state),
+            self.kernel.installed(),
+            received,
+            advertised,
+        );
+    }
+
+    // ===== control =====
+
+    fn readiness(&self) -> Result<(), String> {
+        if !self.ds_in_sync {
+            return Err("not in sync with the datastore yet".into());
+        }
+        if let Some(e) = &self.intent_error {
+            return Err(e.clone());
+        }
+        if self.listener.is_none() {
+            return Err("not listening for BGP connections".into());
+        }
+        Ok(())
+    }
+
+    fn query(&self, q: Query) {
+        match q {
+            Query::Peers(tx) => {
+                let peers = self
+                    .peers
+                    .values()
+                    .map(|p| PeerStatus {
+                        name: p.intent.name.clone(),
+                        address: p.intent.address,
+                        port: p.intent.port,
+                        kind: p.intent.kind,
+                        state: p.state,
+                        since: p.since,
+                        info: p.info.clone(),
+                        local_as: p.intent.local_as,
+                        remote_as: p.intent.remote_as,
+                        received: self
+                            .rib
+                            .as_ref()
+                            .map_or(0, |r| r.paths_from(PeerId(p.key)) as u64),
+                        advertised: p.sent.values().map(Vec::len).sum::<usize>() as u64,
+                    })
+                    .collect();
+                let _ = tx.send(peers);
+            }
+            Query::Routes {
+                prefix,
+                best_only,
+                reply,
+            } => {
+                let _ = reply.send(self.routes(prefix, best_only));
+            }
+            Query::Explain { prefix, reply } => {
+                let out = self
+                    .rib
+                    .as_ref()
+                    .map(|r| {
+                        r.explain(prefix)
+                            .into_iter()
+                            .map(|(path, why)| {
+                                (
+                                    self.route_view(prefix, &path.peer, &path.attrs, why.is_none()),
+                                    why.map(|w| w.to_string()).unwrap_or_default(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let _ = reply.send(out);
+            }
+            Query::Status(tx) => {
+                let _ = tx.send(control::DaemonStatus {
+                    router_id: self.intent.as_ref().map(|i| i.router_id),
+                    local_as: self.intent.as_ref().map_or(0, |i| i.local_as),
+                    started: self.started_wall,
+                    routes_in_kernel: self.kernel.installed() as u64,
+                });
+            }
+        }
+    }
+
+    fn routes(&self, prefix: Option<IpNet>, best_only: bool) -> Vec<RouteView> {
+        let Some(rib) = &self.rib else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let prefixes: Vec<IpNet> = match prefix {
+            Some(p) => vec![p],
+            None => {
+                let mut v: Vec<IpNet> = rib.routes().map(|(p, _)| p).collect();
+                v.sort();
+                v
+            }
+        };
+        for p in prefixes {
+            for (path, why) in rib.explain(p) {
+                let best = why.is_none();
+                if best_only && !best {
+                    continue;
+                }
+                out.push(self.route_view(p, &path.peer, &path.attrs, best));
+            }
+        }
+        out
+    }
+
+    fn route_view(&self, prefix: IpNet, peer: &PeerId, attrs: &Attrs, best: bool) -> RouteView {
+        RouteView {
+            prefix,
+            from_peer: self
+                .peers
+                .get(&peer.0)
+                .map(|p| p.intent.address.to_string())
+                .unwrap_or_default(),
+            attrs: attrs.clone(),
+            best,
+            installed: best && self.kernel_routes.contains(&prefix),
+        }
+    }
+}
+
+/// BIRD's info column: the state, then what went wrong last ("Active Socket: Connection
+/// refused" style), or "Established".
+fn bird_info(state: State, info: &str) -> String {
+    match state {
+        State::Established => "Established".into(),
+        _ if info.is_empty() => state.name().into(),
+        _ => format!(
+            "{} {}",
+            state.name(),
+            info.trim_start_matches("connection lost: ")
+        ),
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (an IPv4 peer reaching a dual-stack listener) as IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+async fn listen(
+    addr: SocketAddr,
+    tx: mpsc::Sender<(tokio::net::TcpStream, SocketAddr)>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let listener = socket.listen(64)?;
+    Ok(tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, from)) => {
+                    if tx.send((stream, from)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a BGP connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }))
+}

@@ -1,0 +1,506 @@
+//! One BGP session's I/O shell around the sans-IO [`calico_bgp::fsm::Session`]: the TCP
+//! connection, the timers, and the channels to the daemon.
+//!
+//! ```text
+//!              commands (bounded)                      frames, timers
+//!  daemon ────────────────────────▶ session task ◀──────────── TCP read half
+//!    ▲                                 │    │
+//!    └──── events (bounded) ───────────┘    └──▶ writer task ──▶ TCP write half
+//!                                          (bounded queue; one per connection)
+//! ```
+//!
+//! Timers are checked before reads (`biased`), so a peer flooding UPDATEs never delays our
+//! KEEPALIVEs; before the hold timer is allowed to expire, bytes already waiting in the
+//! socket are read first, so a busy daemon never mistakes its own backlog for a dead peer.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::time::Duration;
+
+use calico_bgp::fsm::{
+    DownReason, Input, Negotiated, Output, Session, SessionConfig, State, Timer,
+};
+use calico_bgp::types::Family;
+use calico_bgp::wire::{self, Notification, RouteRefresh, Update};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// The daemon's number for a peer.
+pub type PeerKey = u32;
+
+/// How to reach a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub address: IpAddr,
+    pub port: u16,
+    /// Our address for the connection (Calico's `source address`, the node IP).
+    pub source: Option<IpAddr>,
+    /// IP TTL for outgoing packets (GTSM sets 255); `None` = the system default.
+    pub ttl: Option<u32>,
+}
+
+/// What a session tells the daemon.
+#[derive(Debug)]
+pub enum SessionEvent {
+    State {
+        peer: PeerKey,
+        from: State,
+        to: State,
+        /// BIRD-style info: the last error, or what the session waits for.
+        info: String,
+    },
+    Established {
+        peer: PeerKey,
+        negotiated: Box<Negotiated>,
+        local: SocketAddr,
+    },
+    Update {
+        peer: PeerKey,
+        update: Box<Update>,
+    },
+    RouteRefresh {
+        peer: PeerKey,
+        request: RouteRefresh,
+    },
+    Down {
+        peer: PeerKey,
+        reason: DownReason,
+        was_established: bool,
+        stale_families: Vec<Family>,
+        restart_time: u16,
+    },
+}
+
+/// What the daemon tells a session.
+#[derive(Debug)]
+pub enum SessionCommand {
+    /// Encoded messages to write, in order.
+    Send(Vec<Vec<u8>>),
+    /// A connection the listener accepted from this peer's address.
+    Incoming(TcpStream),
+    /// Cease and stay down (the peer was removed or its configuration changed).
+    Stop(Notification),
+}
+
+/// The daemon's end of a running session.
+#[derive(Debug)]
+pub struct SessionHandle {
+    pub commands: mpsc::Sender<SessionCommand>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Queued bytes above which the session stops taking new UPDATEs from the daemon (which
+/// then keeps coalescing them per destination).
+const WRITE_BACKLOG: usize = 1 << 20;
+
+pub fn spawn(
+    peer: PeerKey,
+    endpoint: Endpoint,
+    cfg: SessionConfig,
+    events: mpsc::Sender<SessionEvent>,
+) -> SessionHandle {
+    let (tx, rx) = mpsc::channel(64);
+    let shell = Shell {
+        peer,
+        endpoint,
+        fsm: Session::new(cfg),
+        events,
+        conn: None,
+        connecting: None,
+        timers: HashMap::new(),
+        pending: VecDeque::new(),
+        pending_bytes: 0,
+        buf: Vec::with_capacity(64 * 1024),
+    };
+    let task = tokio::spawn(shell.run(rx));
+    SessionHandle { commands: tx, task }
+}
+
+type ConnectFuture = Pin<Box<dyn Future<Output = std::io::Result<TcpStream>> + Send>>;
+
+struct Conn {
+    read: OwnedReadHalf,
+    write: mpsc::Sender<Vec<u8>>,
+    local: SocketAddr,
+}
+
+struct Shell {
+    peer: PeerKey,
+    endpoint: Endpoint,
+    fsm: Session,
+    events: mpsc::Sender<SessionEvent>,
+    conn: Option<Conn>,
+    connecting: Option<ConnectFuture>,
+    timers: HashMap<Timer, Instant>,
+    /// Bytes for the writer, waiting for room in its queue.
+    pending: VecDeque<Vec<u8>>,
+    pending_bytes: usize,
+    /// Bytes read and not yet framed.
+    buf: Vec<u8>,
+}
+
+enum Wake {
+    Command(Option<SessionCommand>),
+    Timer(Timer),
+    Connected(std::io::Result<TcpStream>),
+    Read(std::io::Result<usize>),
+    Wrote,
+}
+
+impl Shell {
+    async fn run(mut self, mut commands: mpsc::Receiver<SessionCommand>) {
+        self.handle(Input::Start).await;
+        loop {
+            let next_timer = self
+                .timers
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(t, at)| (*t, *at));
+            let wake = {
+                let take_commands = self.pending_bytes < WRITE_BACKLOG;
+                let writer = self.conn.as_ref().map(|c| c.write.clone());
+                let has_pending = !self.pending.is_empty();
+                let is_connecting = self.connecting.is_some();
+                let has_conn = self.conn.is_some();
+                let connecting = self.connecting.as_mut();
+                let reading = self.conn.as_mut().map(|c| &mut c.read);
+                let buf = &mut self.buf;
+                tokio::select! {
+                    biased;
+                    _ = sleep_until(next_timer.map(|(_, at)| at)), if next_timer.is_some() => {
+                        match next_timer {
+                            Some((t, _)) => Wake::Timer(t),
+                            None => continue,
+                        }
+                    }
+                    cmd = commands.recv(), if take_commands => Wake::Command(cmd),
+                    permit = reserve(writer), if has_pending => match permit {
+                        Some(p) => {
+                            if let Some(bytes) = self.pending.pop_front() {
+                                self.pending_bytes -= bytes.len();
+                                p.send(bytes);
+                            }
+                            Wake::Wrote
+                        }
+                        None => Wake::Read(Ok(0)),
+                    },
+                    res = poll_connect(connecting), if is_connecting => Wake::Connected(res),
+                    res = read_some(reading, buf), if has_conn => Wake::Read(res),
+                }
+            };
+            match wake {
+                Wake::Command(None) => break,
+                Wake::Command(Some(cmd)) => self.command(cmd).await,
+                Wake::Timer(t) => {
+                    self.timers.remove(&t);
+                    if t == Timer::Hold && self.drain_readable().await {
+                        continue;
+                    }
+                    self.handle(Input::Timer(t)).await;
+                }
+                Wake::Connected(res) => {
+                    self.connecting = None;
+                    match res {
+                        Ok(stream) => self.adopt(stream).await,
+                        Err(e) => {
+                            let msg = connect_error(&e);
+                            self.handle(Input::ConnectFailed(msg)).await
+                        }
+                    }
+                }
+                Wake::Read(Ok(0)) => {
+                    self.handle(Input::Closed("connection closed by the peer".into()))
+                        .await
+                }
+                Wake::Read(Ok(_)) => self.frames().await,
+                Wake::Read(Err(e)) => self.handle(Input::Closed(e.to_string())).await,
+                Wake::Wrote => {}
+            }
+        }
+        // The daemon dropped us: close politely.
+        self.handle(Input::Stop(Notification::peer_deconfigured()))
+            .await;
+        self.disconnect();
+    }
+
+    async fn command(&mut self, cmd: SessionCommand) {
+        match cmd {
+            SessionCommand::Send(msgs) => {
+                if self.fsm.state() == State::Established {
+                    for m in msgs {
+                        self.queue(m);
+                    }
+                }
+            }
+            SessionCommand::Incoming(stream) => {
+                if !self.fsm.accepts_incoming() {
+                    tracing::debug!(peer = %self.endpoint.address, "refusing a second connection");
+                    return;
+                }
+                if self.conn.is_some() {
+                    self.handle(Input::Collision).await;
+                }
+                self.connecting = None;
+                self.adopt(stream).await;
+            }
+            SessionCommand::Stop(n) => self.handle(Input::Stop(n)).await,
+        }
+    }
+
+    async fn adopt(&mut self, stream: TcpStream) {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY");
+        }
+        let local = match stream.local_addr() {
+            Ok(a) => a,
+            Err(e) => return self.handle(Input::ConnectFailed(e.to_string())).await,
+        };
+        let (read, write) = stream.into_split();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(writer(write, rx));
+        self.buf.clear();
+        self.conn = Some(Conn {
+            read,
+            write: tx,
+            local,
+        });
+        self.handle(Input::Connected).await;
+    }
+
+    /// Frames every complete message in the buffer and feeds it to the state machine.
+    async fn frames(&mut self) {
+        let mut start = 0;
+        loop {
+            let rest = &self.buf[start..];
+            let len = match wire::frame_len(rest) {
+                Ok(Some(len)) if rest.len() >= len => len,
+                Ok(_) => break,
+                // A broken header: hand it over whole; decoding reports the error.
+                Err(_) => rest.len(),
+            };
+            let frame = self.buf[start..start + len].to_vec();
+            start += len;
+            self.handle(Input::Frame(&frame)).await;
+            if self.conn.is_none() {
+                return;
+            }
+        }
+        self.buf.drain(..start);
+    }
+
+    /// Reads whatever the socket already holds, without waiting; true if anything came in
+    /// (so a hold timer about to expire was really our own backlog).
+    async fn drain_readable(&mut self) -> bool {
+        let Some(conn) = self.conn.as_mut() else {
+            return false;
+        };
+        let mut got = false;
+        loop {
+            let mut chunk = [0u8; 16 * 1024];
+            match conn.read.try_read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    got = true;
+                }
+                Err(_) => break,
+            }
+        }
+        if got {
+            self.frames().await;
+        }
+        got && self.fsm.state() != State::Idle
+    }
+
+    fn queue(&mut self, bytes: Vec<u8>) {
+        self.pending_bytes += bytes.len();
+        self.pending.push_back(bytes);
+    }
+
+    async fn handle(&mut self, input: Input<'_>) {
+        let outputs = self.fsm.handle(input);
+        for o in outputs {
+            self.execute(o).await;
+        }
+    }
+
+    async fn execute(&mut self, o: Output) {
+        let peer = self.peer;
+        match o {
+            Output::Connect => {
+                if self.conn.is_none() && self.connecting.is_none() {
+                    self.connecting = Some(Box::pin(connect(self.endpoint.clone())));
+                }
+            }
+            Output::Send(bytes) => self.queue(bytes),
+            Output::Disconnect => self.disconnect(),
+            Output::Timer(t, Some(d)) => {
+                self.timers.insert(t, Instant::now() + d);
+            }
+            Output::Timer(t, None) => {
+                self.timers.remove(&t);
+            }
+            Output::StateChanged { from, to } => {
+                let info = self.info(to);
+                self.emit(SessionEvent::State {
+                    peer,
+                    from,
+                    to,
+                    info,
+                })
+                .await;
+            }
+            Output::Established(n) => {
+                let local = self
+                    .conn
+                    .as_ref()
+                    .map(|c| c.local)
+                    .unwrap_or_else(|| SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0));
+                self.emit(SessionEvent::Established {
+                    peer,
+                    negotiated: Box::new(n),
+                    local,
+                })
+                .await;
+            }
+            Output::Update(u) => {
+                self.emit(SessionEvent::Update {
+                    peer,
+                    update: Box::new(u),
+                })
+                .await
+            }
+            Output::RouteRefresh(request) => {
+                self.emit(SessionEvent::RouteRefresh { peer, request })
+                    .await
+            }
+            Output::Down {
+                reason,
+                was_established,
+                stale_families,
+                restart_time,
+            } => {
+                self.emit(SessionEvent::Down {
+                    peer,
+                    reason,
+                    was_established,
+                    stale_families,
+                    restart_time,
+                })
+                .await
+            }
+        }
+    }
+
+    /// Hands what is queued to the writer, which sends it and closes the socket.
+    fn disconnect(&mut self) {
+        self.connecting = None;
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        let pending: Vec<Vec<u8>> = self.pending.drain(..).collect();
+        self.pending_bytes = 0;
+        let write = conn.write;
+        tokio::spawn(async move {
+            for bytes in pending {
+                let sent = tokio::time::timeout(Duration::from_secs(2), write.send(bytes)).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    break;
+                }
+            }
+        });
+        drop(conn.read);
+    }
+
+    fn info(&self, to: State) -> String {
+        match (to, self.fsm.last_error()) {
+            (State::Established, _) => String::new(),
+            (_, Some(e)) => e.to_string(),
+            (State::Active, None) if self.fsm.config().passive => {
+                "waiting for the peer to connect".into()
+            }
+            _ => String::new(),
+        }
+    }
+
+    async fn emit(&mut self, ev: SessionEvent) {
+        // The daemon going away ends us through the command channel; nothing to do here.
+        let _ = self.events.send(ev).await;
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn reserve(tx: Option<mpsc::Sender<Vec<u8>>>) -> Option<mpsc::OwnedPermit<Vec<u8>>> {
+    match tx {
+        Some(tx) => tx.reserve_owned().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+async fn poll_connect(f: Option<&mut ConnectFuture>) -> std::io::Result<TcpStream> {
+    match f {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn read_some(r: Option<&mut OwnedReadHalf>, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    use tokio::io::AsyncReadExt;
+    match r {
+        Some(r) => {
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(64 * 1024);
+            }
+            r.read_buf(buf).await
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn connect(ep: Endpoint) -> std::io::Result<TcpStream> {
+    let target = SocketAddr::new(ep.address, ep.port);
+    let socket = match target {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    if let Some(src) = ep.source
+        && src.is_ipv4() == target.is_ipv4()
+    {
+        socket.bind(SocketAddr::new(src, 0))?;
+    }
+    let stream = tokio::time::timeout(Duration::from_secs(5), socket.connect(target))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connection timed out"))??;
+    if let Some(ttl) = ep.ttl {
+        stream.set_ttl(ttl)?;
+    }
+    Ok(stream)
+}
+
+/// BIRD's words for why a connection failed, as `calicoctl node status` shows them.
+fn connect_error(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "Connect: Connection refused".into(),
+        std::io::ErrorKind::TimedOut => "Connect: Connection timed out".into(),
+        _ => format!("Connect: {e}"),
+    }
+}
+
+async fn writer(mut w: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>) {
+    while let Some(bytes) = rx.recv().await {
+        if w.write_all(&bytes).await.is_err() {
+            return;
+        }
+    }
+    let _ = w.shutdown().await;
+}

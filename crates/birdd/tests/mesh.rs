@@ -1,0 +1,101 @@
+//! A Calico node-to-node mesh of three birdd nodes configured only by the datastore: the
+//! blocks exchanged and in each kernel, and a BGPPeer added and removed live without
+//! disturbing the mesh.
+
+mod common;
+
+use std::time::Duration;
+
+use calico_lab::{Cluster, NodeOptions};
+use calico_proto::bgp::{PeerType, SessionState};
+use common::*;
+
+#[test]
+fn three_nodes_mesh_and_install_each_others_blocks() {
+    let cluster = Cluster::start(3, NodeOptions::new(&bin_dir()));
+    let mut blocks = Vec::new();
+    for n in &cluster.nodes {
+        let ip = claim_block(&cluster.nodes[0], &n.name, 1, 0)[0];
+        blocks.push(ipnet::IpNet::new(ip, 26).expect("prefix").trunc());
+    }
+    let daemons: Vec<Birdd> = cluster.nodes.iter().map(Birdd::start).collect();
+
+    for (i, (n, d)) in cluster.nodes.iter().zip(&daemons).enumerate() {
+        let peers = wait_for("a fully Established mesh", Duration::from_secs(40), || {
+            let p = d.peers(n);
+            // IPv4 and IPv6 sessions to each of the two others, as Calico's bird and bird6.
+            (p.len() == 4
+                && p.iter()
+                    .all(|p| p.state == SessionState::Established as i32))
+            .then_some(p)
+        });
+        for p in &peers {
+            assert_eq!(p.r#type, PeerType::NodeToNodeMesh as i32);
+            assert_eq!(
+                p.name,
+                format!("Mesh_{}", p.address.replace(['.', ':'], "_"))
+            );
+            assert_eq!((p.local_as, p.remote_as), (64512, 64512));
+        }
+        // Every other node's block, via that node, with protocol bird; never our own.
+        let routes = wait_for(
+            "the other blocks in the kernel",
+            Duration::from_secs(20),
+            || {
+                let r = ns_out(&n.ns, "ip", &["route", "show", "proto", "bird"]);
+                (0..3)
+                    .filter(|j| *j != i)
+                    .all(|j| r.contains(&format!("{} via 10.99.0.{}", blocks[j], j + 1)))
+                    .then_some(r)
+            },
+        );
+        assert!(!routes.contains(&blocks[i].to_string()), "{routes}");
+    }
+
+    // A BGPPeer for node-a only, added live: node-a gets a session, the mesh stays up.
+    let before: Vec<i64> = daemons[0]
+        .peers(&cluster.nodes[0])
+        .iter()
+        .map(|p| p.since_unix_seconds)
+        .collect();
+    apply(
+        &cluster.nodes[0],
+        r#"
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: rack-router}
+spec: {node: node-a, peerIP: 10.99.0.200, asNumber: 65010}
+"#,
+    );
+    let peers = wait_for("the new peer on node-a", Duration::from_secs(10), || {
+        let p = daemons[0].peers(&cluster.nodes[0]);
+        (p.len() == 5).then_some(p)
+    });
+    let new = peers
+        .iter()
+        .find(|p| p.address == "10.99.0.200")
+        .expect("the BGPPeer's session");
+    assert_eq!(new.r#type, PeerType::NodeSpecific as i32);
+    assert_eq!(new.name, "Node_10_99_0_200");
+    assert_ne!(new.state, SessionState::Established as i32);
+    let mesh_since: Vec<i64> = peers
+        .iter()
+        .filter(|p| p.address != "10.99.0.200")
+        .map(|p| p.since_unix_seconds)
+        .collect();
+    assert_eq!(mesh_since, before, "the mesh sessions were not touched");
+    assert_eq!(
+        daemons[1].peers(&cluster.nodes[1]).len(),
+        4,
+        "node-b has no such peer"
+    );
+
+    cluster.with_datastore(async |rc| {
+        rc.delete_any(calico_api::Kind::BgpPeer, None, "rack-router", None)
+            .await
+            .expect("deleting the BGPPeer");
+    });
+    wait_for("the peer to go", Duration::from_secs(10), || {
+        (daemons[0].peers(&cluster.nodes[0]).len() == 4).then_some(())
+    });
+}
