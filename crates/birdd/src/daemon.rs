@@ -22,7 +22,7 @@ use anyhow::{Context, Result};
 use calico_bgp::fsm::{DownReason, GracefulRestartConfig, Negotiated, SessionConfig, State};
 use calico_bgp::rib::{Change, PeerId, PeerInfo, Rib, RibConfig};
 use calico_bgp::types::{Attrs, Family, LargeCommunity, Nlri, Origin};
-use calico_bgp::wire::{self, Notification};
+use calico_bgp::wire::{self, AddPathMode, Notification, RouteRefresh};
 use calico_datastore::Datastore;
 use calico_datastore::syncer::{SyncEvent, SyncStatus, Syncer, SyncerConfig};
 use ipnet::IpNet;
@@ -309,6 +309,36 @@ impl Daemon {
             for p in self.peers.values_mut().filter(|p| p.established()) {
                 p.dirty.extend(all.iter().copied());
             }
+            // Import filters too: routes refused before may now be wanted, and only the peer
+            // still has them. Ask for them again (RFC 2918), or reset a peer that cannot
+            // resend, as BIRD does.
+            let mut reset = Vec::new();
+            for p in self.peers.values().filter(|p| p.established()) {
+                let Some(n) = &p.negotiated else { continue };
+                if n.peer_route_refresh {
+                    let msgs = n
+                        .families
+                        .iter()
+                        .map(|f| {
+                            wire::encode_route_refresh(&RouteRefresh {
+                                family: *f,
+                                subtype: 0,
+                            })
+                        })
+                        .collect();
+                    tracing::info!(peer = %p.intent.name, "filters changed: asking the peer for its routes again");
+                    let _ = p.session.commands.try_send(SessionCommand::Send(msgs));
+                } else {
+                    reset.push(p.key);
+                }
+            }
+            for k in reset {
+                if let Some(p) = self.peers.get(&k) {
+                    let intent = p.intent.clone();
+                    self.remove_peer(k, Notification::other_config_change());
+                    self.add_peer(intent);
+                }
+            }
         }
     }
 
@@ -346,6 +376,9 @@ impl Daemon {
         let mut cfg = SessionConfig::new(p.local_as, p.remote_as, intent.router_id);
         cfg.passive = p.passive;
         cfg.families = vec![family];
+        // Calico's template says `add paths on`: several paths per prefix both ways, so
+        // route reflectors pass on every node's path and ECMP survives reflection.
+        cfg.add_path = vec![(family, AddPathMode::Both)];
         if let Some(k) = p.keepalive_time {
             cfg.keepalive_time = Some(k.as_secs().clamp(1, 21845) as u16);
             cfg.hold_time = (k.as_secs() * 3).clamp(3, 65535) as u16;

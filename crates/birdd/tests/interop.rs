@@ -7,7 +7,8 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use calico_lab::{Node, NodeOptions};
+use calico_lab::{Cluster, Node, NodeOptions};
+use calico_netns_harness::NetNs;
 use calico_proto::bgp::SessionState;
 use common::*;
 
@@ -80,15 +81,24 @@ fn established(b: &Birdd, node: &Node, n: usize) {
 struct Bird {
     _d: Daemon,
     ctl: std::path::PathBuf,
+    netns: String,
 }
 
 impl Bird {
+    /// BIRD as the node's top-of-rack router, in the fabric namespace.
     fn start(node: &Node, conf: &str) -> Bird {
+        Bird::start_in(&node.fabric, node.dir.path(), conf, "tor")
+    }
+
+    fn start_in(ns: &NetNs, dir: &std::path::Path, conf: &str, name: &str) -> Bird {
         let bird = require("bird", "bird2");
-        let dir = node.dir.path();
-        let (cfg, ctl) = (dir.join("tor-bird.conf"), dir.join("tor-bird.ctl"));
+        let (cfg, ctl) = (
+            dir.join(format!("{name}-bird.conf")),
+            dir.join(format!("{name}-bird.ctl")),
+        );
+        let _ = std::fs::remove_file(&ctl);
         std::fs::write(&cfg, conf).expect("writing BIRD's config");
-        let child = node.fabric.run(|| {
+        let child = ns.run(|| {
             Command::new(bird)
                 .arg("-f")
                 .arg("-c")
@@ -104,6 +114,7 @@ impl Bird {
         let b = Bird {
             _d: Daemon(child),
             ctl,
+            netns: ns.name().to_string(),
         };
         wait_for("BIRD's control socket", Duration::from_secs(10), || {
             b.ctl.exists().then_some(())
@@ -111,11 +122,14 @@ impl Bird {
         b
     }
 
-    fn birdc(&self, node: &Node, cmd: &str) -> String {
-        let ctl = self.ctl.to_string_lossy().into_owned();
-        let mut args = vec!["-s", &ctl];
-        args.extend(cmd.split(' '));
-        ns_out(&node.fabric, "birdc", &args)
+    fn birdc(&self, _node: &Node, cmd: &str) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.netns, "birdc", "-s"])
+            .arg(&self.ctl)
+            .args(cmd.split(' '))
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
     }
 }
 
@@ -133,7 +147,7 @@ template bgp calico_t {
 }
 protocol bgp node4 from calico_t {
   neighbor 10.99.0.1 as 64512;
-  ipv4 { import all; export filter { bgp_community.add((64513, 100)); bgp_large_community.add((64513, 7, 9)); if proto = "s4" then accept; reject; }; };
+  ipv4 { ADD_PATHS import all; export filter { bgp_community.add((64513, 100)); bgp_large_community.add((64513, 7, 9)); if proto = "s4" then accept; reject; }; };
 }
 protocol bgp node6 from calico_t {
   neighbor fd99::1 as 64512;
@@ -144,7 +158,7 @@ protocol bgp node6 from calico_t {
 #[test]
 fn bird_exchanges_routes_both_ways_refreshes_and_keeps_them_through_a_birdd_crash() {
     let (node, ips) = node_peering_with_tor();
-    let bird = Bird::start(&node, BIRD_CONF);
+    let bird = Bird::start(&node, &BIRD_CONF.replace("ADD_PATHS", "add paths on;"));
     let mut birdd = Birdd::start(&node);
     established(&birdd, &node, 2);
 
@@ -153,6 +167,17 @@ fn bird_exchanges_routes_both_ways_refreshes_and_keeps_them_through_a_birdd_cras
     assert!(
         protos.matches("Established").count() >= 2,
         "BIRD should show both sessions Established:\n{protos}"
+    );
+
+    // ADD-PATH was negotiated both ways on the IPv4 session (Calico's `add paths on`).
+    let caps = bird.birdc(&node, "show protocols all node4");
+    let ours = caps
+        .split("Neighbor capabilities")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        ours.contains("ADD-PATH") && ours.contains("RX: ipv4") && ours.contains("TX: ipv4"),
+        "BIRD should show ADD-PATH in both directions:\n{caps}"
     );
 
     // The node's blocks reach BIRD with our AS on the path.
@@ -345,4 +370,355 @@ fn gobgp_exchanges_routes_with_communities() {
                 .then_some(())
         },
     );
+}
+
+#[test]
+fn birdd_keeps_a_restarting_peers_routes_until_its_end_of_rib() {
+    let (node, _) = node_peering_with_tor();
+    let conf = BIRD_CONF.replace("ADD_PATHS", "");
+    let bird = Bird::start(&node, &conf);
+    let birdd = Birdd::start(&node);
+    established(&birdd, &node, 2);
+    let in_kernel =
+        |p: &str| ns_out(&node.ns, "ip", &["route", "show", "proto", "bird"]).contains(p);
+    wait_for(
+        "BIRD's route in the kernel",
+        Duration::from_secs(15),
+        || in_kernel("192.168.50.0/24").then_some(()),
+    );
+
+    // kill -9 BIRD: as its graceful-restart helper, birdd keeps the route.
+    drop(bird);
+    wait_for("birdd to notice", Duration::from_secs(10), || {
+        birdd.log_text().contains("session down").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        in_kernel("192.168.50.0/24"),
+        "a restarting peer's route must stay"
+    );
+
+    // BIRD comes back without that route: at its End-of-RIB the stale route goes.
+    let without = conf.replace(
+        "route 192.168.50.0/24 blackhole;",
+        "route 192.168.51.0/24 blackhole;",
+    );
+    let _bird = Bird::start(&node, &without);
+    wait_for(
+        "the stale route to be flushed and the new one in",
+        Duration::from_secs(20),
+        || (!in_kernel("192.168.50.0/24") && in_kernel("192.168.51.0/24")).then_some(()),
+    );
+    assert!(birdd.log_text().contains("End-of-RIB received"));
+}
+
+#[test]
+fn a_stricter_bgpfilter_drops_a_route_and_a_looser_one_brings_it_back_by_route_refresh() {
+    let (node, _) = node_peering_with_tor();
+    apply(
+        &node,
+        r#"
+apiVersion: projectcalico.org/v3
+kind: BGPFilter
+metadata: {name: from-tor}
+spec:
+  importV4: [{action: Reject, matchOperator: Equal, cidr: 192.168.99.0/24}]
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: tor-v4}
+spec: {peerIP: 10.99.0.254, asNumber: 64513, filters: [from-tor]}
+"#,
+    );
+    let _bird = Bird::start(&node, &BIRD_CONF.replace("ADD_PATHS", ""));
+    let birdd = Birdd::start(&node);
+    established(&birdd, &node, 2);
+    let in_kernel =
+        |p: &str| ns_out(&node.ns, "ip", &["route", "show", "proto", "bird"]).contains(p);
+    wait_for(
+        "BIRD's route in the kernel",
+        Duration::from_secs(15),
+        || in_kernel("192.168.50.0/24").then_some(()),
+    );
+    let since = birdd.peers(&node)[0].since_unix_seconds;
+    let filter = |cidr: &str| {
+        apply(
+            &node,
+            &format!(
+                r#"
+apiVersion: projectcalico.org/v3
+kind: BGPFilter
+metadata: {{name: from-tor}}
+spec:
+  importV4: [{{action: Reject, matchOperator: Equal, cidr: {cidr}}}]
+"#
+            ),
+        )
+    };
+    filter("192.168.50.0/24");
+    wait_for(
+        "the filtered route to leave the kernel",
+        Duration::from_secs(10),
+        || (!in_kernel("192.168.50.0/24")).then_some(()),
+    );
+    filter("192.168.99.0/24");
+    wait_for(
+        "the route to come back through a ROUTE-REFRESH",
+        Duration::from_secs(10),
+        || in_kernel("192.168.50.0/24").then_some(()),
+    );
+    assert!(
+        birdd
+            .log_text()
+            .contains("asking the peer for its routes again")
+    );
+    assert_eq!(
+        birdd.peers(&node)[0].since_unix_seconds,
+        since,
+        "the session was refreshed, not reset"
+    );
+}
+
+#[test]
+fn a_two_octet_bird_session_carries_four_octet_paths_in_as4_path() {
+    let node = Node::start(NodeOptions::new(&bin_dir()));
+    node.fabric
+        .exec("ip", &["addr", "add", "10.99.0.254/24", "dev", "net0"]);
+    apply(
+        &node,
+        r#"
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec: {nodeToNodeMeshEnabled: false, asNumber: 64512}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: old-router}
+spec: {peerIP: 10.99.0.254, asNumber: 64513}
+"#,
+    );
+    let ips = claim_block(&node, &node.name, 1, 0);
+    // BIRD without 4-octet AS support; its route has come through AS 4200000002, which a
+    // 2-octet speaker can only carry as AS_TRANS plus AS4_PATH (RFC 6793).
+    let bird = Bird::start(
+        &node,
+        r#"
+router id 10.99.0.254;
+protocol device { }
+protocol direct { ipv4; interface "net0"; }
+protocol static s4 { ipv4; route 192.168.50.0/24 blackhole; }
+protocol bgp node4 {
+  local as 64513;
+  neighbor 10.99.0.1 as 64512;
+  enable as4 off;
+  ipv4 { import all; export filter { if proto = "s4" then { bgp_path.prepend(4200000002); accept; } reject; }; };
+}
+"#,
+    );
+    let birdd = Birdd::start(&node);
+    established(&birdd, &node, 1);
+    let caps = bird.birdc(&node, "show protocols all node4");
+    assert!(
+        !caps.contains("external AS4"),
+        "the session must be 2-octet:\n{caps}"
+    );
+    let b4 = block_of(ips[0]);
+    wait_for("BIRD to learn the block", Duration::from_secs(15), || {
+        bird.birdc(&node, &format!("show route {b4} all"))
+            .contains("BGP.as_path: 64512")
+            .then_some(())
+    });
+    let routes = wait_for("BIRD's route at birdd", Duration::from_secs(15), || {
+        let r = birdd.routes(&node);
+        r.iter().any(|r| r.prefix == "192.168.50.0/24").then_some(r)
+    });
+    let r = routes
+        .iter()
+        .find(|r| r.prefix == "192.168.50.0/24")
+        .expect("the route");
+    assert_eq!(r.as_path, vec![64513, 4200000002], "AS4_PATH merged back");
+}
+
+const RR_CLIENT: &str = r#"
+router id ID;
+protocol device { }
+protocol direct { ipv4; interface "uplink"; }
+protocol static s4 { ipv4; route PREFIX blackhole; }
+protocol bgp reflector {
+  local ID as 64512;
+  neighbor 10.99.0.1 as 64512;
+  ipv4 { import all; export where proto = "s4"; };
+}
+"#;
+
+#[test]
+fn birdd_reflects_routes_between_bird_clients() {
+    // node-a runs birdd as a route reflector; node-b and node-c stand in for two clients
+    // running BIRD (the lab's node namespaces on one bridge, nothing Calico in them).
+    let cluster = Cluster::start(3, NodeOptions::new(&bin_dir()));
+    let rr = &cluster.nodes[0];
+    apply(
+        rr,
+        r#"
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec: {nodeToNodeMeshEnabled: false, asNumber: 64512}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: c1}
+spec: {node: node-a, peerIP: 10.99.0.2, asNumber: 64512}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: c2}
+spec: {node: node-a, peerIP: 10.99.0.3, asNumber: 64512}
+"#,
+    );
+    rr.with_datastore(async |rc| {
+        let mut n: calico_api::resource::Node =
+            rc.get(None, "node-a").await.expect("the Node resource");
+        if let Some(bgp) = n.spec.bgp.as_mut() {
+            bgp.route_reflector_cluster_id = "1.1.1.1".into();
+        }
+        rc.update(n).await.expect("making node-a a route reflector");
+    });
+    let conf = |id: &str, prefix: &str| RR_CLIENT.replace("ID", id).replace("PREFIX", prefix);
+    let c1 = Bird::start_in(
+        &cluster.nodes[1].ns,
+        cluster.nodes[1].dir.path(),
+        &conf("10.99.0.2", "10.244.1.0/26"),
+        "c1",
+    );
+    let c2 = Bird::start_in(
+        &cluster.nodes[2].ns,
+        cluster.nodes[2].dir.path(),
+        &conf("10.99.0.3", "10.244.2.0/26"),
+        "c2",
+    );
+    let birdd = Birdd::start(rr);
+    established(&birdd, rr, 2);
+    // Each client hears the other's route through the reflector, marked as reflected (a
+    // Calico reflector passes on routes inside its IP pools, as Calico's export filter says).
+    for (client, prefix, originator) in [
+        (&c2, "10.244.1.0/26", "10.99.0.2"),
+        (&c1, "10.244.2.0/26", "10.99.0.3"),
+    ] {
+        let seen = wait_for("a reflected route", Duration::from_secs(15), || {
+            let r = client.birdc(rr, &format!("show route {prefix} all"));
+            r.contains(&format!("BGP.originator_id: {originator}"))
+                .then_some(r)
+        });
+        assert!(seen.contains("BGP.cluster_list: 1.1.1.1"), "{seen}");
+    }
+    // The originator never hears its own route back.
+    let own = c1.birdc(rr, "show route 10.244.1.0/26 all");
+    assert!(!own.contains("BGP.originator_id"), "{own}");
+}
+
+#[test]
+fn frr_exchanges_routes() {
+    let (node, ips) = node_peering_with_tor();
+    let zebra = require("zebra", "frr");
+    let bgpd = require("bgpd", "frr");
+    let pathspace = format!("calico-rs-{}", std::process::id());
+    let run = std::path::PathBuf::from("/var/run/frr").join(&pathspace);
+    std::fs::create_dir_all(&run).expect("FRR's run directory");
+    let _ = Command::new("chown")
+        .args(["-R", "frr:frr"])
+        .arg(&run)
+        .status();
+    let dir = node.dir.path();
+    let conf = dir.join("frr.conf");
+    std::fs::write(
+        &conf,
+        r#"
+frr defaults datacenter
+hostname tor
+router bgp 64513
+ bgp router-id 10.99.0.254
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ neighbor 10.99.0.1 remote-as 64512
+ address-family ipv4 unicast
+  network 192.168.70.0/24
+ exit-address-family
+"#,
+    )
+    .expect("FRR config");
+    let zconf = dir.join("zebra.conf");
+    std::fs::write(&zconf, "hostname tor\n").expect("zebra config");
+    let _ = Command::new("chmod").args(["-R", "a+rX"]).arg(dir).status();
+    let spawn = |prog: &std::path::Path, args: Vec<String>| {
+        let prog = prog.to_path_buf();
+        node.fabric.run(move || {
+            Command::new(prog)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting an FRR daemon")
+        })
+    };
+    let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    let _zebra = Daemon(spawn(
+        &zebra,
+        vec![
+            "-N".into(),
+            pathspace.clone(),
+            "-f".into(),
+            s(&zconf),
+            "-i".into(),
+            s(&run.join("zebra.pid")),
+            "-A".into(),
+            "127.0.0.1".into(),
+        ],
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    let _bgpd = Daemon(spawn(
+        &bgpd,
+        vec![
+            "-S".into(),
+            "-n".into(),
+            "-N".into(),
+            pathspace.clone(),
+            "-f".into(),
+            s(&conf),
+            "-i".into(),
+            s(&run.join("bgpd.pid")),
+            "-A".into(),
+            "127.0.0.1".into(),
+        ],
+    ));
+    let birdd = Birdd::start(&node);
+    wait_for("the IPv4 session with FRR", Duration::from_secs(30), || {
+        birdd
+            .peers(&node)
+            .iter()
+            .any(|p| p.address == "10.99.0.254" && p.state == SessionState::Established as i32)
+            .then_some(())
+    });
+    wait_for("FRR's route in the kernel", Duration::from_secs(15), || {
+        ns_out(&node.ns, "ip", &["route", "show", "proto", "bird"])
+            .contains("192.168.70.0/24 via 10.99.0.254")
+            .then_some(())
+    });
+    let b4 = block_of(ips[0]);
+    wait_for(
+        &format!("FRR to learn {b4}"),
+        Duration::from_secs(15),
+        || {
+            ns_out(
+                &node.fabric,
+                "vtysh",
+                &["-N", &pathspace, "-c", "show bgp ipv4 unicast"],
+            )
+            .contains(&b4)
+            .then_some(())
+        },
+    );
+    let _ = std::fs::remove_dir_all(&run);
 }
