@@ -1,8 +1,54 @@
 //! What every benchmark shares: where the binaries under test are, latency summaries, a
 //! process's memory, and the table they are printed in.
 
+pub mod bgpgen;
+
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Turns SIGINT and SIGTERM into a flag that [`check_interrupted`] reports, so a benchmark
+/// stopped by hand unwinds and its guards stop what it started and delete its namespaces.
+pub fn catch_interrupts() -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            rt.block_on(async {
+                use tokio::signal::unix::{SignalKind, signal};
+                let (Ok(mut int), Ok(mut term)) = (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) else {
+                    return;
+                };
+                loop {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
+                    if INTERRUPTED.swap(true, Ordering::Relaxed) {
+                        // A second signal: give up on a tidy end.
+                        std::process::exit(130);
+                    }
+                    eprintln!("interrupted: stopping what was started (again to exit at once)");
+                }
+            });
+        })?;
+    Ok(())
+}
+
+/// An error once SIGINT or SIGTERM has come (after [`catch_interrupts`]).
+pub fn check_interrupted() -> anyhow::Result<()> {
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        anyhow::bail!("interrupted");
+    }
+    Ok(())
+}
 
 /// The directory holding the release binaries under test (`--bin-dir`, else next to the
 /// benchmark), after checking each of `names` is there; `build` says how to build them.
@@ -85,6 +131,63 @@ pub fn rss_bytes(pid: u32) -> std::io::Result<u64> {
         .ok_or_else(|| std::io::Error::other(format!("no VmRSS line in /proc/{pid}/status")))
 }
 
+/// A process's `VmHWM` (peak resident memory) in bytes, from `/proc/<pid>/status`.
+pub fn peak_rss_bytes(pid: u32) -> std::io::Result<u64> {
+    status_kb(pid, "VmHWM:").map(|kb| kb * 1024)
+}
+
+fn status_kb(pid: u32, field: &str) -> std::io::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no {field} line in /proc/{pid}/status")))
+}
+
+/// CPU seconds (user + system, every thread) a process has used, from `/proc/<pid>/stat`.
+/// Clock ticks are Linux's USER_HZ, 100 per second on every architecture it runs on.
+pub fn cpu_seconds(pid: u32) -> std::io::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| std::io::Error::other(format!("odd /proc/{pid}/stat")))?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3, utime 14 and stime 15 (proc(5)).
+    let tick = |i: usize| -> std::io::Result<u64> {
+        f.get(i - 3)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("no field {i} in /proc/{pid}/stat")))
+    };
+    Ok((tick(14)? + tick(15)?) as f64 / 100.0)
+}
+
+/// CPU seconds the whole machine has been busy (every CPU, every process, the kernel), from
+/// the `cpu` line of `/proc/stat`: what other work took during a measurement.
+pub fn machine_busy_seconds() -> std::io::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .ok_or_else(|| std::io::Error::other("no cpu line in /proc/stat"))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: all but idle and iowait.
+    let busy: u64 = v
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, x)| x)
+        .sum();
+    Ok(busy as f64 / 100.0)
+}
+
 /// A fixed-width text table.
 #[derive(Debug, Default)]
 pub struct Table {
@@ -152,5 +255,8 @@ mod tests {
     #[test]
     fn own_rss_is_readable() {
         assert!(rss_bytes(std::process::id()).is_ok_and(|b| b > 0));
+        assert!(peak_rss_bytes(std::process::id()).is_ok_and(|b| b > 0));
+        assert!(cpu_seconds(std::process::id()).is_ok_and(|s| s >= 0.0));
+        assert!(machine_busy_seconds().is_ok_and(|s| s > 0.0));
     }
 }
