@@ -5,6 +5,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
+/// Maps keyed by prefix are on every route's path: a fast non-cryptographic hash (the keys
+/// come from peers, but a peer that could craft collisions can already send a full table).
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
 /// AS_TRANS (RFC 6793): what a 4-octet speaker puts in 2-octet fields for an AS above 65535.
 pub const AS_TRANS: u32 = 23456;
 

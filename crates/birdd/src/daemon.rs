@@ -13,7 +13,7 @@
 //! each established peer; when the peer's session has room, the daemon computes what to
 //! send from the RIB as it is then, so only the latest state goes on the wire.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result};
 use calico_bgp::fsm::{DownReason, GracefulRestartConfig, Negotiated, SessionConfig, State};
 use calico_bgp::rib::{Change, PeerId, PeerInfo, Rib, RibConfig};
-use calico_bgp::types::{Attrs, Family, LargeCommunity, Nlri, Origin};
+use calico_bgp::types::{Attrs, FastMap, FastSet, Family, LargeCommunity, Nlri, Origin};
 use calico_bgp::wire::{self, AddPathMode, Notification, RouteRefresh};
 use calico_datastore::Datastore;
 use calico_datastore::syncer::{SyncEvent, SyncStatus, Syncer, SyncerConfig};
@@ -56,6 +56,36 @@ pub struct Options {
     pub reconcile_after: Duration,
 }
 
+/// What a peer was told about one prefix: one path (no ADD-PATH) without an allocation of
+/// its own, or several.
+#[derive(Debug)]
+enum Sent {
+    One((u32, Arc<Attrs>)),
+    Many(Box<[(u32, Arc<Attrs>)]>),
+}
+
+impl Sent {
+    fn paths(&self) -> &[(u32, Arc<Attrs>)] {
+        match self {
+            Sent::One(p) => std::slice::from_ref(p),
+            Sent::Many(v) => v,
+        }
+    }
+}
+
+impl From<Vec<(u32, Arc<Attrs>)>> for Sent {
+    fn from(mut v: Vec<(u32, Arc<Attrs>)>) -> Sent {
+        match (v.len(), v.pop()) {
+            (1, Some(p)) => Sent::One(p),
+            (_, Some(p)) => {
+                v.push(p);
+                Sent::Many(v.into_boxed_slice())
+            }
+            (_, None) => Sent::Many(Box::new([])),
+        }
+    }
+}
+
 /// A peer the daemon runs.
 struct Peer {
     key: PeerKey,
@@ -67,9 +97,11 @@ struct Peer {
     negotiated: Option<Negotiated>,
     local: Option<SocketAddr>,
     /// Adj-RIB-Out: what the peer was last told, per prefix (path id, attributes).
-    sent: HashMap<IpNet, Vec<(u32, Arc<Attrs>)>>,
+    sent: FastMap<IpNet, Sent>,
+    /// Paths in `sent`, kept as it changes (the metric would otherwise walk it).
+    advertised: usize,
     /// Prefixes whose export may have changed since the last flush.
-    dirty: HashSet<IpNet>,
+    dirty: FastSet<IpNet>,
     /// End-of-RIB still to send after the initial table.
     eor_pending: Vec<Family>,
     /// Families whose End-of-RIB the peer has not sent since it came up.
@@ -100,7 +132,7 @@ struct Daemon {
     /// Routes we originate, as given to the RIB.
     originated: HashMap<IpNet, Arc<Attrs>>,
     kernel: KernelHandle,
-    kernel_routes: HashSet<IpNet>,
+    kernel_routes: FastSet<IpNet>,
     events_tx: mpsc::Sender<SessionEvent>,
     listener: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
     accepted_tx: mpsc::Sender<(tokio::net::TcpStream, SocketAddr)>,
@@ -156,7 +188,7 @@ pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken)
         next_key: 1,
         originated: HashMap::new(),
         kernel,
-        kernel_routes: HashSet::new(),
+        kernel_routes: FastSet::default(),
         events_tx,
         listener: None,
         accepted_tx,
@@ -420,8 +452,9 @@ impl Daemon {
                 info: String::new(),
                 negotiated: None,
                 local: None,
-                sent: HashMap::new(),
-                dirty: HashSet::new(),
+                sent: FastMap::default(),
+                advertised: 0,
+                dirty: FastSet::default(),
                 eor_pending: Vec::new(),
                 eor_awaited: Vec::new(),
                 stale_until: None,
@@ -555,6 +588,7 @@ impl Daemon {
                     tracing::info!(peer = %p.intent.name, family = %request.family, "route refresh requested");
                     let family = request.family;
                     p.sent.retain(|n, _| Family::of(n) != family);
+                    p.advertised = p.sent.values().map(|s| s.paths().len()).sum();
                     let all: Vec<IpNet> = self
                         .rib
                         .as_ref()
@@ -613,6 +647,7 @@ impl Daemon {
         tracing::info!(peer = %p.intent.name, hold = n.hold_time, families = ?n.families, "established");
         p.local = Some(local);
         p.sent.clear();
+        p.advertised = 0;
         p.dirty = all.into_iter().collect();
         p.eor_pending = n.families.clone();
         p.eor_awaited = n.families.clone();
@@ -679,6 +714,7 @@ impl Daemon {
         tracing::warn!(peer = %p.intent.name, %reason, was_established, graceful = !stale.is_empty(), "session down");
         p.negotiated = None;
         p.sent.clear();
+        p.advertised = 0;
         p.dirty.clear();
         p.eor_pending.clear();
         let mut changes = Vec::new();
@@ -788,24 +824,33 @@ impl Daemon {
             let Ok(permit) = p.session.commands.try_reserve() else {
                 continue; // the session is busy: keep coalescing
             };
-            let mut groups: Vec<(Arc<Attrs>, Vec<Nlri>)> = Vec::new();
-            let mut withdrawn: [Vec<Nlri>; 2] = [Vec::new(), Vec::new()];
             // A bounded slice per round keeps the loop responsive during a full-table send.
             let dirty: Vec<IpNet> = p.dirty.iter().copied().take(20_000).collect();
+            let (mut exported, mut refused) = (Vec::with_capacity(dirty.len()), Vec::new());
             for prefix in dirty {
                 p.dirty.remove(&prefix);
-                let family = Family::of(&prefix);
-                if !families.contains(&family) {
+                if !families.contains(&Family::of(&prefix)) {
                     continue;
                 }
-                let want: Vec<(u32, Arc<Attrs>)> = if intent.filter_export(&p.intent.name, &prefix)
-                {
-                    rib.export(PeerId(p.key), prefix)
+                if intent.filter_export(&p.intent.name, &prefix) {
+                    exported.push(prefix);
                 } else {
-                    Vec::new()
-                };
-                let had = p.sent.remove(&prefix).unwrap_or_default();
-                for (path_id, _) in &had {
+                    refused.push(prefix);
+                }
+            }
+            // One export pass for the slice, so prefixes sharing attributes share the
+            // rewritten copy (and one group below).
+            let mut wanted = rib.export_many(PeerId(p.key), exported);
+            wanted.extend(refused.into_iter().map(|prefix| (prefix, Vec::new())));
+            let mut groups: Vec<(Arc<Attrs>, Vec<Nlri>)> = Vec::new();
+            let mut group_of: FastMap<*const Attrs, usize> = FastMap::default();
+            let mut withdrawn: [Vec<Nlri>; 2] = [Vec::new(), Vec::new()];
+            for (prefix, want) in wanted {
+                let family = Family::of(&prefix);
+                let had = p.sent.remove(&prefix);
+                let had = had.as_ref().map_or(&[][..], Sent::paths);
+                p.advertised -= had.len();
+                for (path_id, _) in had {
                     if !want.iter().any(|(id, _)| id == path_id) {
                         withdrawn[family.index()].push(Nlri {
                             prefix,
@@ -824,16 +869,15 @@ impl Daemon {
                         prefix,
                         path_id: *path_id,
                     };
-                    match groups
-                        .iter_mut()
-                        .find(|(a, _)| Arc::ptr_eq(a, attrs) || a == attrs)
-                    {
-                        Some((_, v)) => v.push(nlri),
-                        None => groups.push((attrs.clone(), vec![nlri])),
-                    }
+                    let g = *group_of.entry(Arc::as_ptr(attrs)).or_insert_with(|| {
+                        groups.push((attrs.clone(), Vec::new()));
+                        groups.len() - 1
+                    });
+                    groups[g].1.push(nlri);
                 }
                 if !want.is_empty() {
-                    p.sent.insert(prefix, want);
+                    p.advertised += want.len();
+                    p.sent.insert(prefix, Sent::from(want));
                 }
             }
             let mut msgs = Vec::new();
@@ -916,7 +960,7 @@ impl Daemon {
         let advertised = self
             .peers
             .values()
-            .map(|p| p.sent.values().map(Vec::len).sum::<usize>() as u64)
+            .map(|p| p.advertised as u64)
             .sum();
         self.metrics.observe(
             self.peers.values().map(|p| p.state),
@@ -961,7 +1005,7 @@ impl Daemon {
                             .rib
                             .as_ref()
                             .map_or(0, |r| r.paths_from(PeerId(p.key)) as u64),
-                        advertised: p.sent.values().map(Vec::len).sum::<usize>() as u64,
+                        advertised: p.advertised as u64,
                     })
                     .collect();
                 let _ = tx.send(peers);

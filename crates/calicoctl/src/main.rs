@@ -1,172 +1,29 @@
 //! calicoctl: the operator CLI, a drop-in for Calico's. Resource commands (create, apply,
-//! replace, delete, get, label, patch, validate), `version`, `ipam show|check` and
-//! `node status`, reading Calico's CalicoAPIConfig file or environment.
+//! replace, delete, get, label, patch, validate), `version`, `ipam show|check|release|
+//! configure`, `node status`, `datastore migrate`, `cluster diags` and `completion`, reading
+//! Calico's CalicoAPIConfig file or environment.
 
+mod cli;
 mod commands;
 mod config;
 mod crud;
 mod input;
+mod ipam_dump;
 mod printer;
+mod tarball;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use anyhow::{Context, Result, bail};
+use calico_datastore::ResourceClient;
+use calico_datastore::config::DatastoreConfig;
+use clap::Parser;
 
+use crate::cli::{Cli, Command};
+use crate::commands::datastore::Migrate;
 use crate::crud::{GetTarget, Outcome, Scope, Write};
 use crate::printer::Output;
-
-/// calicoctl: manage Calico resources and look at the cluster's network.
-///
-/// Set the Calico datastore access information in the environment variables
-/// (DATASTORE_TYPE=etcdv3, ETCD_ENDPOINTS, ETCD_CA_CERT_FILE, ETCD_CERT_FILE, ETCD_KEY_FILE, each
-/// also read with a CALICO_ prefix) or supply details in a config file (--config).
-#[derive(Debug, Parser)]
-#[command(version, propagate_version = true)]
-struct Cli {
-    /// Path to the file containing connection configuration in YAML or JSON format.
-    #[arg(short = 'c', long, global = true, default_value = config::DEFAULT_CONFIG)]
-    config: PathBuf,
-    /// Set the log level (one of panic, fatal, error, warn, info, debug).
-    #[arg(short = 'l', long, global = true, default_value = "panic")]
-    log_level: String,
-    /// The name of the kubeconfig context to use (Kubernetes datastore).
-    #[arg(long, global = true)]
-    context: Option<String>,
-    /// Allow client and cluster versions mismatch.
-    #[arg(long, global = true)]
-    allow_version_mismatch: bool,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, clap::Args)]
-struct FileArgs {
-    /// File, directory or `-` (stdin) with YAML or JSON resources; repeatable.
-    #[arg(short = 'f', long = "filename", required = true)]
-    files: Vec<PathBuf>,
-    /// Namespace for namespaced resources that do not name one (default: default).
-    #[arg(short = 'n', long)]
-    namespace: Option<String>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Create resources by file name or stdin; existing ones are an error.
-    ///
-    /// Example: calicoctl create -f ./pools.yaml
-    Create {
-        #[command(flatten)]
-        files: FileArgs,
-        /// Do not fail for resources that already exist.
-        #[arg(long)]
-        skip_exists: bool,
-    },
-    /// Create or update resources by file name or stdin.
-    ///
-    /// Example: calicoctl apply -f ./policy.yaml
-    Apply {
-        #[command(flatten)]
-        files: FileArgs,
-    },
-    /// Replace existing resources by file name or stdin.
-    ///
-    /// Example: calicoctl replace -f ./pool.yaml
-    Replace {
-        #[command(flatten)]
-        files: FileArgs,
-    },
-    /// Delete resources by file, or by kind and names.
-    ///
-    /// Example: calicoctl delete ippool pool1 pool2
-    Delete {
-        /// The kind (ippool, gnp, networkpolicy, ...), then names.
-        kind: Option<String>,
-        names: Vec<String>,
-        #[arg(short = 'f', long = "filename")]
-        files: Vec<PathBuf>,
-        #[arg(short = 'n', long)]
-        namespace: Option<String>,
-        /// Do not fail for resources that do not exist.
-        #[arg(long)]
-        skip_not_exists: bool,
-    },
-    /// Display resources by kind (all of them, or by name) or by file.
-    ///
-    /// Example: calicoctl get networkpolicy -A -o wide
-    Get {
-        /// The kind (ippool, gnp, networkpolicy, ...), then names.
-        kind: Option<String>,
-        names: Vec<String>,
-        #[arg(short = 'f', long = "filename")]
-        files: Vec<PathBuf>,
-        /// ps (default), wide, yaml, json, name, custom-columns=A,B or jsonpath=EXPR.
-        #[arg(short = 'o', long, default_value = "ps")]
-        output: String,
-        #[arg(short = 'n', long)]
-        namespace: Option<String>,
-        /// List namespaced resources of every namespace.
-        #[arg(short = 'A', long, visible_short_alias = 'a')]
-        all_namespaces: bool,
-        /// Leave out cluster-specific metadata (uid, resourceVersion, namespace, timestamps).
-        #[arg(long)]
-        export: bool,
-    },
-    /// Add, change or remove one label of a resource.
-    ///
-    /// Example: calicoctl label node node1 rack=r1 --overwrite
-    Label {
-        kind: String,
-        name: String,
-        /// key=value to set, or the key with --remove.
-        label: String,
-        #[arg(long)]
-        overwrite: bool,
-        #[arg(long)]
-        remove: bool,
-        #[arg(short = 'n', long)]
-        namespace: Option<String>,
-    },
-    /// Change fields of one resource with a JSON merge patch.
-    ///
-    /// Example: calicoctl patch ippool pool1 -p '{"spec":{"disabled":true}}'
-    Patch {
-        kind: String,
-        name: String,
-        /// The patch: a JSON (or YAML) object.
-        #[arg(short = 'p', long)]
-        patch: String,
-        #[arg(short = 'n', long)]
-        namespace: Option<String>,
-        /// Accepted for compatibility; the patch is always a merge patch.
-        #[arg(short = 't', long = "type")]
-        patch_type: Option<String>,
-    },
-    /// Check resource files offline: syntax, known kinds and fields, Calico's defaults and
-    /// validation rules. Nothing is written.
-    ///
-    /// Example: calicoctl validate -f pools.yaml -f policies/
-    Validate(commands::validate::Args),
-    /// Print the client version and, when a datastore is configured, the cluster's.
-    ///
-    /// Example: ETCD_ENDPOINTS=http://127.0.0.1:2379 calicoctl version
-    Version(commands::version::Args),
-    /// IP address management: usage and consistency.
-    ///
-    /// Example: calicoctl ipam show --show-blocks
-    Ipam {
-        #[command(subcommand)]
-        command: commands::ipam::Command,
-    },
-    /// This node's Calico processes and BGP sessions.
-    ///
-    /// Example: calicoctl node status
-    Node {
-        #[command(subcommand)]
-        command: commands::node::Command,
-    },
-}
 
 fn scope(namespace: Option<String>, all_namespaces: bool) -> Scope {
     Scope {
@@ -211,123 +68,215 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn run(cli: Cli) -> Result<ExitCode> {
     // --context is accepted for scripts written for calicoctl; it only matters to the
     // Kubernetes API datastore, which this build does not have.
-    let needs_store = !matches!(
-        cli.command,
-        Command::Validate(_) | Command::Version(_) | Command::Node { .. }
-    );
-    if !needs_store {
-        return match cli.command {
-            Command::Validate(a) => commands::validate::run(&a),
-            Command::Version(a) => commands::version::run(&a, &cli.config),
-            Command::Node { command } => runtime()?.block_on(commands::node::run(&command)),
-            _ => unreachable!("handled below"),
-        };
+    let config = cli.config.clone();
+    match cli.command {
+        Command::Validate(a) => return commands::validate::run(&a),
+        Command::Version(a) => return commands::version::run(&a, &config),
+        Command::Node { command } => {
+            return runtime()?.block_on(commands::node::run(&command));
+        }
+        Command::Completion(a) => {
+            print!("{}", commands::completion::script::<Cli>(&a));
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
     }
-    let rt = runtime()?;
-    rt.block_on(async move {
-        let rc = match config::connect(&cli.config).await {
+    // Export and import move data out of and into etcd only (Calico: out of etcd only).
+    if let Command::Datastore {
+        command: commands::datastore::Command::Migrate { command },
+    } = &cli.command
+    {
+        let (verb, direction) = match command {
+            Migrate::Export => ("export", "from"),
+            Migrate::Import { .. } => ("import", "to"),
+            Migrate::Lock | Migrate::Unlock => ("", ""),
+        };
+        if !verb.is_empty() {
+            let kind = match config::datastore_config(&config) {
+                Ok(DatastoreConfig::Etcd(_)) => None,
+                Ok(DatastoreConfig::Kubernetes { .. }) => Some("kubernetes"),
+                Ok(DatastoreConfig::Memory) => Some("memory"),
+                Err(_) => None, // reported when connecting
+            };
+            if let Some(kind) = kind {
+                bail!(
+                    "invalid datastore type: {kind} to {verb} {direction} for datastore migration. Datastore type must be etcdv3"
+                );
+            }
+        }
+    }
+    runtime()?.block_on(async move {
+        let rc = match config::connect(&config).await {
             Ok(rc) => rc,
             Err(e) => {
                 println!("Failed to create Calico API client: {e:#}");
                 return Ok(ExitCode::FAILURE);
             }
         };
-        let code = match cli.command {
-            Command::Create { files, skip_exists } => match load(&files.files) {
-                Ok(rs) => print(
-                    crud::write(
-                        &rc,
-                        Write::Create { skip_exists },
-                        rs,
-                        &scope(files.namespace, false),
-                    )
-                    .await,
-                ),
-                Err(e) => print(Outcome::failed(e)),
-            },
-            Command::Apply { files } => match load(&files.files) {
-                Ok(rs) => {
-                    print(crud::write(&rc, Write::Apply, rs, &scope(files.namespace, false)).await)
+        // Every data command first compares versions, except import (as in Calico) and
+        // cluster diags (it reports the versions instead).
+        let checked = !matches!(
+            cli.command,
+            Command::Datastore {
+                command: commands::datastore::Command::Migrate {
+                    command: Migrate::Import { .. }
                 }
-                Err(e) => print(Outcome::failed(e)),
-            },
-            Command::Replace { files } => match load(&files.files) {
-                Ok(rs) => print(
-                    crud::write(&rc, Write::Replace, rs, &scope(files.namespace, false)).await,
-                ),
-                Err(e) => print(Outcome::failed(e)),
-            },
-            Command::Delete {
-                kind,
-                names,
-                files,
-                namespace,
-                skip_not_exists,
-            } => {
-                let targets = targets(kind.as_deref(), &names, &files, namespace.as_deref(), true);
-                match targets {
-                    Ok(GetTarget::Resources(rs)) => print(
-                        crud::delete(&rc, rs, &scope(namespace, false), skip_not_exists).await,
-                    ),
-                    Ok(_) => print(Outcome::failed(
-                        "delete needs names: calicoctl delete KIND NAME... or -f FILE",
-                    )),
-                    Err(e) => print(Outcome::failed(e)),
+            } | Command::Cluster { .. }
+        );
+        if checked
+            && let Err(e) = commands::version::check_mismatch(&rc, cli.allow_version_mismatch).await
+        {
+            let msg = match &cli.command {
+                Command::Get { .. } => format!("failed to get resources: {e}"),
+                Command::Label { kind, name, .. } => {
+                    format!("failed to get {kind} {name}, error {e}")
                 }
-            }
-            Command::Get {
-                kind,
-                names,
-                files,
-                output,
-                namespace,
-                all_namespaces,
-                export,
-            } => {
-                let output = match Output::parse(&output) {
-                    Ok(o) => o,
-                    Err(e) => return Ok(print(Outcome::failed(e))),
-                };
-                match targets(kind.as_deref(), &names, &files, None, false) {
-                    Ok(t) => print(
-                        crud::get(&rc, t, &scope(namespace, all_namespaces), &output, export).await,
-                    ),
-                    Err(e) => print(Outcome::failed(e)),
-                }
-            }
-            Command::Label {
-                kind,
-                name,
-                label,
-                overwrite,
-                remove,
-                namespace,
-            } => print(
-                crud::label(
+                _ => e,
+            };
+            return Ok(print(Outcome::failed(msg)));
+        }
+        dispatch(&rc, cli.command).await
+    })
+}
+
+async fn dispatch(rc: &ResourceClient, command: Command) -> Result<ExitCode> {
+    let rc = rc.clone();
+    let code = match command {
+        Command::Create { files, skip_exists } => match load(&files.files) {
+            Ok(rs) => print(
+                crud::write(
                     &rc,
-                    &kind,
-                    &name,
-                    &label,
-                    overwrite,
-                    remove,
-                    &scope(namespace, false),
+                    Write::Create { skip_exists },
+                    rs,
+                    &scope(files.namespace, false),
                 )
                 .await,
             ),
-            Command::Patch {
-                kind,
-                name,
-                patch,
-                namespace,
-                patch_type: _,
-            } => print(crud::patch(&rc, &kind, &name, &patch, &scope(namespace, false)).await),
-            Command::Ipam { command } => commands::ipam::run(&rc, &command).await?,
-            Command::Validate(_) | Command::Version(_) | Command::Node { .. } => {
-                unreachable!("handled without a datastore")
+            Err(e) => print(Outcome::failed(e)),
+        },
+        Command::Apply { files } => match load(&files.files) {
+            Ok(rs) => {
+                print(crud::write(&rc, Write::Apply, rs, &scope(files.namespace, false)).await)
             }
-        };
-        Ok(code)
-    })
+            Err(e) => print(Outcome::failed(e)),
+        },
+        Command::Replace { files } => match load(&files.files) {
+            Ok(rs) => {
+                print(crud::write(&rc, Write::Replace, rs, &scope(files.namespace, false)).await)
+            }
+            Err(e) => print(Outcome::failed(e)),
+        },
+        Command::Delete {
+            kind,
+            names,
+            files,
+            namespace,
+            skip_not_exists,
+        } => {
+            let targets = targets(kind.as_deref(), &names, &files, namespace.as_deref(), true);
+            match targets {
+                Ok(GetTarget::Resources(rs)) => {
+                    print(crud::delete(&rc, rs, &scope(namespace, false), skip_not_exists).await)
+                }
+                Ok(_) => print(Outcome::failed(
+                    "delete needs names: calicoctl delete KIND NAME... or -f FILE",
+                )),
+                Err(e) => print(Outcome::failed(e)),
+            }
+        }
+        Command::Get {
+            kind,
+            names,
+            files,
+            output,
+            namespace,
+            all_namespaces,
+            export,
+        } => {
+            let output = match Output::parse(&output) {
+                Ok(o) => o,
+                Err(e) => return Ok(print(Outcome::failed(e))),
+            };
+            match targets(kind.as_deref(), &names, &files, None, false) {
+                Ok(t) => print(
+                    crud::get(&rc, t, &scope(namespace, all_namespaces), &output, export).await,
+                ),
+                Err(e) => print(Outcome::failed(e)),
+            }
+        }
+        Command::Label {
+            kind,
+            name,
+            label,
+            overwrite,
+            remove,
+            namespace,
+        } => print(
+            crud::label(
+                &rc,
+                &kind,
+                &name,
+                &label,
+                overwrite,
+                remove,
+                &scope(namespace, false),
+            )
+            .await,
+        ),
+        Command::Patch {
+            kind,
+            name,
+            patch,
+            namespace,
+            patch_type: _,
+        } => print(crud::patch(&rc, &kind, &name, &patch, &scope(namespace, false)).await),
+        Command::Ipam { command } => commands::ipam::run(&rc, &command).await?,
+        Command::Datastore {
+            command: commands::datastore::Command::Migrate { command },
+        } => migrate(&rc, &command).await?,
+        Command::Cluster {
+            command: commands::cluster::Command::Diags(args),
+        } => commands::cluster::run(&rc, &args).await?,
+        Command::Validate(_)
+        | Command::Version(_)
+        | Command::Node { .. }
+        | Command::Completion(_) => {
+            unreachable!("handled without a datastore")
+        }
+    };
+    Ok(code)
+}
+
+async fn migrate(rc: &ResourceClient, command: &Migrate) -> Result<ExitCode> {
+    use commands::datastore as ds;
+    let out = match command {
+        Migrate::Lock => ds::lock(rc).await?,
+        Migrate::Unlock => ds::unlock(rc).await?,
+        Migrate::Export => ds::export(rc).await?,
+        Migrate::Import { filename } => {
+            let (text, name) = if filename.as_os_str() == "-" {
+                let mut t = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut t)
+                    .context("error while reading migration file: standard input")?;
+                (t, "/dev/stdin".to_string())
+            } else {
+                let t = std::fs::read_to_string(filename).with_context(|| {
+                    format!(
+                        "error while reading migration file: open {}",
+                        filename.display()
+                    )
+                })?;
+                (t, filename.display().to_string())
+            };
+            let mut out = String::new();
+            let result = ds::import(rc, &text, &name, &mut out).await;
+            print!("{out}");
+            result?;
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// What a get/delete names: a kind's list, names of a kind, or the resources of files.

@@ -159,3 +159,373 @@ fn an_operator_session() {
         "Failed to delete 'IPPool' resource: resource does not exist: IPPool(nosuch)\n"
     );
 }
+
+/// Runs calicoctl against `endpoint` in `cwd` with extra environment.
+fn run_at(endpoint: &str, cwd: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_calicoctl"))
+        .args(args)
+        .current_dir(cwd)
+        .env_clear()
+        .env("DATASTORE_TYPE", "etcdv3")
+        .env("ETCD_ENDPOINTS", endpoint)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn client(endpoint: &str) -> calico_datastore::ResourceClient {
+    let ds =
+        calico_datastore::etcd::EtcdDatastore::connect(&calico_datastore::etcd::EtcdConfig::new([
+            endpoint.to_string(),
+        ]))
+        .await
+        .unwrap();
+    calico_datastore::ResourceClient::new(std::sync::Arc::new(ds))
+}
+
+/// Every stored key and value, without what differs between two copies of the same data.
+async fn contents(endpoint: &str) -> Vec<(String, String)> {
+    let rc = client(endpoint).await;
+    let mut out = Vec::new();
+    for kv in rc
+        .datastore()
+        .list(&calico_datastore::KeyPrefix::Everything)
+        .await
+        .unwrap()
+        .items
+    {
+        if kv.key.kind() == Some(calico_api::resource::Kind::ClusterInformation) {
+            continue;
+        }
+        let mut v: serde_json::Value = serde_json::from_slice(&kv.value).unwrap();
+        if let Some(m) = v.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            m.remove("uid");
+            m.remove("creationTimestamp");
+        }
+        out.push((kv.key.path(), v.to_string()));
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn ipam_release_migrate_diags_and_completion_session() {
+    let ctl = Ctl::new();
+    let run = |args: &[&str]| run_at(&ctl.endpoint, ctl.dir.path(), &[], args);
+    let pool = ctl.file(
+        "pool.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pool1}\nspec: {cidr: 10.70.0.0/16}\n",
+    );
+    assert!(run(&["apply", "-f", &pool]).status.success());
+
+    // Three pod addresses, as the CNI plugin would allocate them through ipamd.
+    let ips: Vec<String> = rt().block_on(async {
+        let ipam = calico_ipam::Ipam::new(client(&ctl.endpoint).await.datastore().clone());
+        let mut out = Vec::new();
+        for pod in ["web", "gone", "old"] {
+            let mut a =
+                calico_ipam::AutoAssignArgs::new("node1", &format!("k8s-pod-network.{pod}"), 1, 0);
+            a.attrs = [("node", "node1"), ("namespace", "default"), ("pod", pod)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            out.push(
+                ipam.auto_assign(&a).await.unwrap().0.ips[0]
+                    .addr()
+                    .to_string(),
+            );
+        }
+        out
+    });
+    let (web, gone, old) = (&ips[0], &ips[1], &ips[2]);
+    let wep = ctl.file(
+        "wep.yaml",
+        &format!(
+            "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {{name: node1-k8s-web-eth0, namespace: default}}\n\
+             spec: {{node: node1, orchestrator: k8s, endpoint: eth0, pod: web, interfaceName: caliweb, ipNetworks: [{web}/32]}}\n"
+        ),
+    );
+    assert!(run(&["apply", "-f", &wep]).status.success());
+
+    // ipam show --ip, and a bad address.
+    let o = run(&["ipam", "show", &format!("--ip={web}")]);
+    assert_eq!(
+        text(&o.stdout),
+        format!(
+            "IP {web} is in use\nHandle ID: k8s-pod-network.web\nActive Owner Attributes:\n  namespace: default\n  node: node1\n  pod: web\n"
+        )
+    );
+    let o = run(&["ipam", "show", "--ip=10.70.0.300"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        text(&o.stdout),
+        "Error executing command: invalid IP address specified: 10.70.0.300\n"
+    );
+    let o = run(&["ipam", "show", "--ip=1.2.3.4", "--show-blocks"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("cannot be used with"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    // ipam release --ip, twice.
+    let o = run(&["ipam", "release", "--ip", old]);
+    assert_eq!(
+        text(&o.stdout),
+        format!("Successfully released IP address {old}\n")
+    );
+    let o = run(&["ipam", "release", "--ip", old]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        text(&o.stderr),
+        format!("IP address {old} is not assigned\n")
+    );
+    let o = run(&["ipam", "release"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("give --ip=<IP>"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    // ipam configure.
+    let o = run(&["ipam", "configure", "--max-blocks-per-host=4"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr)
+            .starts_with("error: MaxBlocksPerHost requires StrictAffinity to be enabled"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = run(&[
+        "ipam",
+        "configure",
+        "--strictaffinity=true",
+        "--max-blocks-per-host=4",
+    ]);
+    assert_eq!(
+        text(&o.stdout),
+        "Successfully set StrictAffinity to: true\nSuccessfully set MaxBlocksPerHost to: 4\n",
+        "{}",
+        text(&o.stderr)
+    );
+    let o = run(&["ipam", "show", "--show-configuration"]);
+    assert!(
+        text(&o.stdout).contains("| StrictAffinity               | true "),
+        "{}",
+        text(&o.stdout)
+    );
+
+    // A report taken while unlocked cannot be used; lock, check, release the leak.
+    let report = ctl.dir.path().join("report.json");
+    let report_arg = format!("--from-report={}", report.display());
+    let o = run(&["datastore", "migrate", "lock"]);
+    assert_eq!(
+        text(&o.stdout),
+        "Datastore locked.\n",
+        "{}",
+        text(&o.stderr)
+    );
+    let o = run(&["ipam", "check", "-o", report.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout)
+            .contains("Found 1 IPs that are allocated in IPAM but not actually in use.\n"),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = run(&["datastore", "migrate", "unlock"]);
+    assert_eq!(text(&o.stdout), "Datastore unlocked.\n");
+    let o = run(&["ipam", "release", &report_arg]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("are all stale"),
+        "{}",
+        text(&o.stderr)
+    );
+    run(&["datastore", "migrate", "lock"]);
+    let o = run(&[
+        "ipam",
+        "check",
+        "--show-problem-ips",
+        "-o",
+        report.to_str().unwrap(),
+    ]);
+    assert!(
+        text(&o.stdout).contains(&format!("  {gone} leaked; attrs Main:k8s-pod-network.gone")),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = run(&["ipam", "release", &report_arg]);
+    assert_eq!(
+        text(&o.stdout),
+        "Releasing 1 old IPs...\nReleased 1 IPs successfully\nReport didn't contain any handles to clean up.\nYou may now unlock the data store.\n",
+        "{}",
+        text(&o.stderr)
+    );
+    let o = run(&["ipam", "show", &format!("--ip={gone}")]);
+    assert_eq!(text(&o.stdout), format!("{gone} is not assigned\n"));
+
+    // Export while locked, unlock, import into a fresh etcd: the same resources and IPAM.
+    let o = run(&["datastore", "migrate", "export"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let export = ctl.file("etcd-data.txt", &text(&o.stdout));
+    assert_eq!(text(&o.stdout).matches("===\n").count(), 2);
+    assert_eq!(
+        text(&run(&["datastore", "migrate", "unlock"]).stdout),
+        "Datastore unlocked.\n"
+    );
+    let o = run(&["datastore", "migrate", "export"]);
+    assert!(
+        text(&o.stderr).starts_with("datastore is not locked."),
+        "{}",
+        text(&o.stderr)
+    );
+
+    let etcd2 = Etcd::start();
+    let run2 = |args: &[&str]| run_at(&etcd2.endpoint(), ctl.dir.path(), &[], args);
+    let o = run2(&["datastore", "migrate", "import", "-f", &export]);
+    assert_eq!(
+        text(&o.stdout),
+        "Datastore locked.\nSuccessfully applied 5 resource(s)\nImporting IPAM resources\n\
+         Successfully applied 4 IPAM resource(s)\n\
+         Datastore information successfully imported. Please refer to the datastore migration documentation for next steps.\n",
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(
+        rt().block_on(contents(&ctl.endpoint)),
+        rt().block_on(contents(&etcd2.endpoint()))
+    );
+    assert_eq!(
+        text(&run(&["ipam", "show", "--show-blocks"]).stdout),
+        text(&run2(&["ipam", "show", "--show-blocks"]).stdout)
+    );
+    let o = run2(&["datastore", "migrate", "import", "-f", &export]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).starts_with("datastore already has Calico resources"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    // A cluster running another Calico version: data commands refuse unless allowed.
+    rt().block_on(async {
+        let rc = client(&etcd2.endpoint()).await;
+        let mut ci = rc
+            .get::<calico_api::resource::ClusterInformation>(None, "default")
+            .await
+            .unwrap();
+        ci.spec.calico_version = "v9.9.9".into();
+        ci.spec.cluster_type = "etcd,bgp".into();
+        rc.update(ci).await.unwrap();
+    });
+    let o = run2(&["get", "ippools"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        text(&o.stderr),
+        format!(
+            "failed to get resources: version mismatch.\nClient Version:   v{}\nCluster Version:  9.9.9\nUse --allow-version-mismatch to override\n",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    assert!(
+        run2(&["get", "ippools", "--allow-version-mismatch"])
+            .status
+            .success()
+    );
+    let o = run2(&["ipam", "show"]);
+    assert!(
+        text(&o.stderr).starts_with("version mismatch."),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = run2(&["version"]);
+    assert!(
+        text(&o.stdout).ends_with("Cluster Version:   v9.9.9\nCluster Type:      etcd,bgp\n"),
+        "{}",
+        text(&o.stdout)
+    );
+
+    // cluster diags: a tarball in the current directory, with node status when birdd's
+    // socket answers (a listener stands in for birdd here).
+    let diags_dir = tempfile::tempdir().unwrap();
+    let socket = diags_dir.path().join("birdd.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let o = run_at(
+        &ctl.endpoint,
+        diags_dir.path(),
+        &[("CALICO_BIRDD_SOCKET", socket.to_str().unwrap())],
+        &["cluster", "diags"],
+    );
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{out}{}", text(&o.stderr));
+    assert!(
+        out.starts_with("==== Begin collecting diagnostics. ====\nCreated temporary directory: "),
+        "{out}"
+    );
+    assert!(out.contains("Collecting node status..."), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("Diagnostic bundle created at ./"))
+        .unwrap();
+    let archive = line.trim_start_matches("Diagnostic bundle created at ./");
+    assert!(archive.starts_with("calico-diagnostics-") && archive.ends_with(".tar.gz"));
+    let listing = Command::new("tar")
+        .arg("tzf")
+        .arg(diags_dir.path().join(archive))
+        .output()
+        .unwrap();
+    let listing = text(&listing.stdout);
+    let top = archive.trim_end_matches(".tar.gz");
+    for f in [
+        "cluster/version.txt",
+        "cluster/resources/ippools.yaml",
+        "cluster/resources/ippools.txt",
+        "cluster/resources/workloadendpoints.yaml",
+        "cluster/ipam/show-blocks.txt",
+        "cluster/ipam/show-borrowed.txt",
+        "cluster/ipam/show-configuration.txt",
+        "cluster/ipam/check.txt",
+        "cluster/ipam/check-report.json",
+        "cluster/ipam/ipam-records.json",
+    ] {
+        assert!(
+            listing.contains(&format!("{top}/{f}\n")),
+            "{f} not in\n{listing}"
+        );
+    }
+    assert!(listing.contains("/node-status.txt\n"), "{listing}");
+    let o = run_at(
+        &ctl.endpoint,
+        diags_dir.path(),
+        &[],
+        &["cluster", "diags", "--since=2d"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        text(&o.stdout),
+        "Error executing command: invalid duration for since flag (try 10s, 5m, or 1h): 2d\n"
+    );
+
+    // Completion scripts and help.
+    for shell in ["bash", "zsh", "fish"] {
+        let o = run(&["completion", shell]);
+        assert!(o.status.success());
+        let s = text(&o.stdout);
+        assert!(
+            s.len() > 1000 && s.contains("ipam") && s.contains("datastore"),
+            "{shell}"
+        );
+    }
+    let o = run(&["ipam", "release", "--help"]);
+    assert!(text(&o.stdout).contains("Example: calicoctl ipam release --ip=10.65.79.1"));
+}

@@ -66,7 +66,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use crate::types::{Attrs, Family, Nlri};
+use crate::types::{Attrs, Family, FastMap, Nlri};
 
 use decision::Ctx;
 pub use decision::LostBecause;
@@ -404,6 +404,29 @@ impl Counts {
 }
 
 /// A received path after the import checks.
+/// The set of attribute sets in use. Entries only the interner still holds are dropped
+/// as the set grows, so it never keeps what no path uses.
+#[derive(Debug, Default)]
+struct Interner {
+    set: std::collections::HashSet<Arc<Attrs>, foldhash::fast::RandomState>,
+    /// Size at which the next sweep runs (twice the size after the last one).
+    sweep_at: usize,
+}
+
+impl Interner {
+    fn intern(&mut self, attrs: Arc<Attrs>) -> Arc<Attrs> {
+        if let Some(existing) = self.set.get(&attrs) {
+            return existing.clone();
+        }
+        if self.set.len() >= self.sweep_at {
+            self.set.retain(|a| Arc::strong_count(a) > 1);
+            self.sweep_at = (self.set.len() * 2).max(1024);
+        }
+        self.set.insert(attrs.clone());
+        attrs
+    }
+}
+
 #[derive(Debug)]
 struct Imported {
     attrs: Arc<Attrs>,
@@ -433,7 +456,10 @@ pub struct Rib {
     config: RibConfig,
     peers: HashMap<PeerId, PeerInfo>,
     counts: HashMap<PeerId, Counts>,
-    dests: HashMap<IpNet, Dest>,
+    dests: FastMap<IpNet, Dest>,
+    /// Equal attribute sets share one allocation, whichever UPDATE brought them: less
+    /// memory, and export groups more prefixes per UPDATE (BIRD's `rta_lookup`).
+    interned: Interner,
     /// Cost to reach a next hop, by next hop; absent = 0.
     igp_costs: HashMap<IpAddr, u32>,
     /// Prefixes with a best path.
@@ -449,7 +475,8 @@ impl Rib {
             config,
             peers: HashMap::new(),
             counts: HashMap::new(),
-            dests: HashMap::new(),
+            dests: FastMap::default(),
+            interned: Interner::default(),
             igp_costs: HashMap::new(),
             with_best: 0,
             track_path_sets: false,
@@ -540,7 +567,10 @@ impl Rib {
             return Err(RibError::ReservedPeerId);
         }
         let info = self.peers.get(&peer).ok_or(RibError::UnknownPeer(peer))?;
-        let imported = attrs.map(|a| self.import(info, a));
+        let mut imported = attrs.map(|a| self.import(info, a));
+        if let Some(i) = &mut imported {
+            i.attrs = self.interned.intern(i.attrs.clone());
+        }
         let mut changes = Vec::new();
         for nlri in withdrawn {
             self.put(peer, *nlri, None, &mut changes);
