@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result};
 use calico_bgp::fsm::{DownReason, GracefulRestartConfig, Negotiated, SessionConfig, State};
 use calico_bgp::rib::{Change, PeerId, PeerInfo, Rib, RibConfig};
-use calico_bgp::types::{Attrs, FastMap, FastSet, Family, LargeCommunity, Nlri, Origin};
+use calico_bgp::types::{Attrs, Family, FastMap, FastSet, LargeCommunity, Nlri, Origin};
 use calico_bgp::wire::{self, AddPathMode, Notification, RouteRefresh};
 use calico_datastore::Datastore;
 use calico_datastore::syncer::{SyncEvent, SyncStatus, Syncer, SyncerConfig};
@@ -35,6 +35,10 @@ use crate::control::{self, PeerStatus, Query, RouteView};
 use crate::kernel::{self, KernelConfig, KernelHandle, NextHop};
 use crate::metrics::Metrics;
 use crate::session::{self, Endpoint, PeerKey, SessionCommand, SessionEvent, SessionHandle};
+
+/// Prefixes exported to one peer per flush: bounded so the loop stays responsive (and
+/// keepalives flow) while a full table goes out.
+const FLUSH_SLICE: usize = 20_000;
 
 /// How often the kernel's routes are re-read and repaired if someone changed them.
 const KERNEL_RESYNC: Duration = Duration::from_secs(10);
@@ -133,6 +137,8 @@ struct Daemon {
     originated: HashMap<IpNet, Arc<Attrs>>,
     kernel: KernelHandle,
     kernel_routes: FastSet<IpNet>,
+    /// Prefixes whose best path changed since the last flush, for every established peer.
+    changed: FastSet<IpNet>,
     events_tx: mpsc::Sender<SessionEvent>,
     listener: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
     accepted_tx: mpsc::Sender<(tokio::net::TcpStream, SocketAddr)>,
@@ -189,6 +195,7 @@ pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken)
         originated: HashMap::new(),
         kernel,
         kernel_routes: FastSet::default(),
+        changed: FastSet::default(),
         events_tx,
         listener: None,
         accepted_tx,
@@ -775,9 +782,9 @@ impl Daemon {
                 self.kernel.set(c.prefix, hops);
             }
         }
-        for p in self.peers.values_mut().filter(|p| p.established()) {
-            p.dirty.extend(changes.iter().map(|c| c.prefix));
-        }
+        // One set for every peer; flush hands it to each (a set per peer would cost a hash
+        // insert per prefix per peer on every change).
+        self.changed.extend(changes.iter().map(|c| c.prefix));
     }
 
     /// What the kernel should hold for a changed prefix (Calico's `calico_kernel_programming`).
@@ -814,21 +821,48 @@ impl Daemon {
         let (Some(rib), Some(intent)) = (&self.rib, &self.intent) else {
             return;
         };
+        let changed = std::mem::take(&mut self.changed);
         for p in self.peers.values_mut() {
-            if !p.established() || (p.dirty.is_empty() && p.eor_pending.is_empty()) {
+            if !p.established() {
+                continue;
+            }
+            // A peer with nothing queued takes the shared set as it is; one that is behind
+            // merges it into its own backlog.
+            let mut shared = None;
+            if !changed.is_empty() {
+                if p.dirty.is_empty() && changed.len() <= FLUSH_SLICE {
+                    shared = Some(&changed);
+                } else {
+                    p.dirty.extend(changed.iter().copied());
+                }
+            }
+            if shared.is_none() && p.dirty.is_empty() && p.eor_pending.is_empty() {
                 continue;
             }
             let Some(n) = &p.negotiated else { continue };
             let codec = n.codec;
             let families = n.families.clone();
             let Ok(permit) = p.session.commands.try_reserve() else {
-                continue; // the session is busy: keep coalescing
+                // The session is busy: keep coalescing.
+                if let Some(set) = shared {
+                    p.dirty.extend(set.iter().copied());
+                }
+                continue;
             };
             // A bounded slice per round keeps the loop responsive during a full-table send.
-            let dirty: Vec<IpNet> = p.dirty.iter().copied().take(20_000).collect();
+            let dirty: Vec<IpNet> = match shared {
+                Some(set) => set.iter().copied().collect(),
+                None if p.dirty.len() <= FLUSH_SLICE => p.dirty.drain().collect(),
+                None => {
+                    let slice: Vec<IpNet> = p.dirty.iter().copied().take(FLUSH_SLICE).collect();
+                    for prefix in &slice {
+                        p.dirty.remove(prefix);
+                    }
+                    slice
+                }
+            };
             let (mut exported, mut refused) = (Vec::with_capacity(dirty.len()), Vec::new());
             for prefix in dirty {
-                p.dirty.remove(&prefix);
                 if !families.contains(&Family::of(&prefix)) {
                     continue;
                 }
@@ -847,9 +881,13 @@ impl Daemon {
             let mut withdrawn: [Vec<Nlri>; 2] = [Vec::new(), Vec::new()];
             for (prefix, want) in wanted {
                 let family = Family::of(&prefix);
-                let had = p.sent.remove(&prefix);
-                let had = had.as_ref().map_or(&[][..], Sent::paths);
-                p.advertised -= had.len();
+                // One lookup per prefix: the entry is read, then replaced or removed in place.
+                let entry = p.sent.entry(prefix);
+                let had: &[(u32, Arc<Attrs>)] = match &entry {
+                    std::collections::hash_map::Entry::Occupied(e) => e.get().paths(),
+                    std::collections::hash_map::Entry::Vacant(_) => &[],
+                };
+                let mut advertised = p.advertised - had.len();
                 for (path_id, _) in had {
                     if !want.iter().any(|(id, _)| id == path_id) {
                         withdrawn[family.index()].push(Nlri {
@@ -858,6 +896,7 @@ impl Daemon {
                         });
                     }
                 }
+                let mut changed = false;
                 for (path_id, attrs) in &want {
                     let unchanged = had
                         .iter()
@@ -865,6 +904,7 @@ impl Daemon {
                     if unchanged {
                         continue;
                     }
+                    changed = true;
                     let nlri = Nlri {
                         prefix,
                         path_id: *path_id,
@@ -875,9 +915,22 @@ impl Daemon {
                     });
                     groups[g].1.push(nlri);
                 }
-                if !want.is_empty() {
-                    p.advertised += want.len();
-                    p.sent.insert(prefix, Sent::from(want));
+                advertised += want.len();
+                p.advertised = advertised;
+                match entry {
+                    std::collections::hash_map::Entry::Occupied(e) if want.is_empty() => {
+                        e.remove();
+                    }
+                    std::collections::hash_map::Entry::Occupied(mut e) => {
+                        if changed || e.get().paths().len() != want.len() {
+                            e.insert(Sent::from(want));
+                        }
+                    }
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        if !want.is_empty() {
+                            e.insert(Sent::from(want));
+                        }
+                    }
                 }
             }
             let mut msgs = Vec::new();
@@ -957,11 +1010,7 @@ impl Daemon {
                 .map(|k| r.paths_from(PeerId(*k)) as u64)
                 .sum()
         });
-        let advertised = self
-            .peers
-            .values()
-            .map(|p| p.advertised as u64)
-            .sum();
+        let advertised = self.peers.values().map(|p| p.advertised as u64).sum();
         self.metrics.observe(
             self.peers.values().map(|p| p.state),
             self.kernel.installed(),

@@ -151,7 +151,7 @@ impl fmt::Display for LostBecause {
 #[derive(Debug)]
 pub(super) struct Ctx<'a> {
     pub config: &'a RibConfig,
-    pub peers: &'a HashMap<PeerId, PeerInfo>,
+    pub peers: &'a crate::types::FastMap<PeerId, PeerInfo>,
 }
 
 /// The outcome for one prefix.

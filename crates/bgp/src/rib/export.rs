@@ -26,7 +26,7 @@
 //! it, every usable path, each under its stable send id ([`PathEntry::tx_path_id`]).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -96,7 +96,10 @@ struct Exporter<'a> {
     rib: &'a Rib,
     to_id: PeerId,
     to: &'a PeerInfo,
-    rewritten: HashMap<(usize, PeerId, Family), Option<Arc<Attrs>>>,
+    rewritten: crate::types::FastMap<(usize, PeerId, Family), Option<Arc<Attrs>>>,
+    /// The last answer: neighbouring prefixes mostly share attributes, so most lookups
+    /// end here without hashing.
+    last: Option<((usize, PeerId, Family), Option<Arc<Attrs>>)>,
 }
 
 impl<'a> Exporter<'a> {
@@ -105,7 +108,8 @@ impl<'a> Exporter<'a> {
             rib,
             to_id,
             to: rib.peers.get(&to_id)?,
-            rewritten: HashMap::new(),
+            rewritten: Default::default(),
+            last: None,
         })
     }
 
@@ -165,11 +169,20 @@ impl<'a> Exporter<'a> {
             return None;
         }
         let key = (Arc::as_ptr(attrs) as usize, p.peer, family);
-        if let Some(done) = self.rewritten.get(&key) {
+        if let Some((k, done)) = &self.last
+            && *k == key
+        {
             return done.clone();
         }
-        let done = self.rewrite(family, attrs, source, reflect);
-        self.rewritten.insert(key, done.clone());
+        let done = match self.rewritten.get(&key) {
+            Some(done) => done.clone(),
+            None => {
+                let done = self.rewrite(family, attrs, source, reflect);
+                self.rewritten.insert(key, done.clone());
+                done
+            }
+        };
+        self.last = Some((key, done.clone()));
         done
     }
 

@@ -454,8 +454,8 @@ enum Edit {
 #[derive(Debug)]
 pub struct Rib {
     config: RibConfig,
-    peers: HashMap<PeerId, PeerInfo>,
-    counts: HashMap<PeerId, Counts>,
+    peers: FastMap<PeerId, PeerInfo>,
+    counts: FastMap<PeerId, Counts>,
     dests: FastMap<IpNet, Dest>,
     /// Equal attribute sets share one allocation, whichever UPDATE brought them: less
     /// memory, and export groups more prefixes per UPDATE (BIRD's `rta_lookup`).
@@ -473,8 +473,8 @@ impl Rib {
     pub fn new(config: RibConfig) -> Rib {
         Rib {
             config,
-            peers: HashMap::new(),
-            counts: HashMap::new(),
+            peers: FastMap::default(),
+            counts: FastMap::default(),
             dests: FastMap::default(),
             interned: Interner::default(),
             igp_costs: HashMap::new(),
