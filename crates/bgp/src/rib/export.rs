@@ -89,6 +89,9 @@ impl Rib {
     }
 }
 
+/// A stored attribute set (by address), where it came from, and the family it goes out in.
+type RewriteKey = (usize, PeerId, Family);
+
 /// Export to one peer, remembering rewritten attributes for the length of one call (while
 /// `&Rib` is borrowed no stored `Arc` can be freed, so its address is a sound key).
 #[derive(Debug)]
@@ -96,10 +99,10 @@ struct Exporter<'a> {
     rib: &'a Rib,
     to_id: PeerId,
     to: &'a PeerInfo,
-    rewritten: crate::types::FastMap<(usize, PeerId, Family), Option<Arc<Attrs>>>,
+    rewritten: crate::types::FastMap<RewriteKey, Option<Arc<Attrs>>>,
     /// The last answer: neighbouring prefixes mostly share attributes, so most lookups
     /// end here without hashing.
-    last: Option<((usize, PeerId, Family), Option<Arc<Attrs>>)>,
+    last: Option<(RewriteKey, Option<Arc<Attrs>>)>,
 }
 
 impl<'a> Exporter<'a> {
