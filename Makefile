@@ -14,7 +14,7 @@ DEB_PACKAGES := \
 	protobuf-compiler libprotobuf-dev \
 	ca-certificates
 
-.PHONY: all deps build test lint fmt demo bench bench-ipam bench-cni bench-felix clean help
+.PHONY: all deps build test lint fmt demo bench bench-ipam bench-cni bench-felix bench-bgp clean help
 
 all: build
 
@@ -58,10 +58,10 @@ fmt:
 	$(CARGO) fmt --all
 
 demo: deps
-	$(CARGO) build --locked -q -p calico-cni -p calico-ipam -p felixd -p calico-e2e --bins
+	$(CARGO) build --locked -q -p calico-cni -p calico-ipam -p felixd -p birdd -p calicoctl -p calico-e2e --bins
 	./target/debug/demo
 
-bench: bench-ipam bench-cni bench-felix
+bench: bench-ipam bench-cni bench-felix bench-bgp
 
 # IPAM: allocations through ipamd on a real etcd beside raw etcd compare-and-swap (README: figures).
 bench-ipam: deps
@@ -78,6 +78,13 @@ bench-cni: deps
 bench-felix: deps
 	$(CARGO) build --release --locked -p felixd -p calico-cni -p calico-ipam -p calico-bench
 	./target/release/bench-felix
+
+# birdd beside BIRD 2, FRR and GoBGP on one BGP feed from a Rust load generator, in network
+# namespaces: 1->1 100k and 1M IPv4, 200k IPv6, 10 senders x the same 100k, 50 senders x 200,
+# 200k into the kernel, churn. Convergence, withdrawal, CPU, memory, UPDATEs out (~5 min).
+bench-bgp: deps
+	$(CARGO) build --release --locked -p birdd -p calico-bench
+	./target/release/bench-bgp
 
 clean:
 	$(CARGO) clean

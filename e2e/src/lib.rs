@@ -1,31 +1,65 @@
-//! End-to-end support. Today: the pieces the foundation demo prints with. The lab (a
-//! multi-node cluster in network namespaces) arrives with the lab issue.
+//! End to end: the lab with pods, the launcher behind the `lab` command, and the grids the
+//! demo and the launcher print.
+//!
+//! - [`lab::Lab`]: a [`calico_lab::Cluster`] plus pods made by the real `calico` CNI binary,
+//!   as a container runtime runs it ([`pod`]), and probe matrices between them;
+//! - [`launcher::Launcher`]: `lab up | down | status | pod add | pod del | exec | probe`, a
+//!   named cluster kept between commands in a state file;
+//! - [`watch`]: probes that run throughout a fault and record every miss;
+//! - [`format_grid`]: reachability grids as people read them.
+//!
+//! Nothing here touches the machine's own network namespace.
 
-/// Prints a reachability grid in the conformance catalogue's layout: rows are clients,
-/// columns servers, `.` reachable, `X` blocked.
-pub fn format_grid(names: &[String], allowed: impl Fn(usize, usize) -> bool) -> String {
-    let width = names.iter().map(String::len).max().unwrap_or(0);
-    let mut out = format!("{:width$}  ", "", width = width);
-    for n in names {
-        out.push_str(&format!("{} ", n.chars().last().unwrap_or(' ')));
-    }
-    out.push('\n');
-    for (i, n) in names.iter().enumerate() {
-        out.push_str(&format!("{n:width$}  "));
-        for j in 0..names.len() {
-            out.push_str(if i == j || allowed(i, j) { ". " } else { "X " });
-        }
-        out.push('\n');
-    }
-    out
+pub mod grid;
+pub mod lab;
+pub mod launcher;
+pub mod pod;
+pub mod watch;
+
+pub use grid::format_grid;
+pub use lab::{Lab, LabState};
+
+use std::time::{Duration, Instant};
+
+use calico_lab::{ClusterOptions, Encap};
+
+/// The end-to-end suite's cluster: `nodes` nodes, one IPv4 pool 10.244.0.0/16 (/26 blocks)
+/// with `encap`, felixd ready on every node.
+pub fn options(nodes: usize, encap: Encap) -> ClusterOptions {
+    let mut o = ClusterOptions::new(nodes, &bin_dir());
+    o.node.pools = vec![("default-ipv4-ippool".into(), "10.244.0.0/16".into(), 26)];
+    o.encap = encap;
+    o.felixd = Some(Vec::new());
+    o
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn grids_mark_blocked_cells() {
-        let names = vec!["x/a".to_string(), "x/b".to_string()];
-        let g = super::format_grid(&names, |i, _| i == 0);
-        assert_eq!(g, "     a b \nx/a  . . \nx/b  X . \n");
+/// Polls `check` every 50 ms until it holds; returns how long that took. Panics with `what`
+/// after `within`.
+pub fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if check() {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "{what}: not so after {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Where the binaries are: beside the running executable (`target/debug` for the demo, the
+/// launcher and the end-to-end tests).
+pub fn bin_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    // Test executables live one level down, in `target/debug/deps`.
+    if dir.ends_with("deps") {
+        dir.parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or(dir)
+    } else {
+        dir
     }
 }

@@ -2,6 +2,9 @@
 //! (named `crs<pid>-<n>-<tag>`, deleted when dropped, also on panic), code and commands run
 //! inside them, and TCP/UDP probes between them. Nothing here touches the namespace the tests
 //! themselves run in.
+//!
+//! The lab's launcher also makes namespaces with names of its choosing that outlive the
+//! process ([`NetNs::named`], [`NetNs::keep`]) and comes back to them later ([`NetNs::open`]).
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -20,6 +23,8 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 pub struct NetNs {
     name: String,
     path: PathBuf,
+    /// Whether dropping this value deletes the namespace.
+    owned: bool,
 }
 
 /// Runs `ip` with the given arguments (in the calling thread's namespace) and panics with its
@@ -50,14 +55,38 @@ impl NetNs {
     /// Creates a fresh namespace with its loopback up.
     pub fn new(tag: &str) -> NetNs {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("crs{}-{n}-{tag}", std::process::id());
-        run_cmd("ip", &["netns", "add", &name]);
+        NetNs::named(&format!("crs{}-{n}-{tag}", std::process::id()))
+    }
+
+    /// Creates a fresh namespace called exactly `name` (as `ip netns add` does), with its
+    /// loopback up; deleted when dropped unless [`NetNs::keep`] was called.
+    pub fn named(name: &str) -> NetNs {
+        run_cmd("ip", &["netns", "add", name]);
         let ns = NetNs {
             path: PathBuf::from(format!("/run/netns/{name}")),
-            name,
+            name: name.to_string(),
+            owned: true,
         };
         ns.run(|| ip(&["link", "set", "lo", "up"]));
         ns
+    }
+
+    /// A handle on a namespace that already exists (made by an earlier process); dropping it
+    /// leaves the namespace in place.
+    pub fn open(name: &str) -> std::io::Result<NetNs> {
+        let path = PathBuf::from(format!("/run/netns/{name}"));
+        std::fs::metadata(&path)?;
+        Ok(NetNs {
+            name: name.to_string(),
+            path,
+            owned: false,
+        })
+    }
+
+    /// Leaves the namespace in place when this value is dropped (a launcher whose cluster
+    /// outlives it; `ip netns del` or the launcher's teardown removes it).
+    pub fn keep(&mut self) {
+        self.owned = false;
     }
 
     pub fn name(&self) -> &str {
@@ -103,6 +132,9 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();

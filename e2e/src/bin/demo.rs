@@ -1,485 +1,503 @@
-//! `make demo`: shows what calico-rs does today: the resource model and datastore on a real
-//! etcd, then pods wired on a node made of network namespaces by the real CNI plugin, and a
-//! policy taking effect in that node's kernel through felixd.
+//! `make demo`: a three-node calico-rs cluster comes up in network namespaces on this
+//! machine; an IP pool made with calicoctl; two pods per node through the real CNI plugin;
+//! birdd's BGP full mesh and the routes it learned; the cross-node connectivity grid; a
+//! policy taking effect; a switch to a VXLAN pool; teardown.
 //!
-//! Everything it starts (etcds on loopback with temporary data directories, ipamd, the
-//! namespaces) is removed on exit and on error. It touches no interface, route or firewall
-//! rule outside the namespaces it made.
+//! Everything it makes is called `calico-demo-…` (namespaces) or lives under
+//! `/run/calico-demo/`, and is removed at the end, on error, and on Ctrl-C; a run that was
+//! killed outright is cleaned up by the next. It touches no interface, route, firewall rule
+//! or sysctl outside the namespaces it made.
 
-use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use calico_api::codec::decode_documents;
-use calico_api::kinds::{Action, ProfileSpec, Rule};
-use calico_api::policy_model::{Endpoint, Model, Packet};
-use calico_api::{AnyResource, Kind};
-use calico_datastore::etcd::{EtcdConfig, EtcdDatastore};
-use calico_datastore::syncer::{SyncEvent, SyncStatus, SyncUpdate, Syncer, SyncerConfig};
-use calico_datastore::{Datastore, KeyPrefix, ResourceClient};
-use calico_etcd_harness::Etcd;
-use tokio::sync::mpsc;
+use anyhow::{Context, Result, bail, ensure};
+use calico_e2e::Lab;
+use calico_e2e::pod::PodSpec;
+use calico_lab::probe::Proto;
+use calico_lab::{ClusterOptions, Naming, Node};
 
-const RESOURCES: &str = r#"
+const NAME: &str = "calico-demo";
+const PORT: u16 = 8080;
+const STEPS: usize = 8;
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The pods: (node, name, app).
+const PODS: [(usize, &str, &str); 6] = [
+    (0, "web-1", "web"),
+    (0, "db-1", "db"),
+    (1, "web-2", "web"),
+    (1, "api-1", "api"),
+    (2, "api-2", "api"),
+    (2, "db-2", "db"),
+];
+
+const POOL: &str = "\
 apiVersion: projectcalico.org/v3
 kind: IPPool
 metadata:
   name: default-ipv4-ippool
 spec:
   cidr: 10.244.0.0/16
-  natOutgoing: true
----
+  blockSize: 26
+  ipipMode: Never
+  vxlanMode: Never
+";
+
+const POLICY: &str = "\
 apiVersion: projectcalico.org/v3
-kind: GlobalNetworkPolicy
-metadata:
-  name: allow-dns
-spec:
-  order: 100
-  selector: all()
-  types: [Egress]
-  egress:
-  - action: Allow
-    protocol: UDP
-    destination:
-      ports: [53]
----
-apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata:
-  name: deny-ingress
-  namespace: x
+  name: db-from-api-only
+  namespace: shop
 spec:
-  podSelector: {}
-  policyTypes: [Ingress]
-"#;
-
-fn section(n: usize, title: &str) {
-    println!("\n[{n}/7] {title}");
-}
-
-fn pods() -> Vec<(String, String, IpAddr)> {
-    let mut v = Vec::new();
-    for (ni, ns) in ["x", "y", "z"].iter().enumerate() {
-        for (pi, pod) in ["a", "b", "c"].iter().enumerate() {
-            let ip = Ipv4Addr::new(
-                10,
-                244,
-                u8::try_from(ni + 1).unwrap_or(0),
-                10 + u8::try_from(pi).unwrap_or(0),
-            );
-            v.push((ns.to_string(), pod.to_string(), IpAddr::V4(ip)));
-        }
-    }
-    v
-}
-
-fn model_grid(policies: &[AnyResource]) -> String {
-    let mut m = Model::new();
-    let allow_all = ProfileSpec {
-        ingress: vec![Rule {
-            action: Action::Allow,
-            ..Default::default()
-        }],
-        egress: vec![Rule {
-            action: Action::Allow,
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    for ns in ["x", "y", "z"] {
-        m.set_namespace(ns, BTreeMap::from([("ns".to_string(), ns.to_string())]));
-        m.set_profile(&format!("kns.{ns}"), allow_all.clone());
-    }
-    let pods = pods();
-    for (ns, pod, ip) in &pods {
-        m.add_endpoint(Endpoint {
-            namespace: Some(ns.clone()),
-            name: pod.clone(),
-            labels: BTreeMap::from([("pod".to_string(), pod.clone())]),
-            ips: vec![*ip],
-            profiles: vec![format!("kns.{ns}")],
-            ..Default::default()
-        });
-    }
-    for p in policies {
-        match p {
-            AnyResource::NetworkPolicy(np) => m.set_network_policy(np),
-            AnyResource::GlobalNetworkPolicy(g) => m.set_global_network_policy(g),
-            _ => {}
-        }
-    }
-    let names: Vec<String> = pods.iter().map(|(n, p, _)| format!("{n}/{p}")).collect();
-    calico_e2e::format_grid(&names, |i, j| {
-        m.allows(&Packet {
-            src: pods[i].2,
-            dst: pods[j].2,
-            protocol: 6,
-            src_port: 40000,
-            dst_port: 80,
-        })
-    })
-}
-
-async fn demo(etcd: &mut Etcd) -> Result<()> {
-    let ds: Arc<dyn Datastore> =
-        Arc::new(EtcdDatastore::connect(&EtcdConfig::new([etcd.endpoint()])).await?);
-    let client = ResourceClient::new(ds.clone());
-
-    section(
-        2,
-        "Writing Calico resources through the typed client (defaults and validation applied)",
-    );
-    let t = Instant::now();
-    client
-        .ensure_initialized("v3.30.0", "calico-rs,demo")
-        .await?;
-    for r in decode_documents(RESOURCES).context("demo resources decode")? {
-        let stored = client.apply_any(r).await?;
-        println!("  stored {} {:?}", stored.kind(), stored.metadata().name);
-    }
-    println!(
-        "  keys now in etcd, in Calico's layout ({:.0?}):",
-        t.elapsed()
-    );
-    for kv in ds.list(&KeyPrefix::Everything).await?.items {
-        println!("    {}", kv.key.path());
-    }
-
-    section(
-        3,
-        "Bad input is refused with the field and the reason, and nothing is written",
-    );
-    let bad = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: bad}\nspec: {cidr: 10.9.0.0/16, blockSize: 19}\n";
-    for r in decode_documents(bad)? {
-        match client.create_any(r).await {
-            Err(e) => println!("  refused: {e}"),
-            Ok(_) => anyhow::bail!("an invalid pool was accepted"),
-        }
-    }
-    let typo = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: typo}\nspec:\n  cidr: 10.8.0.0/16\n  natOutgoin: true\n";
-    if let Err(e) = decode_documents(typo) {
-        println!("  refused: {e}");
-    }
-    println!(
-        "  pools stored: {}",
-        client.list_any(Kind::IpPool, None).await?.items.len()
-    );
-
-    section(
-        4,
-        "A syncer follows the datastore; etcd is killed (-9) and restarted under it",
-    );
-    let (tx, mut rx) = mpsc::channel(64);
-    tokio::spawn(
-        Syncer::new(
-            ds.clone(),
-            SyncerConfig::new(vec![KeyPrefix::kind(Kind::IpPool)]),
-        )
-        .run(tx),
-    );
-    let mut view = 0usize;
-    if let Some(u) = next_updates(&mut rx).await {
-        view += u.len();
-        println!("  syncer: initial list delivered {} pool(s)", u.len());
-    }
-    let t = Instant::now();
-    etcd.kill();
-    println!("  etcd killed");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    etcd.restart();
-    println!("  etcd restarted ({:.1?} down)", t.elapsed());
-    let t = Instant::now();
-    let extra = decode_documents(
-        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: second-pool}\nspec: {cidr: 10.245.0.0/16}\n",
-    )?;
-    for r in extra {
-        let mut tries = 0;
-        loop {
-            match client.apply_any(r.clone()).await {
-                Ok(_) => break,
-                // etcd is still coming back; the client reports Unavailable meanwhile.
-                Err(_) if tries < 50 => {
-                    tries += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-    if let Some(u) = next_updates(&mut rx).await {
-        view += u.len();
-        for up in &u {
-            println!(
-                "  syncer: saw {} at revision {} ({:.0?} after the write was first tried)",
-                up.key().path(),
-                up.revision(),
-                t.elapsed()
-            );
-        }
-    }
-    println!(
-        "  the consumer's view holds {view} pool update(s); etcd holds {} pool(s)",
-        client.list_any(Kind::IpPool, None).await?.items.len()
-    );
-
-    section(
-        5,
-        "What the Kubernetes policy means (reference model of Calico's semantics, TCP/80)",
-    );
-    let policies: Vec<AnyResource> = client.list_any(Kind::NetworkPolicy, None).await?.items;
-    println!("  before (no Kubernetes policy):");
-    print!("{}", indent(&model_grid(&[])));
-    println!("  after knp.default.deny-ingress in namespace x (stored as a Calico NetworkPolicy):");
-    print!("{}", indent(&model_grid(&policies)));
-    Ok(())
-}
-
-/// Two pods wired on one node through the CNI plugin exactly as a runtime calls it, felixd
-/// enforcing policy on them in the node's kernel; then DEL.
-fn pods_on_a_node(bin_dir: &std::path::Path) -> Result<()> {
-    use calico_cni::runtime::{Attachment, ConfList, Runtime};
-    use calico_lab::{Node, NodeOptions};
-    use calico_netns_harness::{NetNs, Servers, tcp_connects, tcp_reaches};
-    let t = Instant::now();
-    let mut node = Node::start(NodeOptions::new(bin_dir));
-    println!(
-        "  node {} up: namespace {}, address {}, its own etcd, ipamd on {} ({:.1?})",
-        node.name,
-        node.ns.name(),
-        calico_lab::NODE_V4,
-        node.socket.display(),
-        t.elapsed()
-    );
-    let t = Instant::now();
-    node.start_felixd(&[]);
-    println!(
-        "  felixd ready: in sync with etcd, iptables programmed ({:.1?})",
-        t.elapsed()
-    );
-    // The namespace's profile, as kube-controllers writes it: Kubernetes' default allow, and
-    // the namespace's labels for selectors.
-    node.with_datastore(async |rc| {
-        for r in decode_documents(
-            r#"
-apiVersion: projectcalico.org/v3
-kind: Profile
-metadata: {name: kns.demo}
-spec:
-  ingress: [{action: Allow}]
-  egress: [{action: Allow}]
-  labelsToApply: {pcns.projectcalico.org/name: demo}
-"#,
-        )? {
-            rc.apply_any(r).await?;
-        }
-        anyhow::Ok(())
-    })?;
-    let runtime = Runtime::new(
-        vec![bin_dir.to_path_buf(), "/usr/lib/cni".into()],
-        &node.dir.path().join("results"),
-    );
-    let mut pods: Vec<(NetNs, Attachment, ConfList)> = Vec::new();
-    for name in ["web", "db"] {
-        let mut plugin = node.calico_plugin();
-        // The pod's labels, as kubelet's runtime passes them; wait for felixd to program it.
-        plugin["args"] = serde_json::json!({"cni": {"labels": [{"key": "app", "value": name}]}});
-        plugin["policy_setup_timeout_seconds"] = serde_json::json!(10);
-        let list = ConfList::parse(&serde_json::json!({
-            "cniVersion": "1.0.0",
-            "name": "k8s-pod-network",
-            "plugins": [plugin],
-        }))
-        .map_err(anyhow::Error::msg)?;
-        let ns = NetNs::new(name);
-        let a = Attachment {
-            container_id: format!("demo-{name}"),
-            netns: Some(ns.path().to_path_buf()),
-            ifname: "eth0".into(),
-            args: vec![
-                ("K8S_POD_NAMESPACE".into(), "demo".into()),
-                ("K8S_POD_NAME".into(), name.to_string()),
-            ],
-            capability_args: Default::default(),
-        };
-        pods.push((ns, a, list));
-    }
-    let mut v4 = Vec::new();
-    for (ns, a, list) in &pods {
-        let t = Instant::now();
-        let r = node.run(|| runtime.add(list, a))?;
-        let ips: Vec<String> = r["ips"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|i| i["address"].as_str().map(str::to_string))
-            .collect();
-        println!(
-            "  ADD {:<4} → {} on {}, policy programmed ({:.0?})",
-            ns.name().rsplit('-').next().unwrap_or_default(),
-            ips.join(", "),
-            r["interfaces"][0]["name"].as_str().unwrap_or_default(),
-            t.elapsed()
-        );
-        v4.push(
-            ips.iter()
-                .find(|i| i.contains('.'))
-                .and_then(|i| i.split('/').next())
-                .and_then(|i| i.parse::<IpAddr>().ok())
-                .context("no IPv4 address in the result")?,
-        );
-    }
-    println!("  the node's routes to its pods:");
-    for line in node.routes().lines().filter(|l| l.contains("cali")) {
-        println!("    {line}");
-    }
-    let open = tcp_reaches(&pods[0].0, &pods[1].0, v4[1], 5432);
-    println!(
-        "  web → db:5432 over TCP: {}",
-        if open { "connected" } else { "FAILED" }
-    );
-
-    section(
-        7,
-        "A policy taking effect: felixd programs the node's iptables",
-    );
-    let policy = r#"
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: db-from-api-only, namespace: demo}
-spec:
-  podSelector: {matchLabels: {app: db}}
-  policyTypes: [Ingress]
+  selector: app == 'db'
+  types: [Ingress]
   ingress:
-  - from: [{podSelector: {matchLabels: {app: api}}}]
-    ports: [{port: 5432}]
-"#;
-    println!(
-        "  applying (db admits only app=api on 5432):{}",
-        indent(policy).trim_end()
-    );
-    let t = Instant::now();
-    node.with_datastore(async |rc| {
-        for r in decode_documents(policy)? {
-            rc.apply_any(r).await?;
-        }
-        anyhow::Ok(())
-    })?;
-    // db serves 5432 while web probes every few milliseconds (a 100 ms timeout each).
-    let servers = Servers::start(&pods[1].0, &[5432], &[]);
-    let probe = || tcp_connects(&pods[0].0, v4[1], 5432, Duration::from_millis(100));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut blocked = false;
-    while Instant::now() < deadline {
-        if !probe() {
-            blocked = true;
-            break;
-        }
-    }
-    println!(
-        "  web → db:5432 now: {} ({:.0?} after the write; the probe's 100 ms timeout included)",
-        if blocked { "blocked" } else { "STILL OPEN" },
-        t.elapsed()
-    );
-    let save = node.ns.exec("iptables-save", &["-t", "filter"]);
-    let save = String::from_utf8_lossy(&save.stdout);
-    let chains = save.lines().filter(|l| l.starts_with(":cali-")).count();
-    let rules = save.lines().filter(|l| l.contains("cali:")).count();
-    println!("  felixd's filter table: {chains} cali- chains, {rules} rules; the policy's chain:");
-    for l in save
-        .lines()
-        .filter(|l| l.starts_with("-A cali-pi-") && l.contains("demo/knp.default.db-from-api-only"))
-    {
-        println!("    {l}");
-    }
-    node.with_datastore(async |rc| {
-        rc.delete_any(
-            Kind::NetworkPolicy,
-            Some("demo"),
-            "knp.default.db-from-api-only",
-            None,
-        )
-        .await?;
-        anyhow::Ok(())
-    })?;
-    let t = Instant::now();
-    let mut reopened = false;
-    while t.elapsed() < Duration::from_secs(20) {
-        if probe() {
-            reopened = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    drop(servers);
-    println!(
-        "  policy deleted: web → db:5432 {} ({:.0?} after the delete)",
-        if reopened {
-            "connected again"
-        } else {
-            "STILL BLOCKED"
-        },
-        t.elapsed()
-    );
-    for (_, a, list) in &pods {
-        node.run(|| runtime.del(list, a))?;
-    }
-    println!(
-        "  DEL both: {} addresses allocated, {} cali interfaces left",
-        node.allocations().len(),
-        node.cali_links().len()
-    );
-    anyhow::ensure!(open, "the pods could not reach each other");
-    anyhow::ensure!(blocked, "the policy did not take effect");
-    anyhow::ensure!(reopened, "deleting the policy did not restore access");
-    Ok(())
+  - action: Allow
+    protocol: TCP
+    source:
+      selector: app == 'api'
+    destination:
+      ports: [8080]
+";
+
+const VXLAN_POOLS: &str = "\
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata:
+  name: vxlan-ippool
+spec:
+  cidr: 10.245.0.0/16
+  blockSize: 26
+  vxlanMode: Always
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata:
+  name: default-ipv4-ippool
+spec:
+  cidr: 10.244.0.0/16
+  blockSize: 26
+  disabled: true
+";
+
+/// A section header; returns the section's start, for its timing line.
+fn section(n: usize, title: &str, what: &str) -> Instant {
+    println!("\n== [{n}/{STEPS}] {title} ==");
+    println!("   {what}");
+    Instant::now()
 }
 
-/// Waits (up to 20 s) for the next batch of updates, printing status changes on the way.
-async fn next_updates(rx: &mut mpsc::Receiver<SyncEvent>) -> Option<Vec<SyncUpdate>> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
-            Ok(Some(SyncEvent::Updates(u))) => return Some(u),
-            Ok(Some(SyncEvent::Status(SyncStatus::InSync))) => println!("  syncer: in sync"),
-            Ok(Some(_)) | Err(_) => {}
-            Ok(None) => return None,
-        }
+fn took(t: Instant) {
+    let e = t.elapsed();
+    if e < Duration::from_secs(1) {
+        println!("   ({} ms)", e.as_millis());
+    } else {
+        println!("   ({:.1} s)", e.as_secs_f64());
     }
-    None
 }
 
 fn indent(s: &str) -> String {
-    s.lines().map(|l| format!("    {l}\n")).collect()
+    s.lines().map(|l| format!("     {l}\n")).collect()
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    println!(
-        "calico-rs demo: the resource model and datastore on a real etcd, pods wired by the CNI plugin, policy enforced by felixd."
+/// Runs the real calicoctl inside `node`, as an operator on that node would, with `stdin`.
+fn calicoctl(node: &Node, args: &[&str], stdin: Option<&str>) -> Result<(bool, String)> {
+    let bin = node.bin_dir().join("calicoctl");
+    let mut cmd = Command::new(&bin);
+    cmd.args(args)
+        .env("DATASTORE_TYPE", "etcdv3")
+        .env("ETCD_ENDPOINTS", node.etcd_endpoint())
+        .env("CALICO_BIRDD_SOCKET", &node.birdd_socket)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = node.run(|| -> std::io::Result<std::process::Output> {
+        let mut child = cmd.spawn()?;
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            use std::io::Write;
+            pipe.write_all(text.as_bytes())?;
+        }
+        child.wait_with_output()
+    });
+    let out = out.with_context(|| format!("running {}", bin.display()))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
-    println!("Not built yet: several nodes and BGP routes between them. See README.md.");
-    section(1, "Starting a private etcd on loopback");
-    let t = Instant::now();
-    let mut etcd = Etcd::start();
-    println!("  etcd at {} ({:.1?})", etcd.endpoint(), t.elapsed());
-    let outcome = tokio::select! {
-        r = demo(&mut etcd) => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
-    };
-    etcd.stop();
-    println!("\nTorn down: etcd stopped, its data directory removed.");
-    outcome?;
-    section(
-        6,
-        "Pods on a node: the real CNI plugin, ipamd and etcd in network namespaces",
-    );
-    let bin_dir = std::env::current_exe()?
-        .parent()
-        .context("the demo binary has no directory")?
-        .to_path_buf();
-    tokio::task::spawn_blocking(move || pods_on_a_node(&bin_dir)).await??;
-    println!("\nTorn down: pods, node, felixd, ipamd and etcd removed; no namespace left behind.");
+    Ok((out.status.success(), text))
+}
+
+/// calicoctl that must succeed; prints the command and its output.
+fn calicoctl_ok(node: &Node, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    println!("   $ calicoctl {}", args.join(" "));
+    let (ok, text) = calicoctl(node, args, stdin)?;
+    print!("{}", indent(&text));
+    ensure!(ok, "calicoctl {} failed", args.join(" "));
+    Ok(text)
+}
+
+/// Probes until the grid matches `want` (or 30 s pass); returns the grid and the time.
+fn grid_until(lab: &Lab, want: impl Fn(usize, usize) -> bool) -> Result<(String, Duration)> {
+    let start = Instant::now();
+    loop {
+        let round = start.elapsed();
+        let (grid, m) = lab.grid(Proto::Tcp, PORT, PROBE_TIMEOUT);
+        let matches = (0..m.len()).all(|i| (0..m.len()).all(|j| i == j || m[i][j] == want(i, j)));
+        if matches {
+            return Ok((grid, round));
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            println!("{}", indent(&grid));
+            bail!("the grid did not reach the expected state within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn app(lab: &Lab, i: usize) -> &str {
+    lab.pods[i]
+        .labels
+        .iter()
+        .find(|(k, _)| k == "app")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_default()
+}
+
+fn add_pods(lab: &mut Lab) -> Result<()> {
+    let specs = PODS
+        .iter()
+        .map(|(node, name, app)| {
+            Ok(PodSpec::new(&lab.node_name(*node), &format!("shop/{name}"))?.label("app", app))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    lab.add_pods(specs, 6)?;
+    for p in &lab.pods {
+        let ips: Vec<String> = p.ips.iter().map(ToString::to_string).collect();
+        println!(
+            "   {:<11} on {}  {:<13} namespace {}",
+            p.key(),
+            p.node,
+            ips.join(", "),
+            p.ns.name()
+        );
+    }
     Ok(())
+}
+
+/// 1: the cluster.
+fn bring_up() -> Result<Lab> {
+    let t = section(
+        1,
+        "Three nodes",
+        "A fabric namespace with a bridge stands in for the network; each node is a namespace on it running ipamd and felixd; etcd runs in the fabric.",
+    );
+    let mut o = ClusterOptions::new(3, &calico_e2e::bin_dir());
+    o.node.pools = Vec::new();
+    o.felixd = Some(Vec::new());
+    o.naming = Some(Naming::new(NAME));
+    let lab = Lab::start(o);
+    let c = &lab.cluster;
+    println!(
+        "   fabric {} (bridge br0, 10.99.0.254/24), etcd at {}",
+        c.fabric.name(),
+        c.etcd.public_endpoint()
+    );
+    for n in &c.nodes {
+        let p = n.pids();
+        println!(
+            "   {}  {:<10} namespace {:<20} ipamd pid {}, felixd pid {} (ready)",
+            n.name,
+            n.v4,
+            n.ns.name(),
+            p.ipamd.unwrap_or_default(),
+            p.felixd.unwrap_or_default()
+        );
+    }
+    took(t);
+    Ok(lab)
+}
+
+/// 2: the pool, with calicoctl.
+fn create_pool(lab: &Lab) -> Result<()> {
+    let t = section(
+        2,
+        "An IP pool, made with calicoctl",
+        "Pods get addresses from it, in /26 blocks that each node claims as it needs them.",
+    );
+    let node = &lab.cluster.nodes[0];
+    print!("{}", indent(POOL));
+    calicoctl_ok(node, &["apply", "-f", "-"], Some(POOL))?;
+    calicoctl_ok(node, &["get", "ippools", "-o", "wide"], None)?;
+    took(t);
+    Ok(())
+}
+
+/// 3: the pods.
+fn start_pods(lab: &mut Lab) -> Result<()> {
+    let t = section(
+        3,
+        "Two pods per node",
+        "Each pod is a namespace wired by the real calico CNI binary, run as containerd runs it; labels app=web|api|db.",
+    );
+    add_pods(lab)?;
+    took(t);
+    Ok(())
+}
+
+/// Fails with birdd's own words.
+fn birdd_failure(lab: &Lab, what: &str) -> anyhow::Error {
+    let mut msg = format!("BGP step failed: {what}\n");
+    for n in &lab.cluster.nodes {
+        msg.push_str(&format!(
+            "--- last lines of {} ({}):\n{}\n",
+            n.birdd_log().display(),
+            n.name,
+            n.birdd_log_tail(20)
+        ));
+    }
+    anyhow::anyhow!(msg)
+}
+
+/// 4: birdd, the mesh, the routes it learned.
+fn bgp(lab: &mut Lab) -> Result<()> {
+    let t = section(
+        4,
+        "BGP: birdd on every node, in a full mesh",
+        "Each node's birdd advertises the blocks its pods use and installs what it learns (proto bird).",
+    );
+    for n in &mut lab.cluster.nodes {
+        if let Err(e) = n.try_start_birdd() {
+            return Err(birdd_failure(lab, &format!("birdd did not start: {e}")));
+        }
+    }
+    let node = &lab.cluster.nodes[0];
+    let others: Vec<String> = lab.cluster.nodes[1..]
+        .iter()
+        .map(|n| n.v4.to_string())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let (_, text) = calicoctl(node, &["node", "status"], None)?;
+        let up = others.iter().all(|a| {
+            text.lines()
+                .any(|l| l.contains(a.as_str()) && l.contains("Established"))
+        });
+        if up {
+            break text;
+        }
+        if Instant::now() > deadline {
+            print!("{}", indent(&text));
+            return Err(birdd_failure(
+                lab,
+                "the mesh did not reach Established within 30 s",
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    println!("   $ calicoctl node status   (on {})", node.name);
+    print!("{}", indent(&status));
+    // Every other node's blocks, learned over BGP.
+    let remote: Vec<String> = lab
+        .pods
+        .iter()
+        .filter(|p| p.node != node.name)
+        .filter_map(|p| p.v4())
+        .filter_map(|ip| ipnet::Ipv4Net::new(ip_v4(ip)?, 26).ok())
+        .map(|n| n.trunc().to_string())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !remote
+        .iter()
+        .all(|b| node.bird_routes().iter().any(|r| r.starts_with(b.as_str())))
+    {
+        if Instant::now() > deadline {
+            print!("{}", indent(&node.routes()));
+            return Err(birdd_failure(
+                lab,
+                &format!(
+                    "{} did not learn routes to {}",
+                    node.name,
+                    remote.join(", ")
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!(
+        "   $ ip route   (on {}; proto bird = learned over BGP)",
+        node.name
+    );
+    print!("{}", indent(&node.routes()));
+    took(t);
+    Ok(())
+}
+
+fn ip_v4(ip: std::net::IpAddr) -> Option<std::net::Ipv4Addr> {
+    match ip {
+        std::net::IpAddr::V4(a) => Some(a),
+        std::net::IpAddr::V6(_) => None,
+    }
+}
+
+/// 5: the grid in native routing.
+fn connectivity(lab: &Lab) -> Result<()> {
+    let t = section(
+        5,
+        "Cross-node connectivity",
+        "Every pod connects to every other on TCP 8080: rows are clients, columns servers, '.' connected, 'X' blocked.",
+    );
+    let (grid, _) = grid_until(lab, |_, _| true)?;
+    print!("{}", indent(&grid));
+    took(t);
+    Ok(())
+}
+
+/// 6: the policy and the grid with its denied cells.
+fn policy(lab: &Lab) -> Result<()> {
+    let t = section(
+        6,
+        "A policy: db admits only api",
+        "Applied with calicoctl; every felixd turns it into iptables rules for the db pods on its node.",
+    );
+    print!("{}", indent(POLICY));
+    calicoctl_ok(&lab.cluster.nodes[0], &["apply", "-f", "-"], Some(POLICY))?;
+    let (grid, after) = grid_until(lab, |i, j| app(lab, j) != "db" || app(lab, i) == "api")?;
+    print!("{}", indent(&grid));
+    println!(
+        "   in force on every node {} ms after the apply (rounds of probes, {} ms timeout each)",
+        after.as_millis(),
+        PROBE_TIMEOUT.as_millis()
+    );
+    took(t);
+    Ok(())
+}
+
+/// 7: a VXLAN pool instead.
+fn vxlan(lab: &mut Lab) -> Result<()> {
+    let t = section(
+        7,
+        "Switching to a VXLAN pool",
+        "A new pool with vxlanMode Always, the old one disabled, the pods made again: felixd builds the tunnels and routes.",
+    );
+    print!("{}", indent(VXLAN_POOLS));
+    calicoctl_ok(
+        &lab.cluster.nodes[0],
+        &["apply", "-f", "-"],
+        Some(VXLAN_POOLS),
+    )?;
+    let keys: Vec<String> = lab.pods.iter().map(|p| p.key()).collect();
+    lab.del_pods(&keys, 6)?;
+    add_pods(lab)?;
+    let _servers = lab.serve(&[PORT], &[]);
+    let node = &lab.cluster.nodes[0];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !node.routes().contains("dev vxlan.calico") {
+        ensure!(
+            Instant::now() < deadline,
+            "{} has no VXLAN routes after 30 s:\n{}",
+            node.name,
+            node.routes()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "   $ ip route   (on {}; vxlan.calico = through the tunnel)",
+        node.name
+    );
+    print!("{}", indent(&node.routes()));
+    let (grid, after) = grid_until(lab, |i, j| app(lab, j) != "db" || app(lab, i) == "api")?;
+    println!(
+        "   the same grid through the tunnels, the policy following the pods' labels ({} ms):",
+        after.as_millis()
+    );
+    print!("{}", indent(&grid));
+    took(t);
+    Ok(())
+}
+
+fn demo() -> Result<()> {
+    let mut lab = bring_up()?;
+    create_pool(&lab)?;
+    start_pods(&mut lab)?;
+    let servers = lab.serve(&[PORT], &[]);
+    bgp(&mut lab)?;
+    connectivity(&lab)?;
+    policy(&lab)?;
+    drop(servers);
+    vxlan(&mut lab)?;
+    let t = section(
+        8,
+        "Teardown",
+        "Pods, daemons, etcd and every namespace removed.",
+    );
+    drop(lab);
+    let left = calico_lab::namespaces_with_prefix(&format!("{NAME}-"));
+    ensure!(
+        left.is_empty(),
+        "namespaces left behind: {}",
+        left.join(", ")
+    );
+    took(t);
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let started = Instant::now();
+    let naming = Naming::new(NAME);
+    {
+        let naming = naming.clone();
+        std::thread::spawn(move || {
+            let sig = calico_lab::wait_for_interrupt();
+            eprintln!("\ndemo: {sig}: tearing down");
+            // The main thread stops at its next line of output.
+            let _out = std::io::stdout().lock();
+            calico_lab::halt();
+            calico_lab::remove(&naming);
+            std::process::exit(130);
+        });
+    }
+    println!(
+        "calico-rs demo: a 3-node cluster in network namespaces on this machine (nothing outside them is touched)."
+    );
+    if !calico_lab::namespaces_with_prefix(&naming.prefix).is_empty() {
+        let r = calico_lab::remove(&naming);
+        println!(
+            "   removed what an earlier, interrupted demo left: {}",
+            r.namespaces.join(", ")
+        );
+    }
+    let outcome = std::panic::catch_unwind(demo);
+    // Whatever happened, nothing stays.
+    calico_lab::remove(&naming);
+    match outcome {
+        Ok(Ok(())) => {
+            println!(
+                "\nDemo done in {:.1} s; nothing left behind.",
+                started.elapsed().as_secs_f64()
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => {
+            eprintln!(
+                "\ndemo FAILED after {:.1} s: {e:#}",
+                started.elapsed().as_secs_f64()
+            );
+            eprintln!("Everything it made was removed.");
+            std::process::ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!(
+                "\ndemo FAILED after {:.1} s (see the message above); everything it made was removed.",
+                started.elapsed().as_secs_f64()
+            );
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

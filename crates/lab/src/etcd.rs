@@ -1,0 +1,222 @@
+//! The cluster's etcd: one member inside the fabric namespace on etcd's usual ports (2379 for
+//! clients, 2380 for peers; every cluster has its own fabric, so clusters never collide),
+//! listening on loopback and on the fabric's gateway address, its data and log in the
+//! cluster's run directory. It can be killed and restarted on the same data, and it can be
+//! left running for a later process (the launcher), which finds it again by pid.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use calico_netns_harness::NetNs;
+
+use crate::daemon::{kill_child, log_tail, pid_alive, signal_pid, spawn_in, stop_child};
+
+/// etcd's client port.
+pub const CLIENT_PORT: u16 = 2379;
+/// etcd's peer port (loopback only: a single member).
+pub const PEER_PORT: u16 = 2380;
+
+/// A single etcd member in a namespace.
+#[derive(Debug)]
+pub struct EtcdServer {
+    ns: NetNs,
+    listen: IpAddr,
+    dir: PathBuf,
+    child: Option<Child>,
+    /// The pid of an etcd this value did not start (found again from a launcher's state).
+    pid: Option<u32>,
+    detached: bool,
+    /// Whether dropping this value kills etcd.
+    owned: bool,
+}
+
+impl EtcdServer {
+    /// Starts etcd inside `ns`, listening on loopback and `listen`, with its data in `dir`,
+    /// and waits until it answers `/health`.
+    pub fn start(ns: &NetNs, listen: IpAddr, dir: &Path, detached: bool) -> EtcdServer {
+        let ns = NetNs::open(ns.name())
+            .unwrap_or_else(|e| panic!("opening namespace {}: {e}", ns.name()));
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        let mut e = EtcdServer {
+            ns,
+            listen,
+            dir: dir.to_path_buf(),
+            child: None,
+            pid: None,
+            detached,
+            owned: true,
+        };
+        e.spawn();
+        e
+    }
+
+    /// An etcd an earlier process started (the launcher's state), left running when dropped.
+    pub fn attach(ns: &str, listen: IpAddr, dir: &Path, pid: Option<u32>) -> std::io::Result<Self> {
+        Ok(EtcdServer {
+            ns: NetNs::open(ns)?,
+            listen,
+            dir: dir.to_path_buf(),
+            child: None,
+            pid,
+            detached: true,
+            owned: false,
+        })
+    }
+
+    fn spawn(&mut self) {
+        let host = match self.listen {
+            IpAddr::V4(a) => a.to_string(),
+            IpAddr::V6(a) => format!("[{a}]"),
+        };
+        let client = format!("http://127.0.0.1:{CLIENT_PORT},http://{host}:{CLIENT_PORT}");
+        let peer = format!("http://127.0.0.1:{PEER_PORT}");
+        let mut cmd = Command::new(calico_etcd_harness::etcd_binary());
+        cmd.arg("--name=lab")
+            .arg(format!("--data-dir={}", self.dir.join("data").display()))
+            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--advertise-client-urls={client}"))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=lab={peer}"))
+            .args(["--logger=zap", "--log-outputs=stderr", "--log-level=error"]);
+        let child = spawn_in(&self.ns, cmd, &self.log_path(), self.detached);
+        self.pid = Some(child.id());
+        self.child = Some(child);
+        self.wait_healthy(Duration::from_secs(20));
+    }
+
+    fn wait_healthy(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!(
+                    "etcd exited during start-up ({status}); log:\n{}",
+                    self.log()
+                );
+            }
+            if self.healthy() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "etcd did not become healthy within {limit:?}; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// Whether etcd answers `/health` with `"health":"true"` (asked from inside its namespace).
+    pub fn healthy(&self) -> bool {
+        self.ns.run(|| {
+            let addr = SocketAddr::from(([127, 0, 0, 1], CLIENT_PORT));
+            let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+                return false;
+            };
+            let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+            if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                .is_err()
+            {
+                return false;
+            }
+            let mut body = String::new();
+            let _ = s.read_to_string(&mut body);
+            body.contains("\"health\":\"true\"")
+        })
+    }
+
+    /// The client URL inside the fabric namespace (loopback).
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{CLIENT_PORT}")
+    }
+
+    /// The client URL the nodes use (the fabric's gateway address).
+    pub fn public_endpoint(&self) -> String {
+        match self.listen {
+            IpAddr::V4(a) => format!("http://{a}:{CLIENT_PORT}"),
+            IpAddr::V6(a) => format!("http://[{a}]:{CLIENT_PORT}"),
+        }
+    }
+
+    pub fn client_port(&self) -> u16 {
+        CLIENT_PORT
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("etcd.log")
+    }
+
+    /// etcd's own log (errors only), for failure messages.
+    pub fn log(&self) -> String {
+        log_tail(&self.log_path(), 40)
+    }
+
+    /// The running etcd's pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id).or(self.pid)
+    }
+
+    /// Kills etcd with SIGKILL, as a crash would, and waits for it to be gone.
+    pub fn kill(&mut self) {
+        if let Some(c) = self.child.take() {
+            kill_child(c);
+        } else if let Some(pid) = self.pid {
+            signal_pid(pid, nix::sys::signal::Signal::SIGKILL);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while pid_alive(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        self.pid = None;
+    }
+
+    /// Stops etcd gracefully (SIGTERM), killing it after 10 s.
+    pub fn stop(&mut self) {
+        if let Some(c) = self.child.take() {
+            stop_child(c, Duration::from_secs(10));
+        } else {
+            self.kill();
+        }
+        self.pid = None;
+    }
+
+    /// Starts etcd again on the same ports and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Whether etcd is running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => self.pid.is_some_and(pid_alive),
+        }
+    }
+
+    /// Leaves etcd running when this value is dropped; returns its pid.
+    pub(crate) fn detach(&mut self) -> Option<u32> {
+        self.owned = false;
+        let pid = self.pid();
+        // Dropping a `Child` neither kills nor waits.
+        self.child = None;
+        self.pid = pid;
+        pid
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        if self.owned {
+            self.kill();
+        }
+    }
+}
