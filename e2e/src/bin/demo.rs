@@ -449,6 +449,12 @@ fn demo() -> Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
+    if !running_as_root() {
+        eprintln!(
+            "demo: making network namespaces, veths and routes needs root: run `sudo make demo` (everything stays inside namespaces the demo creates and removes)"
+        );
+        return std::process::ExitCode::FAILURE;
+    }
     let started = Instant::now();
     let naming = Naming::new(NAME);
     {
@@ -500,4 +506,14 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The effective uid is 0 (read from /proc, which needs no unsafe call).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0")
+    })
 }
