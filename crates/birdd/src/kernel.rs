@@ -69,7 +69,6 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use ipnet::IpNet;
-use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteNextHopFlags, RouteProtocol,
     RouteScope, RouteType, RouteVia,
@@ -956,35 +955,10 @@ fn base_message(cfg: &KernelConfig, prefix: IpNet) -> RouteMessage {
 
 /// A unicast route of our protocol in our table, or `None`.
 fn parse_route(cfg: &KernelConfig, r: &RouteMessage) -> Option<DumpedRoute> {
-    let table = r
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            RouteAttribute::Table(t) => Some(*t),
-            _ => None,
-        })
-        .unwrap_or(u32::from(r.header.table));
-    if table != cfg.table || u8::from(r.header.protocol) != cfg.protocol {
+    if calico_kernel_routes::table(r) != cfg.table || u8::from(r.header.protocol) != cfg.protocol {
         return None;
     }
-    let len = r.header.destination_prefix_length;
-    let prefix = r
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            RouteAttribute::Destination(RouteAddress::Inet(a)) => {
-                IpNet::new(IpAddr::V4(*a), len).ok()
-            }
-            RouteAttribute::Destination(RouteAddress::Inet6(a)) => {
-                IpNet::new(IpAddr::V6(*a), len).ok()
-            }
-            _ => None,
-        })
-        .or(match (len, r.header.address_family) {
-            (0, AddressFamily::Inet) => Some(IpNet::V4(Default::default())),
-            (0, AddressFamily::Inet6) => Some(IpNet::V6(Default::default())),
-            _ => None,
-        })?;
+    let prefix = calico_kernel_routes::destination(r)?;
     let metric = r
         .attributes
         .iter()

@@ -87,44 +87,13 @@ fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> RouteError {
 }
 
 fn parse_route(r: &RouteMessage) -> Option<KernelRoute> {
-    use rtnetlink::packet_route::AddressFamily;
-    if r.header.table != 254 {
-        // Only the main table (RT_TABLE_MAIN); the header holds tables < 256.
-        let in_attr = r
-            .attributes
-            .iter()
-            .any(|a| matches!(a, RouteAttribute::Table(254)));
-        if !in_attr {
-            return None;
-        }
+    // Only the main table (RT_TABLE_MAIN).
+    if calico_kernel_routes::table(r) != 254 {
+        return None;
     }
-    let len = r.header.destination_prefix_length;
-    let dst = r
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            RouteAttribute::Destination(RouteAddress::Inet(a)) => {
-                IpNet::new(IpAddr::V4(*a), len).ok()
-            }
-            RouteAttribute::Destination(RouteAddress::Inet6(a)) => {
-                IpNet::new(IpAddr::V6(*a), len).ok()
-            }
-            _ => None,
-        })
-        .or(match (len, r.header.address_family) {
-            (0, AddressFamily::Inet) => Some(IpNet::V4(Default::default())),
-            (0, AddressFamily::Inet6) => Some(IpNet::V6(Default::default())),
-            _ => None,
-        })?;
-    let oif = r.attributes.iter().find_map(|a| match a {
-        RouteAttribute::Oif(i) => Some(*i),
-        _ => None,
-    });
-    let gateway = r.attributes.iter().find_map(|a| match a {
-        RouteAttribute::Gateway(RouteAddress::Inet(a)) => Some(IpAddr::V4(*a)),
-        RouteAttribute::Gateway(RouteAddress::Inet6(a)) => Some(IpAddr::V6(*a)),
-        _ => None,
-    });
+    let dst = calico_kernel_routes::destination(r)?;
+    let oif = calico_kernel_routes::output_interface(r);
+    let gateway = calico_kernel_routes::gateway(r);
     Some(KernelRoute {
         dst,
         kind: r.header.kind,
