@@ -16,8 +16,11 @@
 //! - Several next hops for one prefix become one ECMP route (`RTA_MULTIPATH`), like BIRD's
 //!   `merge paths on`. A next hop with a device is installed `onlink` on that device (IPIP's
 //!   `tunl0`, Calico's `krt_tunnel`); one without lets the kernel find the connected subnet.
-//! - Every change is one `RTM_NEWROUTE` with `NLM_F_CREATE|NLM_F_REPLACE`, so a route whose
-//!   next hop changes never disappears in between; a withdrawn prefix is deleted.
+//! - Every change to one of our routes is one `RTM_NEWROUTE` with
+//!   `NLM_F_CREATE|NLM_F_REPLACE`, so a route whose next hop changes never disappears in
+//!   between; a new route is created with `NLM_F_EXCL`, so it never replaces a route that is
+//!   not ours (the node's connected subnet learned back over BGP, felixd's routes); a
+//!   withdrawn prefix is deleted.
 //!
 //! How it is written:
 //! - [`KernelHandle::set`] never blocks and never awaits: it records the latest wanted
@@ -757,13 +760,24 @@ impl Writer {
             let cfg = &self.cfg;
             let ifindex = &self.ifindex;
             let nl = &self.nl;
+            let ours = &self.kernel;
             futures::stream::iter(ops)
                 .map(|op| {
                     // Built here, sent inside the future: the batch borrows nothing.
                     let request = match &op {
                         Op::Replace { prefix, hops } => build_replace(cfg, ifindex, *prefix, hops)
                             .map(|(msg, written)| {
-                                Request::Add(nl.route().add(msg).replace(), written)
+                                // Replace only what is ours: a new route is created
+                                // exclusively, so a connected or someone else's route to the
+                                // same prefix at the same metric is never overwritten (BIRD
+                                // gets this from its `direct` protocol winning over BGP).
+                                let add = nl.route().add(msg);
+                                let add = if ours.contains_key(prefix) {
+                                    add.replace()
+                                } else {
+                                    add
+                                };
+                                Request::Add(add, written)
                             }),
                         Op::Delete {
                             prefix,

@@ -722,3 +722,86 @@ router bgp 64513
     );
     let _ = std::fs::remove_dir_all(&run);
 }
+
+#[test]
+fn birdd_nodes_reach_each_other_through_a_bird_route_reflector() {
+    // Calico's "disable the mesh, peer every node with a reflector" setup, with BIRD as the
+    // reflector on the fabric.
+    let cluster = Cluster::start(2, NodeOptions::new(&bin_dir()));
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    apply(
+        a,
+        r#"
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec: {nodeToNodeMeshEnabled: false, asNumber: 64512}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: reflector}
+spec: {peerIP: 10.99.0.254, asNumber: 64512}
+"#,
+    );
+    let block = |n: &calico_lab::Node| block_of(claim_block(a, &n.name, 1, 0)[0]);
+    let (block_a, block_b) = (block(a), block(b));
+    let rr = Bird::start_in(
+        &cluster.fabric,
+        a.dir.path(),
+        r#"
+router id 10.99.0.254;
+protocol device { }
+protocol direct { ipv4; interface "br0"; }
+template bgp clients {
+  local 10.99.0.254 as 64512;
+  rr client;
+  rr cluster id 2.2.2.2;
+  ipv4 { import all; export all; };
+}
+protocol bgp node_a from clients { neighbor 10.99.0.1 as 64512; }
+protocol bgp node_b from clients { neighbor 10.99.0.2 as 64512; }
+"#,
+        "reflector",
+    );
+    let birdds: Vec<Birdd> = cluster.nodes.iter().map(Birdd::start).collect();
+    for (n, d) in cluster.nodes.iter().zip(&birdds) {
+        established(d, n, 1);
+    }
+    // Each node's block reaches the other through the reflector, next hop unchanged, and
+    // goes into its kernel.
+    for (n, other_block, via) in [(a, &block_b, "10.99.0.2"), (b, &block_a, "10.99.0.1")] {
+        wait_for(
+            "the reflected block in the kernel",
+            Duration::from_secs(20),
+            || {
+                ns_out(&n.ns, "ip", &["route", "show", "proto", "bird"])
+                    .contains(&format!("{other_block} via {via}"))
+                    .then_some(())
+            },
+        );
+    }
+    let seen = rr.birdc(a, &format!("show route {block_a} all"));
+    assert!(
+        seen.contains("BGP.as_path"),
+        "the reflector has node-a's block:\n{seen}"
+    );
+    // The reflector also sends its connected subnet, the nodes' own: it must not replace
+    // the nodes' link route (BIRD's `direct` protocol would win; birdd never overwrites a
+    // route that is not its own).
+    for n in [a, b] {
+        let r = ns_out(&n.ns, "ip", &["route", "show", "10.99.0.0/24"]);
+        assert!(
+            r.contains("proto kernel"),
+            "the link route was replaced on {}: {r}",
+            n.name
+        );
+    }
+    // What node-b learned carries the reflection attributes.
+    let routes = birdds[1].routes(b);
+    let r = routes
+        .iter()
+        .find(|r| r.prefix == block_a)
+        .expect("node-a's block at node-b");
+    assert_eq!(r.next_hop, "10.99.0.1");
+    assert!(r.best && r.installed, "{r:?}");
+}
