@@ -26,6 +26,11 @@ struct Pod {
 }
 
 fn add_pod(node: &Node, runtime: &Runtime, name: &str, app: &str) -> Pod {
+    add_pod_at(node, runtime, name, app, None)
+}
+
+/// A pod asking for a given address (CNI_ARGS `IP=`), e.g. one from another node's block.
+fn add_pod_at(node: &Node, runtime: &Runtime, name: &str, app: &str, ip: Option<IpAddr>) -> Pod {
     let mut plugin = node.calico_plugin();
     plugin["ipam"]["assign_ipv6"] = json!("false");
     plugin["policy_setup_timeout_seconds"] = json!(10);
@@ -39,10 +44,13 @@ fn add_pod(node: &Node, runtime: &Runtime, name: &str, app: &str) -> Pod {
         container_id: format!("vx-{name}"),
         netns: Some(ns.path().to_path_buf()),
         ifname: "eth0".into(),
-        args: vec![
-            ("K8S_POD_NAMESPACE".into(), "prod".into()),
-            ("K8S_POD_NAME".into(), name.into()),
-        ],
+        args: [
+            ("K8S_POD_NAMESPACE".to_string(), "prod".to_string()),
+            ("K8S_POD_NAME".to_string(), name.to_string()),
+        ]
+        .into_iter()
+        .chain(ip.map(|ip| ("IP".to_string(), ip.to_string())))
+        .collect(),
         capability_args: Default::default(),
     };
     let r = node
@@ -136,6 +144,37 @@ spec:
     });
     assert!(tcp_connects(&b.ns, a.ip, 80, t));
 
+    // A pod on node-b with an address from node-a's block (borrowed): node-a routes that one
+    // address through the tunnel to node-b, ahead of its own blackhole for the block.
+    let IpAddr::V4(a4) = a.ip else {
+        panic!("IPv4 pods")
+    };
+    let borrowed = IpAddr::V4(std::net::Ipv4Addr::from(u32::from(a4) + 10));
+    let c = add_pod_at(
+        &cluster.nodes[1],
+        &runtimes[1],
+        "c",
+        "other",
+        Some(borrowed),
+    );
+    assert_eq!(c.ip, borrowed);
+    eventually(
+        Duration::from_secs(20),
+        "node-a's route to the borrowed address",
+        || {
+            cluster.nodes[0]
+                .routes()
+                .lines()
+                .any(|l| l.starts_with(&format!("{borrowed} ")) && l.contains("dev vxlan.calico"))
+        },
+    );
+    eventually(
+        Duration::from_secs(20),
+        "a reaches the pod with a borrowed address",
+        || tcp_connects(&a.ns, c.ip, 80, t),
+    );
+    assert!(tcp_connects(&c.ns, a.ip, 80, t));
+
     // Policy on b's node selecting a pod that lives on a's node.
     let policy = r#"
 apiVersion: projectcalico.org/v3
@@ -159,4 +198,5 @@ spec:
     eprintln!("node-a routes:\n{routes}");
     drop(a);
     drop(b);
+    drop(c);
 }

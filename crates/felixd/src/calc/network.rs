@@ -9,6 +9,7 @@ use std::net::IpAddr;
 
 use calico_api::kinds::EncapMode;
 use calico_api::resource::{IpPool, Node};
+use calico_ipam::block::{ATTR_NODE, AllocationBlock};
 use ipnet::IpNet;
 use sha1::{Digest, Sha1};
 
@@ -42,6 +43,9 @@ pub struct Network {
     pub nodes: BTreeMap<String, NodeInfo>,
     /// Block CIDR → the node it is affine to (if any).
     pub blocks: BTreeMap<IpNet, Option<String>>,
+    /// Addresses in use by a node other than their block's owner (borrowed when the owner
+    /// had no free block to give), per block: each needs its own route to where it lives.
+    pub borrowed: BTreeMap<IpNet, Vec<(IpAddr, String)>>,
     pub(super) dirty: bool,
 }
 
@@ -124,38 +128,64 @@ impl Network {
         }
     }
 
-    /// A block from its stored JSON (only its CIDR and affinity matter here).
+    /// A block from its stored JSON: its affinity, and the addresses in it that a node other
+    /// than the owner uses (each allocation records its node, as Calico's CNI plugin writes it).
     pub fn put_block(&mut self, cidr: IpNet, value: &[u8]) {
         #[derive(serde::Deserialize)]
-        struct Affinity {
-            #[serde(default)]
-            affinity: Option<String>,
-            #[serde(default, rename = "hostAffinity")]
-            host_affinity: Option<String>,
+        struct Deleted {
             #[serde(default)]
             deleted: bool,
         }
-        let host = match serde_json::from_slice::<Affinity>(value) {
-            Ok(a) if a.deleted => {
-                self.delete_block(&cidr);
-                return;
-            }
-            Ok(a) => a
-                .affinity
-                .and_then(|s| s.strip_prefix("host:").map(str::to_string))
-                .or(a.host_affinity),
+        if serde_json::from_slice::<Deleted>(value).is_ok_and(|d| d.deleted) {
+            self.delete_block(&cidr);
+            return;
+        }
+        let block = match serde_json::from_slice::<AllocationBlock>(value) {
+            Ok(b) => b,
             Err(e) => {
                 tracing::warn!(block = %cidr, error = %e, "ignoring an IPAM block that does not parse");
-                None
+                if self.blocks.get(&cidr) != Some(&None) {
+                    self.blocks.insert(cidr, None);
+                    self.borrowed.remove(&cidr);
+                    self.dirty = true;
+                }
+                return;
             }
         };
+        let host = block
+            .affinity
+            .as_deref()
+            .and_then(|s| s.strip_prefix("host:").map(str::to_string))
+            .or_else(|| block.host_affinity.clone());
+        let borrowed: Vec<(IpAddr, String)> = (0..block.size())
+            .filter(|o| block.is_allocated(*o))
+            .filter_map(|o| {
+                let ip = block.ip(o);
+                let node = block
+                    .attributes_for(ip)?
+                    .active_owner_attrs
+                    .as_ref()?
+                    .get(ATTR_NODE)?;
+                (Some(node) != host.as_ref()).then(|| (ip, node.clone()))
+            })
+            .collect();
         if self.blocks.get(&cidr) != Some(&host) {
             self.blocks.insert(cidr, host);
+            self.dirty = true;
+        }
+        let had = self.borrowed.get(&cidr).map_or(&[][..], Vec::as_slice);
+        if had != borrowed.as_slice() {
+            if borrowed.is_empty() {
+                self.borrowed.remove(&cidr);
+            } else {
+                self.borrowed.insert(cidr, borrowed);
+            }
             self.dirty = true;
         }
     }
 
     pub fn delete_block(&mut self, cidr: &IpNet) {
+        self.borrowed.remove(cidr);
         if self.blocks.remove(cidr).is_some() {
             self.dirty = true;
         }

@@ -854,6 +854,17 @@ impl Dataplane {
         let my_subnet = net.nodes.get(&host).and_then(|n| n.ipv4);
         let mut routes = Vec::new();
         if on && me.is_some() {
+            let target_for = |pool: &crate::calc::network::Pool, r: &vxlan::Vtep| {
+                let same_subnet = my_subnet.is_some_and(|s| s.contains(&IpAddr::V4(r.node_ip)));
+                if pool.vxlan == EncapMode::CrossSubnet && same_subnet {
+                    RouteTarget::Gateway(IpAddr::V4(r.node_ip))
+                } else {
+                    RouteTarget::OnLink {
+                        gateway: IpAddr::V4(r.tunnel_ip),
+                        iface: vxlan::VXLAN_IFACE.to_string(),
+                    }
+                }
+            };
             for (cidr, owner) in &net.blocks {
                 let Some(owner) = owner.as_deref().filter(|o| *o != host) else {
                     continue;
@@ -864,17 +875,25 @@ impl Dataplane {
                 let Some(r) = remotes.get(owner) else {
                     continue;
                 };
-                let same_subnet = my_subnet.is_some_and(|s| s.contains(&IpAddr::V4(r.node_ip)));
-                let target = if pool.vxlan == EncapMode::CrossSubnet && same_subnet {
-                    RouteTarget::Gateway(IpAddr::V4(r.node_ip))
-                } else {
-                    RouteTarget::OnLink {
-                        gateway: IpAddr::V4(r.tunnel_ip),
-                        iface: vxlan::VXLAN_IFACE.to_string(),
-                    }
-                };
-                self.routes.set(*cidr, target);
+                self.routes.set(*cidr, target_for(pool, r));
                 routes.push(*cidr);
+            }
+            // A borrowed address lives on another node than its block's owner: a host route
+            // to that node, more specific than the block's route or our own blackhole
+            // (Felix's route resolver does the same from the workload's node).
+            for (cidr, used) in &net.borrowed {
+                let Some(pool) = net.pool_of(cidr).filter(|p| p.vxlan != EncapMode::Never) else {
+                    continue;
+                };
+                for (ip, node) in used {
+                    let Some(r) = remotes.get(node) else { continue };
+                    let Ok(host_route) = IpNet::new(*ip, if ip.is_ipv4() { 32 } else { 128 })
+                    else {
+                        continue;
+                    };
+                    self.routes.set(host_route, target_for(pool, r));
+                    routes.push(host_route);
+                }
             }
         }
         for old in std::mem::take(&mut self.cluster_routes) {
