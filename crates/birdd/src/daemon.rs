@@ -38,7 +38,7 @@ use crate::session::{self, Endpoint, PeerKey, SessionCommand, SessionEvent, Sess
 
 /// Prefixes exported to one peer per flush: bounded so the loop stays responsive (and
 /// keepalives flow) while a full table goes out.
-const FLUSH_SLICE: usize = 50_000;
+const FLUSH_SLICE: usize = 20_000;
 
 /// How often the kernel's routes are re-read and repaired if someone changed them.
 const KERNEL_RESYNC: Duration = Duration::from_secs(10);
