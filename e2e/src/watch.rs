@@ -50,8 +50,10 @@ pub struct Watch {
     threads: Vec<JoinHandle<Seen>>,
 }
 
-/// How long one attempt may take before it counts as lost.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How long one attempt may take before it counts as lost: long enough for TCP's first SYN
+/// retransmission (1 s), as a real client would wait, so a connection an application would
+/// see fail is a miss and one that only waited on a busy 2-core machine is not.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(2500);
 /// How long a probe that policy blocks waits for an answer that must not come: one that
 /// got through would be answered within milliseconds, and short attempts make many, so that
 /// a brief window in the rules is seen.

@@ -90,18 +90,12 @@ impl Etcd {
             .expect("creating the etcd log file");
         let child = Command::new(&self.binary)
             .arg("--name=test")
-            .arg(format!(
-                "--data-dir={}",
-                self.dir.path().join("data").display()
+            .args(member_args(
+                "test",
+                &self.dir.path().join("data"),
+                &client,
+                &peer,
             ))
-            .arg(format!("--listen-client-urls={client}"))
-            .arg(format!("--advertise-client-urls={client}"))
-            .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=test={peer}"))
-            .arg("--logger=zap")
-            .arg("--log-outputs=stderr")
-            .arg("--log-level=error")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -112,44 +106,19 @@ impl Etcd {
     }
 
     fn wait_healthy(&mut self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!(
-                    "etcd exited during start-up ({status}); log:\n{}",
-                    self.log()
-                );
-            }
-            if self.healthy() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "etcd did not become healthy within {limit:?}; log:\n{}",
-            self.log()
+        let port = self.client_port;
+        let log = self.dir.path().join("etcd.log");
+        wait_healthy(
+            self.child.as_mut(),
+            limit,
+            || answers_health(port),
+            || std::fs::read_to_string(&log).unwrap_or_default(),
         );
     }
 
     /// Whether etcd answers its `/health` endpoint with `"health":"true"`.
     pub fn healthy(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect_timeout(
-            &([127, 0, 0, 1], self.client_port).into(),
-            Duration::from_millis(200),
-        ) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-        if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            .is_err()
-        {
-            return false;
-        }
-        let mut body = String::new();
-        let _ = s.read_to_string(&mut body);
-        body.contains("\"health\":\"true\"")
+        answers_health(self.client_port)
     }
 
     /// The client URL, e.g. `http://127.0.0.1:40123`.
@@ -220,4 +189,66 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// etcd's arguments for a one-member cluster called `name` with its data in `data_dir`,
+/// serving clients on `client_urls` (comma-separated) and its peer port on `peer_url`, logging
+/// errors only, to stderr.
+pub fn member_args(name: &str, data_dir: &Path, client_urls: &str, peer_url: &str) -> Vec<String> {
+    vec![
+        format!("--name={name}"),
+        format!("--data-dir={}", data_dir.display()),
+        format!("--listen-client-urls={client_urls}"),
+        format!("--advertise-client-urls={client_urls}"),
+        format!("--listen-peer-urls={peer_url}"),
+        format!("--initial-advertise-peer-urls={peer_url}"),
+        format!("--initial-cluster={name}={peer_url}"),
+        "--logger=zap".into(),
+        "--log-outputs=stderr".into(),
+        "--log-level=error".into(),
+    ]
+}
+
+/// Whether the etcd on 127.0.0.1:`port` answers `/health` with `"health":"true"` (asked
+/// from whatever network namespace the calling thread is in).
+pub fn answers_health(port: u16) -> bool {
+    let Ok(mut s) =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+    else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.contains("\"health\":\"true\"")
+}
+
+/// Waits until `healthy()`; panics with etcd's log if `child` exits first or `limit` passes.
+pub fn wait_healthy(
+    mut child: Option<&mut Child>,
+    limit: Duration,
+    healthy: impl Fn() -> bool,
+    log: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(c) = child.as_deref_mut()
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            panic!("etcd exited during start-up ({status}); log:\n{}", log());
+        }
+        if healthy() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "etcd did not become healthy within {limit:?}; log:\n{}",
+        log()
+    );
 }

@@ -4,8 +4,7 @@
 //! cluster's run directory. It can be killed and restarted on the same data, and it can be
 //! left running for a later process (the launcher), which finds it again by pid.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -74,14 +73,12 @@ impl EtcdServer {
         let client = format!("http://127.0.0.1:{CLIENT_PORT},http://{host}:{CLIENT_PORT}");
         let peer = format!("http://127.0.0.1:{PEER_PORT}");
         let mut cmd = Command::new(calico_etcd_harness::etcd_binary());
-        cmd.arg("--name=lab")
-            .arg(format!("--data-dir={}", self.dir.join("data").display()))
-            .arg(format!("--listen-client-urls={client}"))
-            .arg(format!("--advertise-client-urls={client}"))
-            .arg(format!("--listen-peer-urls={peer}"))
-            .arg(format!("--initial-advertise-peer-urls={peer}"))
-            .arg(format!("--initial-cluster=lab={peer}"))
-            .args(["--logger=zap", "--log-outputs=stderr", "--log-level=error"]);
+        cmd.args(calico_etcd_harness::member_args(
+            "lab",
+            &self.dir.join("data"),
+            &client,
+            &peer,
+        ));
         let child = spawn_in(&self.ns, cmd, &self.log_path(), self.detached);
         self.pid = Some(child.id());
         self.child = Some(child);
@@ -89,44 +86,20 @@ impl EtcdServer {
     }
 
     fn wait_healthy(&mut self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(c) = self.child.as_mut()
-                && let Ok(Some(status)) = c.try_wait()
-            {
-                panic!(
-                    "etcd exited during start-up ({status}); log:\n{}",
-                    self.log()
-                );
-            }
-            if self.healthy() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "etcd did not become healthy within {limit:?}; log:\n{}",
-            self.log()
+        let log = self.log_path();
+        let ns = &self.ns;
+        calico_etcd_harness::wait_healthy(
+            self.child.as_mut(),
+            limit,
+            || ns.run(|| calico_etcd_harness::answers_health(CLIENT_PORT)),
+            || log_tail(&log, 40),
         );
     }
 
     /// Whether etcd answers `/health` with `"health":"true"` (asked from inside its namespace).
     pub fn healthy(&self) -> bool {
-        self.ns.run(|| {
-            let addr = SocketAddr::from(([127, 0, 0, 1], CLIENT_PORT));
-            let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-                return false;
-            };
-            let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-            if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-                .is_err()
-            {
-                return false;
-            }
-            let mut body = String::new();
-            let _ = s.read_to_string(&mut body);
-            body.contains("\"health\":\"true\"")
-        })
+        self.ns
+            .run(|| calico_etcd_harness::answers_health(CLIENT_PORT))
     }
 
     /// The client URL inside the fabric namespace (loopback).
