@@ -29,6 +29,8 @@ pub struct Status {
     pub in_sync: AtomicBool,
     pub programmed_once: AtomicBool,
     pub dataplane_error: Mutex<Option<String>>,
+    /// Something the pools need that this node cannot do (IPIP without the kernel module).
+    pub encap_problem: Mutex<Option<String>>,
     /// Local endpoints felixd knows, and those whose current state is in the kernel.
     pub known: Mutex<HashSet<EndpointId>>,
     pub programmed: Mutex<HashSet<EndpointId>>,
@@ -46,6 +48,7 @@ impl Default for Status {
             in_sync: AtomicBool::new(false),
             programmed_once: AtomicBool::new(false),
             dataplane_error: Mutex::new(None),
+            encap_problem: Mutex::new(None),
             known: Mutex::new(HashSet::new()),
             programmed: Mutex::new(HashSet::new()),
             applied: watch::channel(0).0,
@@ -92,6 +95,14 @@ impl Status {
             .as_ref()
         {
             return (false, format!("the last dataplane update failed: {e}"));
+        }
+        if let Some(e) = self
+            .encap_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            return (false, e.clone());
         }
         (true, "ready".into())
     }

@@ -343,6 +343,11 @@ impl Loop {
                     .dataplane_error
                     .lock()
                     .unwrap_or_else(|e| e.into_inner()) = None;
+                *self
+                    .status
+                    .encap_problem
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = dp.encap_problem();
                 let programmed: HashSet<EndpointId> = self
                     .calc
                     .local_endpoints()

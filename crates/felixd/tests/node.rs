@@ -268,3 +268,57 @@ fn workload_interfaces_are_configured_and_old_flows_forgotten() {
     let mtu = std::fs::read_to_string(c.lab.dir.path().join("mtu")).expect("the MTU file");
     assert!(mtu.trim().parse::<u32>().is_ok_and(|m| m >= 1200), "{mtu}");
 }
+
+/// This kernel has no IPIP: a pool that asks for it makes felixd say why it is not ready,
+/// rather than fail every update or pretend; back to no encapsulation, ready again.
+#[test]
+fn ipip_pools_on_a_kernel_without_ipip_are_a_clear_not_ready_reason() {
+    let c = Cluster::new(&[]);
+    let pool = |mode: &str| {
+        format!(
+            r#"
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {{name: v4}}
+spec: {{cidr: 10.244.0.0/16, blockSize: 26, ipipMode: {mode}}}
+"#
+        )
+    };
+    let has_ipip = c
+        .lab
+        .ns
+        .try_exec("ip", &["link", "add", "name", "probe0", "type", "ipip"]);
+    if has_ipip.is_ok_and(|o| o.status.success()) {
+        // A kernel with IPIP: tunl0 comes up instead (the CI kernel has none).
+        c.lab.ns.exec("ip", &["link", "del", "probe0"]);
+        c.apply(&pool("Always"));
+        c.eventually(CONVERGE, "tunl0 up", || {
+            c.lab
+                .ns
+                .try_exec("ip", &["link", "show", "tunl0", "up"])
+                .is_ok_and(|o| !o.stdout.is_empty())
+        });
+        return;
+    }
+    c.apply(&pool("Always"));
+    let mut reason = String::new();
+    c.eventually(CONVERGE, "felixd to report IPIP as unavailable", || match c
+        .lab
+        .felixd_get("/readiness")
+    {
+        Some((503, body)) if body.contains("IPIP") => {
+            reason = body;
+            true
+        }
+        _ => false,
+    });
+    eprintln!("felixd /readiness: {reason}");
+    assert!(
+        reason.contains("tunl0") && reason.contains("VXLAN"),
+        "{reason}"
+    );
+    c.apply(&pool("Never"));
+    c.eventually(CONVERGE, "ready again without IPIP", || {
+        matches!(c.lab.felixd_get("/readiness"), Some((200, _)))
+    });
+}

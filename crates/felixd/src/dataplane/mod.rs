@@ -9,6 +9,7 @@
 pub mod exec;
 pub mod family;
 pub mod interfaces;
+pub mod ipip;
 pub mod ipsets;
 pub mod iptables;
 pub mod routes;
@@ -148,6 +149,7 @@ pub struct Dataplane {
     blackholes: Vec<IpNet>,
     iface_settings: interfaces::InterfaceSettings,
     vxlan: vxlan::Vxlan,
+    ipip: ipip::Ipip,
     /// The underlay MTU (read at apply time) and what encapsulation takes from it.
     host_mtu: Option<u32>,
     encap_overhead: u32,
@@ -234,6 +236,7 @@ impl Dataplane {
             blackholes: Vec::new(),
             iface_settings: interfaces::InterfaceSettings::default(),
             vxlan: vxlan::Vxlan::default(),
+            ipip: ipip::Ipip::default(),
             host_mtu: None,
             encap_overhead: 0,
             mtu_dirty: true,
@@ -781,6 +784,18 @@ impl Dataplane {
         }
         self.blackholes = mine;
         self.update_vxlan(net);
+        let ipip_on = net.ipip_enabled() && self.families.iter().any(|f| f.v == 4);
+        let address = net
+            .nodes
+            .get(&self.cfg.hostname)
+            .and_then(|n| match n.ipip_tunnel_v4 {
+                Some(IpAddr::V4(a)) => Some(a),
+                _ => None,
+            });
+        self.ipip.set(ipip_on.then(|| ipip::IpipDevice {
+            mtu: self.host_mtu.unwrap_or(1500).saturating_sub(20),
+            address,
+        }));
         // The pod MTU: the underlay's, less what encapsulation takes (VXLAN: 50, v6 70).
         self.encap_overhead = if net.vxlan_enabled(6) && self.cfg.ipv6 {
             70
@@ -904,6 +919,11 @@ impl Dataplane {
         self.cluster_routes = routes;
     }
 
+    /// Why the pools' encapsulation cannot work on this node (a kernel without IPIP).
+    pub fn encap_problem(&self) -> Option<String> {
+        self.ipip.unavailable().map(str::to_string)
+    }
+
     /// Whether the local endpoint's current state is in the kernel.
     pub fn is_programmed(&self, id: &EndpointId) -> bool {
         self.endpoint_generation
@@ -914,7 +934,10 @@ impl Dataplane {
 
     pub fn needs_apply(&self) -> bool {
         self.applied < self.generation
-            || (self.cfg.netlink && (self.routes.needs_apply() || self.vxlan.needs_apply()))
+            || (self.cfg.netlink
+                && (self.routes.needs_apply()
+                    || self.vxlan.needs_apply()
+                    || self.ipip.needs_apply()))
             || self.families.iter().any(Family::needs_apply)
     }
 
@@ -934,6 +957,7 @@ impl Dataplane {
     pub fn invalidate_routes(&mut self) {
         self.routes.invalidate();
         self.vxlan.invalidate();
+        self.ipip.invalidate();
         self.mtu_dirty = true;
         // Interface settings are checked again too (someone may have changed them).
         for iface in self.wl_ifaces.keys() {
@@ -1016,6 +1040,9 @@ impl Dataplane {
             if self.vxlan.needs_apply() {
                 // The tunnel before the routes that use it.
                 self.vxlan.apply(&h).await?;
+            }
+            if self.ipip.needs_apply() {
+                self.ipip.apply(&h).await?;
             }
             // A full listing of links and routes costs ~30 ms with a thousand pods: only
             // when something changed, a refresh is due, or a route waits for its interface.

@@ -212,7 +212,7 @@ impl Vxlan {
                 })?
             }
         };
-        self.sync_address(h, index, me.tunnel_ip).await?;
+        sync_tunnel_address(h, index, me.tunnel_ip, VXLAN_IFACE).await?;
         stats.neighbours_changed = self.sync_arp(h, index).await?;
         stats.fdb_changed = self.sync_fdb(h, index).await?;
         self.dirty = false;
@@ -239,42 +239,6 @@ impl Vxlan {
             }
         }
         Ok(None)
-    }
-
-    async fn sync_address(&self, h: &Handle, index: u32, ip: Ipv4Addr) -> Result<(), RouteError> {
-        let mut have_it = false;
-        let mut addrs = h.address().get().set_link_index_filter(index).execute();
-        let mut stale = Vec::new();
-        while let Some(a) = addrs
-            .try_next()
-            .await
-            .map_err(nl("listing vxlan.calico's addresses"))?
-        {
-            let v4 = a.attributes.iter().find_map(|x| match x {
-                AddressAttribute::Address(IpAddr::V4(v)) => Some(*v),
-                _ => None,
-            });
-            match v4 {
-                Some(v) if v == ip && a.header.prefix_len == 32 => have_it = true,
-                Some(_) => stale.push(a),
-                None => {}
-            }
-        }
-        for a in stale {
-            h.address()
-                .del(a)
-                .execute()
-                .await
-                .map_err(nl("removing a stale vxlan.calico address"))?;
-        }
-        if !have_it {
-            h.address()
-                .add(index, IpAddr::V4(ip), 32)
-                .execute()
-                .await
-                .map_err(nl(format!("adding {ip}/32 to vxlan.calico")))?;
-        }
-        Ok(())
     }
 
     async fn neighbours(
@@ -396,4 +360,47 @@ impl Vxlan {
         }
         Ok(changed)
     }
+}
+
+/// Makes `ip`/32 the only IPv4 address of tunnel device `index` (`vxlan.calico`, `tunl0`):
+/// the node's tunnel address, which Felix gives the device.
+pub(super) async fn sync_tunnel_address(
+    h: &Handle,
+    index: u32,
+    ip: Ipv4Addr,
+    name: &str,
+) -> Result<(), RouteError> {
+    let mut have_it = false;
+    let mut addrs = h.address().get().set_link_index_filter(index).execute();
+    let mut stale = Vec::new();
+    while let Some(a) = addrs
+        .try_next()
+        .await
+        .map_err(nl(format!("listing {name}'s addresses")))?
+    {
+        let v4 = a.attributes.iter().find_map(|x| match x {
+            AddressAttribute::Address(IpAddr::V4(v)) => Some(*v),
+            _ => None,
+        });
+        match v4 {
+            Some(v) if v == ip && a.header.prefix_len == 32 => have_it = true,
+            Some(_) => stale.push(a),
+            None => {}
+        }
+    }
+    for a in stale {
+        h.address()
+            .del(a)
+            .execute()
+            .await
+            .map_err(nl(format!("removing a stale {name} address")))?;
+    }
+    if !have_it {
+        h.address()
+            .add(index, IpAddr::V4(ip), 32)
+            .execute()
+            .await
+            .map_err(nl(format!("adding {ip}/32 to {name}")))?;
+    }
+    Ok(())
 }
