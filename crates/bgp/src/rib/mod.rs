@@ -799,6 +799,9 @@ impl Rib {
                     rejected: imp.rejected,
                 };
                 counts.record(&p);
+                // Most prefixes have one path: grow one at a time (a plain push would
+                // reserve room for four, 120 bytes per prefix that stay unused).
+                dest.paths.reserve_exact(1);
                 dest.paths.push(p);
                 settle(
                     &Ctx { config, peers },
