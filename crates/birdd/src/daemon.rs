@@ -1031,6 +1031,16 @@ impl Daemon {
         if self.listener.is_none() {
             return Err("not listening for BGP connections".into());
         }
+        // calico-node's `-bird-ready`: every BGP session is up.
+        let down: Vec<String> = self
+            .peers
+            .values()
+            .filter(|p| !p.established())
+            .map(|p| p.intent.address.to_string())
+            .collect();
+        if !down.is_empty() {
+            return Err(format!("BGP not established with {}", down.join(",")));
+        }
         Ok(())
     }
 

@@ -52,6 +52,24 @@ fn three_nodes_mesh_and_install_each_others_blocks() {
         assert!(!routes.contains(&blocks[i].to_string()), "{routes}");
     }
 
+    // Ready (calico-node's -bird-ready): every session up.
+    let ready = |n: &calico_lab::Node| {
+        n.ns.run(|| {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect("127.0.0.1:9900").ok()?;
+            s.write_all(b"GET /readiness HTTP/1.0\r\n\r\n").ok()?;
+            let mut body = String::new();
+            s.read_to_string(&mut body).ok()?;
+            Some(body)
+        })
+        .unwrap_or_default()
+    };
+    let r = wait_for("node-a ready", Duration::from_secs(10), || {
+        let r = ready(&cluster.nodes[0]);
+        r.contains(" 200 ").then_some(r)
+    });
+    assert!(r.contains("ready"), "{r}");
+
     // A BGPPeer for node-a only, added live: node-a gets a session, the mesh stays up.
     let before: Vec<i64> = daemons[0]
         .peers(&cluster.nodes[0])
