@@ -6,11 +6,12 @@
 //! - [`agent`]: felixd's local API for the CNI plugin and status;
 //! - [`bgp`]: birdd's peers, routes and decisions;
 //!
-//! and [`endpoint`], how a client dials any of them.
+//! and [`endpoint`], how a client dials any of them; [`lifecycle`], how every daemon stops.
 //!
 //! Messages carry typed fields; resource bodies travel as the v3 JSON they are stored as.
 
 pub mod endpoint;
+pub mod lifecycle;
 
 #[allow(missing_debug_implementations, clippy::all, clippy::unwrap_used)] // generated code
 pub mod ipam {

@@ -80,20 +80,7 @@ async fn main() -> Result<()> {
         reconcile_after: Duration::from_secs(args.reconcile_after),
     };
     let stop = CancellationToken::new();
-    let on_signal = stop.clone();
-    tokio::spawn(async move {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            tracing::error!("cannot watch SIGTERM");
-            return;
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        on_signal.cancel();
-    });
+    calico_proto::lifecycle::stop_on_signal(stop.clone());
     tracing::info!(node = %nodename, "birdd starting");
     birdd::daemon::run(ds, opts, stop).await
 }

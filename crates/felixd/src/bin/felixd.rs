@@ -86,22 +86,7 @@ async fn main() -> Result<()> {
         },
     };
     let stop = CancellationToken::new();
-    let on_signal = stop.clone();
-    tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot watch SIGTERM");
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        on_signal.cancel();
-    });
+    calico_proto::lifecycle::stop_on_signal(stop.clone());
     tracing::info!(node = %hostname, "felixd starting");
     felixd::daemon::run(ds, opts, stop).await
 }

@@ -112,22 +112,6 @@ async fn main() -> Result<()> {
         let gc = Collector::new(ipam, Arc::new(SystemClock), GcConfig::new(&identity, grace));
         tokio::spawn(gc.run(stop.clone()));
     }
-    let on_signal = stop.clone();
-    tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot watch SIGTERM");
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("stopping");
-        on_signal.cancel();
-    });
+    calico_proto::lifecycle::stop_on_signal(stop.clone());
     ipamd.run(stop, Duration::from_secs(10)).await
 }
