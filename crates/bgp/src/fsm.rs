@@ -115,7 +115,6 @@ impl SessionConfig {
 /// What the two OPENs agreed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Negotiated {
-    pub peer_as: u32,
     pub peer_router_id: Ipv4Addr,
     pub hold_time: u16,
     pub keepalive_time: u16,
@@ -126,8 +125,6 @@ pub struct Negotiated {
     pub peer_route_refresh: bool,
     /// The peer's graceful restart capability, if it sent one.
     pub peer_graceful_restart: Option<GracefulRestart>,
-    /// The capabilities the peer sent, for `show` output.
-    pub peer_capabilities: Vec<Capability>,
 }
 
 impl Negotiated {
@@ -228,8 +225,6 @@ pub struct Session {
     cfg: SessionConfig,
     state: State,
     negotiated: Option<Negotiated>,
-    /// The OPEN we received, between OpenSent and Established.
-    peer_open: Option<Open>,
     /// Failures in a row, for the growing wait before the next attempt.
     failures: u32,
     /// Set by `Stop`: no automatic restart.
@@ -243,7 +238,6 @@ impl Session {
             cfg,
             state: State::Idle,
             negotiated: None,
-            peer_open: None,
             failures: 0,
             stopped: true,
             last_error: None,
@@ -286,9 +280,9 @@ impl Session {
             State::Connect | State::Active => true,
             State::OpenSent => false,
             State::OpenConfirm => self
-                .peer_open
+                .negotiated
                 .as_ref()
-                .is_some_and(|o| u32::from(o.router_id) > u32::from(self.cfg.router_id)),
+                .is_some_and(|n| u32::from(n.peer_router_id) > u32::from(self.cfg.router_id)),
             State::Established => false,
         }
     }
@@ -337,7 +331,6 @@ impl Session {
                     out.push(Output::Timer(Timer::Hold, None));
                     out.push(Output::Timer(Timer::Keepalive, None));
                     self.negotiated = None;
-                    self.peer_open = None;
                     self.set_state(State::Active, &mut out);
                 }
             }
@@ -425,7 +418,6 @@ impl Session {
         };
         if let Message::Notification(n) = msg {
             // RFC 4271 §6: a NOTIFICATION ends the session; nothing is sent back.
-            out.push(Output::Disconnect);
             return self.down(DownReason::Received(n), out);
         }
         match self.state {
@@ -467,7 +459,6 @@ impl Session {
             ));
         }
         self.negotiated = Some(negotiated);
-        self.peer_open = Some(open);
         if let Some(k) = self.keepalive_interval() {
             out.push(Output::Timer(Timer::Keepalive, Some(k)));
         }
@@ -484,10 +475,9 @@ impl Session {
         }
     }
 
-    /// Sends `n`, closes, and goes down.
+    /// Sends `n` and goes down (which closes the connection after it).
     fn fail(&mut self, n: Notification, out: &mut Vec<Output>) {
         out.push(Output::Send(wire::encode_notification(&n)));
-        out.push(Output::Disconnect);
         self.down(DownReason::Sent(n), out);
     }
 
@@ -514,7 +504,8 @@ impl Session {
             out.push(Output::Disconnect);
         }
         self.set_state(State::Idle, out);
-        if self.negotiated.is_some() || was_established {
+        // Established implies negotiated.
+        if self.negotiated.is_some() {
             out.push(Output::Down {
                 reason: reason.clone(),
                 was_established,
@@ -523,7 +514,6 @@ impl Session {
             });
         }
         self.negotiated = None;
-        self.peer_open = None;
         if !matches!(reason, DownReason::Stopped) {
             self.last_error = Some(reason);
         }
@@ -672,7 +662,6 @@ impl Session {
             _ => hold_time / 3,
         };
         Negotiated {
-            peer_as: open.asn,
             peer_router_id: open.router_id,
             hold_time,
             keepalive_time,
@@ -680,7 +669,6 @@ impl Session {
             codec,
             peer_route_refresh: route_refresh,
             peer_graceful_restart: gr,
-            peer_capabilities: open.capabilities.clone(),
         }
     }
 }

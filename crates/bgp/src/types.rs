@@ -155,10 +155,6 @@ impl AsPath {
         }
     }
 
-    pub fn contains(&self, asn: u32) -> bool {
-        self.segments.iter().any(|s| s.asns().contains(&asn))
-    }
-
     /// How many times `asn` appears (for `numAllowedLocalASNumbers`).
     pub fn count(&self, asn: u32) -> usize {
         self.segments

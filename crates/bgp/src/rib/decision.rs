@@ -25,7 +25,6 @@
 //! It must stay a pure function of the paths and the peers' settings.
 
 use std::cmp::Reverse;
-use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -257,19 +256,27 @@ impl Elimination {
 
     /// Step 5: drop every path beaten on MED by a path from the same neighbour AS.
     fn med(&mut self) {
-        let mut lowest: HashMap<u32, u32> = HashMap::new();
-        for c in &self.alive {
-            if let Some(asn) = c.neighbor_as {
-                let m = lowest.entry(asn).or_insert(c.med);
-                *m = (*m).min(c.med);
-            }
-        }
+        // A handful of candidates: the lowest MED per neighbour AS by scanning them.
+        let lowest = |alive: &[Cand], asn: u32| {
+            alive
+                .iter()
+                .filter(|c| c.neighbor_as == Some(asn))
+                .map(|c| c.med)
+                .min()
+        };
+        let mins: Vec<Option<u32>> = self
+            .alive
+            .iter()
+            .map(|c| c.neighbor_as.and_then(|asn| lowest(&self.alive, asn)))
+            .collect();
         let dropped = &mut self.dropped;
+        let mut mins = mins.into_iter();
         self.alive.retain(|c| {
+            let min = mins.next().flatten();
             let Some(asn) = c.neighbor_as else {
                 return true;
             };
-            let min = lowest.get(&asn).copied().unwrap_or(c.med);
+            let min = min.unwrap_or(c.med);
             if c.med <= min {
                 return true;
             }

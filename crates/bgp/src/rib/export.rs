@@ -32,7 +32,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use super::{Dest, PathEntry, PeerId, PeerInfo, Rib};
-use crate::types::{Attrs, Family, NO_ADVERTISE, NO_EXPORT, NO_EXPORT_SUBCONFED, Nlri};
+use crate::types::{Attrs, Family, NO_ADVERTISE, NO_EXPORT, NO_EXPORT_SUBCONFED};
 
 /// What one peer should have for one prefix: (path id, attributes) pairs, path id 0
 /// without ADD-PATH; empty = withdraw.
@@ -64,28 +64,6 @@ impl Rib {
                 (prefix, paths)
             })
             .collect()
-    }
-
-    /// Everything `to` should have, sorted by prefix: the initial dump when its session
-    /// comes up, or after a route refresh.
-    pub fn exports_for_peer(&self, to: PeerId) -> Vec<(Nlri, Arc<Attrs>)> {
-        let Some(mut ex) = Exporter::new(self, to) else {
-            return Vec::new();
-        };
-        let mut out: Vec<(Nlri, Arc<Attrs>)> = Vec::new();
-        for (prefix, dest) in &self.dests {
-            out.extend(ex.dest(*prefix, dest).into_iter().map(|(path_id, a)| {
-                (
-                    Nlri {
-                        prefix: *prefix,
-                        path_id,
-                    },
-                    a,
-                )
-            }));
-        }
-        out.sort_unstable_by_key(|(nlri, _)| *nlri);
-        out
     }
 }
 

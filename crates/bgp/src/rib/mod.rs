@@ -66,7 +66,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use crate::types::{Attrs, Family, FastMap, Nlri};
+use crate::types::{Attrs, Family, FastMap, FastSet, Nlri};
 
 use decision::Ctx;
 pub use decision::LostBecause;
@@ -312,17 +312,9 @@ impl Dest {
 
     /// The smallest ADD-PATH send id, from 1, no path of this prefix uses.
     fn free_tx_path_id(&self) -> u32 {
-        let mut used: Vec<u32> = self.paths.iter().map(|p| p.tx_path_id).collect();
-        used.sort_unstable();
-        let mut id = 1;
-        for u in used {
-            if u == id {
-                id += 1;
-            } else if u > id {
-                break;
-            }
-        }
-        id
+        (1..)
+            .find(|id| !self.paths.iter().any(|p| p.tx_path_id == *id))
+            .unwrap_or(u32::MAX)
     }
 
     /// Puts the paths in the order `ranking` found.
@@ -403,12 +395,11 @@ impl Counts {
     }
 }
 
-/// A received path after the import checks.
 /// The set of attribute sets in use. Entries only the interner still holds are dropped
 /// as the set grows, so it never keeps what no path uses.
 #[derive(Debug, Default)]
 struct Interner {
-    set: std::collections::HashSet<Arc<Attrs>, foldhash::fast::RandomState>,
+    set: FastSet<Arc<Attrs>>,
     /// Size at which the next sweep runs (twice the size after the last one).
     sweep_at: usize,
 }
@@ -427,6 +418,7 @@ impl Interner {
     }
 }
 
+/// A received path after the import checks.
 #[derive(Debug)]
 struct Imported {
     attrs: Arc<Attrs>,
@@ -462,8 +454,6 @@ pub struct Rib {
     interned: Interner,
     /// Cost to reach a next hop, by next hop; absent = 0.
     igp_costs: HashMap<IpAddr, u32>,
-    /// Prefixes with a best path.
-    with_best: usize,
     /// Some peer has `add_path_tx` on: record path-set changes.
     track_path_sets: bool,
     path_set_changes: Vec<IpNet>,
@@ -478,7 +468,6 @@ impl Rib {
             dests: FastMap::default(),
             interned: Interner::default(),
             igp_costs: HashMap::new(),
-            with_best: 0,
             track_path_sets: false,
             path_set_changes: Vec::new(),
         }
@@ -510,7 +499,7 @@ impl Rib {
     /// Replaces a peer's settings, re-runs the import checks on its stored paths and the
     /// decision wherever it has a path. Attributes stay as they were imported: a change of
     /// AS numbers (iBGP becoming eBGP) needs a new session. What is exported depends on these
-    /// settings too, so the caller re-dumps ([`Rib::exports_for_peer`]) to every peer.
+    /// settings too, so the caller exports every prefix again ([`Rib::export_many`]) to every peer.
     pub fn set_peer_info(&mut self, id: PeerId, info: PeerInfo) -> Result<Vec<Change>, RibError> {
         if id.is_local() {
             return Err(RibError::ReservedPeerId);
@@ -648,7 +637,7 @@ impl Rib {
 
     /// Prefixes with a usable path.
     pub fn prefix_count(&self) -> usize {
-        self.with_best
+        self.dests.values().filter(|d| d.best().is_some()).count()
     }
 
     /// Paths from `peer` that passed the import checks.
@@ -743,7 +732,6 @@ impl Rib {
             peers,
             counts,
             dests,
-            with_best,
             track_path_sets,
             path_set_changes,
             ..
@@ -778,14 +766,7 @@ impl Rib {
                 p.rejected = imp.rejected;
                 p.igp_cost = imp.igp_cost;
                 counts.record(p);
-                settle(
-                    &Ctx { config, peers },
-                    nlri.prefix,
-                    dest,
-                    before,
-                    with_best,
-                    changes,
-                );
+                settle(&Ctx { config, peers }, nlri.prefix, dest, before, changes);
             }
             (None, Some(imp)) => {
                 let before = dest.selection();
@@ -803,27 +784,13 @@ impl Rib {
                 // reserve room for four, 120 bytes per prefix that stay unused).
                 dest.paths.reserve_exact(1);
                 dest.paths.push(p);
-                settle(
-                    &Ctx { config, peers },
-                    nlri.prefix,
-                    dest,
-                    before,
-                    with_best,
-                    changes,
-                );
+                settle(&Ctx { config, peers }, nlri.prefix, dest, before, changes);
             }
             (Some(i), None) => {
                 let before = dest.selection();
                 let p = dest.paths.remove(i);
                 counts.forget(&p);
-                settle(
-                    &Ctx { config, peers },
-                    nlri.prefix,
-                    dest,
-                    before,
-                    with_best,
-                    changes,
-                );
+                settle(&Ctx { config, peers }, nlri.prefix, dest, before, changes);
                 if dest.paths.is_empty() {
                     dests.remove(&nlri.prefix);
                 }
@@ -846,7 +813,6 @@ impl Rib {
             peers,
             counts,
             dests,
-            with_best,
             track_path_sets,
             path_set_changes,
             ..
@@ -874,7 +840,7 @@ impl Rib {
                     }
                 }
             });
-            settle(&ctx, *prefix, dest, before, with_best, &mut changes);
+            settle(&ctx, *prefix, dest, before, &mut changes);
             if *track_path_sets {
                 path_set_changes.push(*prefix);
             }
@@ -912,18 +878,15 @@ fn settle(
     prefix: IpNet,
     dest: &mut Dest,
     before: Selection,
-    with_best: &mut usize,
     changes: &mut Vec<Change>,
 ) {
-    let ranking = decision::rank(&dest.paths, ctx);
-    dest.apply_ranking(&ranking);
-    let after = dest.selection();
-    match (before.best.is_some(), after.best.is_some()) {
-        (false, true) => *with_best += 1,
-        (true, false) => *with_best = with_best.saturating_sub(1),
-        _ => {}
+    if let [only] = dest.paths.as_slice() {
+        // One path (most prefixes): selected unless refused, nothing to rank.
+        dest.multipath = u32::from(only.rejected.is_none());
+    } else {
+        dest.apply_ranking(&decision::rank(&dest.paths, ctx));
     }
-    if before != after {
+    if before != dest.selection() {
         changes.push(Change {
             prefix,
             best: dest.best_path(),

@@ -1109,13 +1109,17 @@ fn the_full_dump_for_a_new_session_is_sorted_and_filtered() {
     announce(&mut rib, 1, q, route(&[65001], 1));
     announce(&mut rib, 3, r, route(&[], 3)); // iBGP: not for peer 2
     rib.originate(net("10.2.0.0/16"), Arc::new(Attrs::default()));
-    let dump: Vec<IpNet> = rib
-        .exports_for_peer(PeerId(2))
-        .into_iter()
-        .map(|(n, _)| n.prefix)
-        .collect();
-    assert_eq!(dump, vec![q, net("10.2.0.0/16"), p1()]);
-    assert!(rib.exports_for_peer(PeerId(42)).is_empty());
+    let dump = |to: u32| -> Vec<IpNet> {
+        let mut all: Vec<IpNet> = rib.routes().map(|(p, _)| p).collect();
+        all.sort();
+        rib.export_many(PeerId(to), all)
+            .into_iter()
+            .filter(|(_, paths)| !paths.is_empty())
+            .map(|(p, _)| p)
+            .collect()
+    };
+    assert_eq!(dump(2), vec![q, net("10.2.0.0/16"), p1()]);
+    assert!(dump(42).is_empty());
 }
 
 // ----- graceful restart -----

@@ -196,7 +196,12 @@ pub fn encode_update(attrs: &Attrs, nlri: &[Nlri], codec: &Codec) -> Vec<Vec<u8>
                     value.extend_from_slice(chunk);
                     // RFC 7606 §5.1: MP_REACH_NLRI goes first.
                     let mut all = Vec::with_capacity(value.len() + path_attrs.len() + 4);
-                    push_attr(&mut all, attr::OPTIONAL, attr::MP_REACH_NLRI, &value);
+                    push_attr(
+                        &mut all,
+                        known_flags(attr::MP_REACH_NLRI),
+                        attr::MP_REACH_NLRI,
+                        &value,
+                    );
                     all.extend_from_slice(&path_attrs);
                     update(&[], &all, &[])
                 })
@@ -266,7 +271,12 @@ fn mp_unreach(family: Family, nlri: &[u8]) -> Vec<u8> {
     let mut value = afi_safi(family).to_vec();
     value.extend_from_slice(nlri);
     let mut out = Vec::with_capacity(value.len() + 4);
-    push_attr(&mut out, attr::OPTIONAL, attr::MP_UNREACH_NLRI, &value);
+    push_attr(
+        &mut out,
+        known_flags(attr::MP_UNREACH_NLRI),
+        attr::MP_UNREACH_NLRI,
+        &value,
+    );
     out
 }
 
@@ -355,42 +365,41 @@ fn push_attr(out: &mut Vec<u8>, flags: u8, code: u8, value: &[u8]) {
     }
 }
 
+/// The flags of an attribute birdd writes itself, from the table the decoder checks
+/// against, so both sides agree.
+fn known_flags(code: u8) -> u8 {
+    attr::expected_flags(code).unwrap_or(attr::OPTIONAL | attr::TRANSITIVE)
+}
+
+/// A (flags, code, value) entry for an attribute birdd writes itself.
+fn known(code: u8, value: Vec<u8>) -> (u8, u8, Vec<u8>) {
+    (known_flags(code), code, value)
+}
+
 /// Every attribute but the MP ones, ordered by type code. `next_hop` is written as NEXT_HOP
 /// (classic IPv4 NLRI only: RFC 4760 §3 says MP-only UPDATEs should not carry it).
 fn path_attributes(attrs: &Attrs, codec: &Codec, next_hop: Option<Ipv4Addr>) -> Vec<u8> {
-    const WELL_KNOWN: u8 = attr::TRANSITIVE;
-    const OPTIONAL: u8 = attr::OPTIONAL;
-    const OPTIONAL_TRANSITIVE: u8 = attr::OPTIONAL | attr::TRANSITIVE;
     let four = codec.four_octet_as;
     let mut list: Vec<(u8, u8, Vec<u8>)> = Vec::new();
-    list.push((WELL_KNOWN, attr::ORIGIN, vec![attrs.origin as u8]));
+    list.push(known(attr::ORIGIN, vec![attrs.origin as u8]));
     // AS_PATH is mandatory even when empty (towards iBGP peers).
-    list.push((
-        WELL_KNOWN,
-        attr::AS_PATH,
-        as_path_value(&attrs.as_path, four),
-    ));
+    list.push(known(attr::AS_PATH, as_path_value(&attrs.as_path, four)));
     if let Some(nh) = next_hop {
-        list.push((WELL_KNOWN, attr::NEXT_HOP, nh.octets().to_vec()));
+        list.push(known(attr::NEXT_HOP, nh.octets().to_vec()));
     }
     if let Some(med) = attrs.med {
-        list.push((OPTIONAL, attr::MED, med.to_be_bytes().to_vec()));
+        list.push(known(attr::MED, med.to_be_bytes().to_vec()));
     }
     if let Some(lp) = attrs.local_pref {
-        list.push((WELL_KNOWN, attr::LOCAL_PREF, lp.to_be_bytes().to_vec()));
+        list.push(known(attr::LOCAL_PREF, lp.to_be_bytes().to_vec()));
     }
     if attrs.atomic_aggregate {
-        list.push((WELL_KNOWN, attr::ATOMIC_AGGREGATE, Vec::new()));
+        list.push(known(attr::ATOMIC_AGGREGATE, Vec::new()));
     }
     if let Some((asn, addr)) = attrs.aggregator {
-        list.push((
-            OPTIONAL_TRANSITIVE,
-            attr::AGGREGATOR,
-            aggregator_value(asn, addr, four),
-        ));
+        list.push(known(attr::AGGREGATOR, aggregator_value(asn, addr, four)));
         if !four && asn > u32::from(u16::MAX) {
-            list.push((
-                OPTIONAL_TRANSITIVE,
+            list.push(known(
                 attr::AS4_AGGREGATOR,
                 aggregator_value(asn, addr, true),
             ));
@@ -402,14 +411,14 @@ fn path_attributes(attrs: &Attrs, codec: &Codec, next_hop: Option<Ipv4Addr>) -> 
             .iter()
             .flat_map(|c| c.to_be_bytes())
             .collect();
-        list.push((OPTIONAL_TRANSITIVE, attr::COMMUNITIES, value));
+        list.push(known(attr::COMMUNITIES, value));
     }
     if let Some(id) = attrs.originator_id {
-        list.push((OPTIONAL, attr::ORIGINATOR_ID, id.octets().to_vec()));
+        list.push(known(attr::ORIGINATOR_ID, id.octets().to_vec()));
     }
     if !attrs.cluster_list.is_empty() {
         let value = attrs.cluster_list.iter().flat_map(|c| c.octets()).collect();
-        list.push((OPTIONAL, attr::CLUSTER_LIST, value));
+        list.push(known(attr::CLUSTER_LIST, value));
     }
     if !four
         && attrs
@@ -418,11 +427,7 @@ fn path_attributes(attrs: &Attrs, codec: &Codec, next_hop: Option<Ipv4Addr>) -> 
             .iter()
             .any(|a| *a > u32::from(u16::MAX))
     {
-        list.push((
-            OPTIONAL_TRANSITIVE,
-            attr::AS4_PATH,
-            as4_path_value(&attrs.as_path),
-        ));
+        list.push(known(attr::AS4_PATH, as4_path_value(&attrs.as_path)));
     }
     if !attrs.large_communities.is_empty() {
         let value = attrs
@@ -431,7 +436,7 @@ fn path_attributes(attrs: &Attrs, codec: &Codec, next_hop: Option<Ipv4Addr>) -> 
             .flat_map(|c| [c.0, c.1, c.2])
             .flat_map(u32::to_be_bytes)
             .collect();
-        list.push((OPTIONAL_TRANSITIVE, attr::LARGE_COMMUNITY, value));
+        list.push(known(attr::LARGE_COMMUNITY, value));
     }
     for raw in &attrs.unknown {
         // An attribute we write ourselves cannot also be passed on raw: that would send it

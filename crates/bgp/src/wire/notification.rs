@@ -30,88 +30,75 @@ impl Notification {
 
     // ===== message header errors (RFC 4271 §6.1) =====
     pub fn connection_not_synchronized() -> Notification {
-        Notification::new(1, 1, [])
+        Notification::new(Self::MESSAGE_HEADER, 1, [])
     }
     pub fn bad_message_length(len: u16) -> Notification {
-        Notification::new(1, 2, len.to_be_bytes())
+        Notification::new(Self::MESSAGE_HEADER, 2, len.to_be_bytes())
     }
     pub fn bad_message_type(t: u8) -> Notification {
-        Notification::new(1, 3, [t])
+        Notification::new(Self::MESSAGE_HEADER, 3, [t])
     }
 
     // ===== OPEN errors (RFC 4271 §6.2) =====
     pub fn unsupported_version(supported: u8) -> Notification {
-        Notification::new(2, 1, [0, supported])
+        Notification::new(Self::OPEN_MESSAGE, 1, [0, supported])
     }
     pub fn bad_peer_as() -> Notification {
-        Notification::new(2, 2, [])
+        Notification::new(Self::OPEN_MESSAGE, 2, [])
     }
     pub fn bad_bgp_identifier() -> Notification {
-        Notification::new(2, 3, [])
+        Notification::new(Self::OPEN_MESSAGE, 3, [])
     }
     pub fn unsupported_optional_parameter() -> Notification {
-        Notification::new(2, 4, [])
+        Notification::new(Self::OPEN_MESSAGE, 4, [])
     }
     pub fn unacceptable_hold_time() -> Notification {
-        Notification::new(2, 6, [])
-    }
-    /// RFC 5492 §5: a capability the speaker requires is missing.
-    pub fn unsupported_capability(cap: Vec<u8>) -> Notification {
-        Notification::new(2, 7, cap)
+        Notification::new(Self::OPEN_MESSAGE, 6, [])
     }
 
     // ===== UPDATE errors (RFC 4271 §6.3), only those RFC 7606 still resets for =====
     pub fn malformed_attribute_list() -> Notification {
-        Notification::new(3, 1, [])
+        Notification::new(Self::UPDATE_MESSAGE, 1, [])
     }
     pub fn invalid_network_field() -> Notification {
-        Notification::new(3, 10, [])
+        Notification::new(Self::UPDATE_MESSAGE, 10, [])
     }
     pub fn optional_attribute_error() -> Notification {
-        Notification::new(3, 9, [])
+        Notification::new(Self::UPDATE_MESSAGE, 9, [])
     }
 
     pub fn hold_timer_expired() -> Notification {
-        Notification::new(4, 0, [])
+        Notification::new(Self::HOLD_TIMER_EXPIRED, 0, [])
     }
 
     // ===== FSM errors (RFC 6608) =====
     pub fn fsm_unexpected_in_open_sent() -> Notification {
-        Notification::new(5, 1, [])
+        Notification::new(Self::FSM, 1, [])
     }
     pub fn fsm_unexpected_in_open_confirm() -> Notification {
-        Notification::new(5, 2, [])
+        Notification::new(Self::FSM, 2, [])
     }
     pub fn fsm_unexpected_in_established() -> Notification {
-        Notification::new(5, 3, [])
+        Notification::new(Self::FSM, 3, [])
     }
 
     // ===== Cease (RFC 4486) =====
-    pub fn max_prefixes() -> Notification {
-        Notification::new(6, 1, [])
-    }
     pub fn admin_shutdown() -> Notification {
-        Notification::new(6, 2, [])
+        Notification::new(Self::CEASE, 2, [])
     }
     pub fn peer_deconfigured() -> Notification {
-        Notification::new(6, 3, [])
-    }
-    pub fn admin_reset() -> Notification {
-        Notification::new(6, 4, [])
-    }
-    pub fn connection_rejected() -> Notification {
-        Notification::new(6, 5, [])
+        Notification::new(Self::CEASE, 3, [])
     }
     pub fn other_config_change() -> Notification {
-        Notification::new(6, 6, [])
+        Notification::new(Self::CEASE, 6, [])
     }
     pub fn connection_collision() -> Notification {
-        Notification::new(6, 7, [])
+        Notification::new(Self::CEASE, 7, [])
     }
 
     /// RFC 7313 §5: a ROUTE-REFRESH of the wrong length.
     pub fn invalid_route_refresh_length() -> Notification {
-        Notification::new(7, 1, [])
+        Notification::new(Self::ROUTE_REFRESH, 1, [])
     }
 
     /// The words operators know these by (as BIRD and FRR print them).
