@@ -99,7 +99,6 @@ struct Peer {
     since: SystemTime,
     info: String,
     negotiated: Option<Negotiated>,
-    local: Option<SocketAddr>,
     /// Adj-RIB-Out: what the peer was last told, per prefix (path id, attributes).
     sent: FastMap<IpNet, Sent>,
     /// Paths in `sent`, kept as it changes (the metric would otherwise walk it).
@@ -112,8 +111,6 @@ struct Peer {
     eor_awaited: Vec<Family>,
     /// Graceful restart of the peer: stale routes go at this deadline.
     stale_until: Option<(Instant, Vec<Family>)>,
-    updates_in: u64,
-    updates_out: u64,
 }
 
 impl Peer {
@@ -181,10 +178,11 @@ pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken)
 
     let (events_tx, mut events_rx) = mpsc::channel::<SessionEvent>(1024);
     let (accepted_tx, mut accepted_rx) = mpsc::channel(16);
+    let nodename = opts.nodename.clone();
     let mut d = Daemon {
         opts,
         ds_in_sync: false,
-        cluster: ClusterState::default(),
+        cluster: ClusterState::for_node(&nodename),
         intent: None,
         intent_error: None,
         config_dirty: false,
@@ -227,13 +225,15 @@ pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken)
             }
             Some((stream, from)) = accepted_rx.recv() => d.accepted(stream, from),
             Some(q) = query_rx.recv() => d.query(q),
-            _ = tick.tick() => d.timers(),
+            _ = tick.tick() => {
+                d.timers();
+                ready.set(d.readiness());
+            }
         }
         if d.config_dirty && d.ds_in_sync {
             d.reconfigure().await;
         }
         d.flush();
-        ready.set(d.readiness());
     }
     tracing::info!("birdd stopping; routes stay in the kernel for the next run");
     for p in d.peers.values() {
@@ -321,10 +321,26 @@ impl Daemon {
                 self.remove_peer(k, Notification::peer_deconfigured());
             }
         }
-        let filters_changed = self
-            .intent
-            .as_ref()
-            .is_some_and(|old| old.filters_differ(&intent));
+        // What else decides where routes go: BGPFilters (import and export), the export
+        // policy (pools, blocks, service ranges, communities), the kernel policy.
+        let (filters_changed, export_changed, kernel_changed) =
+            self.intent.as_ref().map_or((false, false, false), |old| {
+                (
+                    old.filters != intent.filters,
+                    old.export_policy != intent.export_policy,
+                    old.kernel_policy != intent.kernel_policy,
+                )
+            });
+        if intent.problems
+            != self
+                .intent
+                .as_ref()
+                .map_or(Vec::new(), |i| i.problems.clone())
+        {
+            for p in &intent.problems {
+                tracing::warn!(problem = %p, "skipped in the BGP configuration");
+            }
+        }
         self.intent = Some(intent);
         for p in diff.added.iter().chain(diff.changed.iter()) {
             let Some(p) = self
@@ -338,17 +354,29 @@ impl Daemon {
             self.add_peer(p);
         }
         self.update_originated();
-        if filters_changed {
-            // Export filters may now say otherwise about anything: re-evaluate every prefix.
-            let all: Vec<IpNet> = self
-                .rib
-                .as_ref()
-                .map(|r| r.routes().map(|(p, _)| p).collect())
-                .unwrap_or_default();
+        if kernel_changed {
+            // Which pools birdd programs may differ now: every best route again.
+            let all: Vec<Change> = self.rib.as_ref().map_or(Vec::new(), |r| {
+                r.routes()
+                    .map(|(prefix, _)| Change {
+                        prefix,
+                        best: r.best(prefix),
+                    })
+                    .collect()
+            });
+            for c in &all {
+                self.program_kernel(c);
+            }
+        }
+        if filters_changed || export_changed {
+            // Export may now say otherwise about anything: re-evaluate every prefix.
+            let all = self.prefixes(&Family::ALL);
             for p in self.peers.values_mut().filter(|p| p.established()) {
                 p.dirty.extend(all.iter().copied());
             }
-            // Import filters too: routes refused before may now be wanted, and only the peer
+        }
+        if filters_changed {
+            // Import filters: routes refused before may now be wanted, and only the peer
             // still has them. Ask for them again (RFC 2918), or reset a peer that cannot
             // resend, as BIRD does.
             let mut reset = Vec::new();
@@ -423,9 +451,7 @@ impl Daemon {
             cfg.hold_time = (k.as_secs() * 3).clamp(3, 65535) as u16;
         }
         cfg.graceful_restart = Some(GracefulRestartConfig {
-            restart_time: p
-                .max_restart_time
-                .map_or(120, |d| d.as_secs().min(4095) as u16),
+            restart_time: p.effective_max_restart_time().as_secs().min(4095) as u16,
             restarting: self.restarting,
             forwarding_preserved: true,
         });
@@ -458,26 +484,19 @@ impl Daemon {
                 since: SystemTime::now(),
                 info: String::new(),
                 negotiated: None,
-                local: None,
                 sent: FastMap::default(),
                 advertised: 0,
                 dirty: FastSet::default(),
                 eor_pending: Vec::new(),
                 eor_awaited: Vec::new(),
                 stale_until: None,
-                updates_in: 0,
-                updates_out: 0,
             },
         );
     }
 
     fn peer_info(&self, p: &PeerIntent, local: Option<SocketAddr>) -> PeerInfo {
-        let router_id = self
-            .peers
-            .values()
-            .find(|x| x.intent.name == p.name)
-            .and_then(|x| x.negotiated.as_ref())
-            .map_or(std::net::Ipv4Addr::UNSPECIFIED, |n| n.peer_router_id);
+        // Known once the session is up (`established` sets it).
+        let router_id = std::net::Ipv4Addr::UNSPECIFIED;
         let local_ip = local.map(|l| l.ip()).or(p.source_address);
         PeerInfo {
             address: p.address,
@@ -591,21 +610,12 @@ impl Daemon {
             } => self.established(peer, *negotiated, local),
             SessionEvent::Update { peer, update } => self.update(peer, *update),
             SessionEvent::RouteRefresh { peer, request } => {
+                let family = request.family;
+                let all = self.prefixes(&[family]);
                 if let Some(p) = self.peers.get_mut(&peer) {
-                    tracing::info!(peer = %p.intent.name, family = %request.family, "route refresh requested");
-                    let family = request.family;
+                    tracing::info!(peer = %p.intent.name, %family, "route refresh requested");
                     p.sent.retain(|n, _| Family::of(n) != family);
                     p.advertised = p.sent.values().map(|s| s.paths().len()).sum();
-                    let all: Vec<IpNet> = self
-                        .rib
-                        .as_ref()
-                        .map(|r| {
-                            r.routes()
-                                .map(|(p, _)| p)
-                                .filter(|x| Family::of(x) == family)
-                                .collect()
-                        })
-                        .unwrap_or_default();
                     p.dirty.extend(all);
                     p.eor_pending.push(family);
                 }
@@ -638,21 +648,11 @@ impl Daemon {
             }
         }
         self.changes(changes);
-        let all: Vec<IpNet> = self
-            .rib
-            .as_ref()
-            .map(|r| {
-                r.routes()
-                    .map(|(p, _)| p)
-                    .filter(|x| n.families.contains(&Family::of(x)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let all = self.prefixes(&n.families);
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
         tracing::info!(peer = %p.intent.name, hold = n.hold_time, families = ?n.families, "established");
-        p.local = Some(local);
         p.sent.clear();
         p.advertised = 0;
         p.dirty = all.into_iter().collect();
@@ -665,7 +665,6 @@ impl Daemon {
         let (Some(p), Some(intent)) = (self.peers.get_mut(&key), &self.intent) else {
             return;
         };
-        p.updates_in += 1;
         self.metrics.updates_received.inc();
         if !u.errors.is_empty() {
             tracing::warn!(peer = %p.intent.name, errors = ?u.errors, treat_as_withdraw = u.treat_as_withdraw,
@@ -675,12 +674,23 @@ impl Daemon {
             let announced = std::mem::take(&mut u.announced);
             u.withdrawn.extend(announced);
         }
-        // Import filters (BGPFilter): a rejected announcement is a withdrawal of any earlier path.
-        let name = p.intent.name.clone();
-        let (accepted, rejected): (Vec<Nlri>, Vec<Nlri>) = u
-            .announced
-            .iter()
-            .partition(|n| intent.filter_import(&name, &n.prefix));
+        // Import filters (BGPFilter), on the route as received (its AS path and communities):
+        // a rejected announcement is a withdrawal of any earlier path.
+        let mut route = calico::RouteInfo::learned(IpNet::V4(Default::default()));
+        if let Some(a) = &u.attrs {
+            route.as_path = a.as_path.flat();
+            route.communities = a.communities.clone();
+            route.large_communities = a
+                .large_communities
+                .iter()
+                .map(|c| (c.0, c.1, c.2))
+                .collect();
+            route.local_pref = a.local_pref;
+        }
+        let (accepted, rejected): (Vec<Nlri>, Vec<Nlri>) = u.announced.iter().partition(|n| {
+            route.prefix = n.prefix;
+            intent.import_verdict_for(&p.intent, &route).is_accept()
+        });
         u.withdrawn.extend(rejected);
         let mut changes = Vec::new();
         if let Some(rib) = &mut self.rib {
@@ -772,19 +782,34 @@ impl Daemon {
             return;
         }
         for c in &changes {
-            let hops = self.kernel_next_hops(c);
-            if hops.is_empty() {
-                if self.kernel_routes.remove(&c.prefix) {
-                    self.kernel.set(c.prefix, Vec::new());
-                }
-            } else {
-                self.kernel_routes.insert(c.prefix);
-                self.kernel.set(c.prefix, hops);
-            }
+            self.program_kernel(c);
         }
         // One set for every peer; flush hands it to each (a set per peer would cost a hash
         // insert per prefix per peer on every change).
         self.changed.extend(changes.iter().map(|c| c.prefix));
+    }
+
+    /// Puts a prefix's best route into the kernel, or takes it out.
+    fn program_kernel(&mut self, c: &Change) {
+        let hops = self.kernel_next_hops(c);
+        if hops.is_empty() {
+            if self.kernel_routes.remove(&c.prefix) {
+                self.kernel.set(c.prefix, Vec::new());
+            }
+        } else {
+            self.kernel_routes.insert(c.prefix);
+            self.kernel.set(c.prefix, hops);
+        }
+    }
+
+    /// Every prefix in the RIB of these families.
+    fn prefixes(&self, families: &[Family]) -> Vec<IpNet> {
+        self.rib.as_ref().map_or(Vec::new(), |r| {
+            r.routes()
+                .map(|(p, _)| p)
+                .filter(|p| families.contains(&Family::of(p)))
+                .collect()
+        })
     }
 
     /// What the kernel should hold for a changed prefix (Calico's `calico_kernel_programming`).
@@ -866,7 +891,7 @@ impl Daemon {
                 if !families.contains(&Family::of(&prefix)) {
                     continue;
                 }
-                if intent.filter_export(&p.intent.name, &prefix) {
+                if intent.exports_to(&p.intent, &prefix, self.originated.contains_key(&prefix)) {
                     exported.push(prefix);
                 } else {
                     refused.push(prefix);
@@ -955,7 +980,6 @@ impl Daemon {
                 }
             }
             if !msgs.is_empty() {
-                p.updates_out += msgs.len() as u64;
                 self.metrics.updates_sent.inc_by(msgs.len() as u64);
                 permit.send(SessionCommand::Send(msgs));
             }

@@ -996,14 +996,7 @@ fn parse_route(cfg: &KernelConfig, r: &RouteMessage) -> Option<DumpedRoute> {
             .collect(),
         None => vec![KernelHop {
             gateway: gateway_in(&r.attributes),
-            oif: r
-                .attributes
-                .iter()
-                .find_map(|a| match a {
-                    RouteAttribute::Oif(i) => Some(*i),
-                    _ => None,
-                })
-                .unwrap_or(0),
+            oif: calico_kernel_routes::output_interface(r).unwrap_or(0),
             onlink: r.header.flags.contains(RouteFlags::Onlink),
         }],
     };

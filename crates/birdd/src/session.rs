@@ -90,7 +90,6 @@ pub enum SessionCommand {
 #[derive(Debug)]
 pub struct SessionHandle {
     pub commands: mpsc::Sender<SessionCommand>,
-    pub task: tokio::task::JoinHandle<()>,
 }
 
 /// Queued bytes above which the session stops taking new UPDATEs from the daemon (which
@@ -116,8 +115,9 @@ pub fn spawn(
         pending_bytes: 0,
         buf: Vec::with_capacity(64 * 1024),
     };
-    let task = tokio::spawn(shell.run(rx));
-    SessionHandle { commands: tx, task }
+    // Detached: the session ends when the daemon drops `commands`.
+    tokio::spawn(shell.run(rx));
+    SessionHandle { commands: tx }
 }
 
 type ConnectFuture = Pin<Box<dyn Future<Output = std::io::Result<TcpStream>> + Send>>;

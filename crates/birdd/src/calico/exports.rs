@@ -111,15 +111,8 @@ pub struct ExportPolicy {
 
 /// `route ~ cidr` in BIRD: `net` lies inside `cidr` (or is it), same family.
 pub(crate) fn within(net: IpNet, cidr: IpNet) -> bool {
-    match (net, cidr) {
-        (IpNet::V4(n), IpNet::V4(c)) => {
-            n.prefix_len() >= c.prefix_len() && c.contains(&n.network())
-        }
-        (IpNet::V6(n), IpNet::V6(c)) => {
-            n.prefix_len() >= c.prefix_len() && c.contains(&n.network())
-        }
-        _ => false,
-    }
+    // ipnet's containment of a network: same family, at least as long, inside.
+    cidr.contains(&net)
 }
 
 impl ExportPolicy {

@@ -231,11 +231,17 @@ impl BgpIntent {
     /// family (Calico runs separate IPv4 and IPv6 sessions), is rejected.
     pub fn import_verdict(&self, peer_name: &str, route: &RouteInfo) -> FilterVerdict {
         match self.peer(peer_name) {
-            Some(p) if p.address.is_ipv6() == route.prefix.addr().is_ipv6() => {
-                filter::import(&self.filters, p, route)
-            }
-            _ => FilterVerdict::Reject,
+            Some(p) => self.import_verdict_for(p, route),
+            None => FilterVerdict::Reject,
         }
+    }
+
+    /// [`BgpIntent::import_verdict`] for a peer the caller already holds.
+    pub fn import_verdict_for(&self, p: &PeerIntent, route: &RouteInfo) -> FilterVerdict {
+        if p.address.is_ipv6() != route.prefix.addr().is_ipv6() {
+            return FilterVerdict::Reject;
+        }
+        filter::import(&self.filters, p, route)
     }
 
     /// What the export filter of `peer_name` does with a route: metric / LOCAL_PREF mapping,
@@ -243,11 +249,17 @@ impl BgpIntent {
     /// other family: reject.
     pub fn export_verdict(&self, peer_name: &str, route: &RouteInfo) -> FilterVerdict {
         match self.peer(peer_name) {
-            Some(p) if p.address.is_ipv6() == route.prefix.addr().is_ipv6() => {
-                filter::export(&self.filters, &self.export_policy, p, route)
-            }
-            _ => FilterVerdict::Reject,
+            Some(p) => self.export_verdict_for(p, route),
+            None => FilterVerdict::Reject,
         }
+    }
+
+    /// [`BgpIntent::export_verdict`] for a peer the caller already holds.
+    pub fn export_verdict_for(&self, p: &PeerIntent, route: &RouteInfo) -> FilterVerdict {
+        if p.address.is_ipv6() != route.prefix.addr().is_ipv6() {
+            return FilterVerdict::Reject;
+        }
+        filter::export(&self.filters, &self.export_policy, p, route)
     }
 
     /// Whether the import filter of `peer_name` accepts `route`.
@@ -269,12 +281,19 @@ impl BgpIntent {
     /// [`BgpIntent::export_verdict`] for a route known only by prefix: one of
     /// [`BgpIntent::exports`] is taken as originated here, anything else as learned over BGP.
     pub fn filter_export(&self, peer_name: &str, prefix: &IpNet) -> bool {
-        let route = if self.exports.iter().any(|e| e.prefix == *prefix) {
+        let originated = self.exports.iter().any(|e| e.prefix == *prefix);
+        self.peer(peer_name)
+            .is_some_and(|p| self.exports_to(p, prefix, originated))
+    }
+
+    /// Whether `prefix` may go to `p` (`originated`: one of this node's own exports).
+    pub fn exports_to(&self, p: &PeerIntent, prefix: &IpNet, originated: bool) -> bool {
+        let route = if originated {
             RouteInfo::originated(*prefix)
         } else {
             RouteInfo::learned(*prefix)
         };
-        self.export_verdict(peer_name, &route).is_accept()
+        self.export_verdict_for(p, &route).is_accept()
     }
 
     /// Whether and how to program a route learned with BGP next hop `next_hop`.

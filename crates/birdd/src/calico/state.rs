@@ -115,11 +115,22 @@ pub struct ClusterState {
     pub(crate) workloads: BTreeMap<(String, String), WorkloadAddrs>,
     /// Host affinities by (host, block).
     pub(crate) affinities: BTreeMap<(String, IpNet), AffinityState>,
+    /// Keep only this node's workloads (birdd exports only its own borrowed addresses, so
+    /// another node's pod churn must not make it recompute).
+    only_node: Option<String>,
 }
 
 impl ClusterState {
     pub fn new() -> ClusterState {
         ClusterState::default()
+    }
+
+    /// The state for one node's birdd: other nodes' workloads are not kept.
+    pub fn for_node(name: &str) -> ClusterState {
+        ClusterState {
+            only_node: Some(name.to_string()),
+            ..ClusterState::default()
+        }
     }
 
     /// Applies one syncer update. Returns whether anything birdd uses changed.
@@ -143,6 +154,11 @@ impl ClusterState {
                 let res = decode_kv(*kind, kv).map_err(|e| decode_error(&kv.key, e))?;
                 match res {
                     AnyResource::WorkloadEndpoint(w) => {
+                        let ns = namespace.clone().unwrap_or_default();
+                        if self.only_node.as_ref().is_some_and(|n| *n != w.spec.node) {
+                            // Not ours (any more): forget it if we had it.
+                            return Ok(self.workloads.remove(&(ns, name.clone())).is_some());
+                        }
                         let addrs = workload_addrs(
                             &w.spec.node,
                             &w.spec.interface_name,
@@ -152,7 +168,6 @@ impl ClusterState {
                             key: kv.key.path(),
                             reason,
                         })?;
-                        let ns = namespace.clone().unwrap_or_default();
                         Ok(put(&mut self.workloads, (ns, name.clone()), addrs))
                     }
                     other => Ok(self.put_named(name, other)),
