@@ -92,10 +92,6 @@ impl Batches {
         self.messages += other.messages;
         self.chunks.extend(other.chunks.iter().cloned());
     }
-
-    pub fn bytes(&self) -> usize {
-        self.chunks.iter().map(Vec::len).sum()
-    }
 }
 
 /// UPDATEs announcing prefixes `indices`, all with one attribute set (ORIGIN IGP, AS_PATH
@@ -544,14 +540,6 @@ impl Generator {
     pub fn counts(&self) -> (usize, u64, u64) {
         let t = lock(&self.tally.0);
         (t.present, t.updates, t.changes)
-    }
-
-    /// UPDATEs every session has received so far.
-    pub fn updates_all(&self) -> u64 {
-        self.sessions
-            .iter()
-            .map(|s| s.stats.updates.load(Ordering::Relaxed))
-            .sum()
     }
 
     /// Writes `per_sender[k]` on sender `k`, every sender on its own thread, all released at

@@ -122,13 +122,7 @@ pub fn ms(d: Duration) -> String {
 
 /// Resident memory of a process in bytes, from `/proc/<pid>/status` (VmRSS).
 pub fn rss_bytes(pid: u32) -> std::io::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .ok_or_else(|| std::io::Error::other(format!("no VmRSS line in /proc/{pid}/status")))
+    status_kb(pid, "VmRSS:").map(|kb| kb * 1024)
 }
 
 /// A process's `VmHWM` (peak resident memory) in bytes, from `/proc/<pid>/status`.

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use calico_lab::probe::Proto;
-use calico_lab::{ClusterOptions, Encap, Naming, Removed, pid_alive};
+use calico_lab::{Encap, Naming, Removed, pid_alive};
 use calico_netns_harness::Servers;
 use nix::fcntl::{Flock, FlockArg};
 
@@ -185,10 +185,8 @@ impl Launcher {
         if !left.is_empty() {
             return Err(LauncherError::Leftovers(left.join(", ")));
         }
-        let mut co = ClusterOptions::new(o.nodes, &o.bin_dir);
-        co.node.pools = vec![("default-ipv4-ippool".into(), "10.244.0.0/16".into(), 26)];
-        co.encap = o.encap;
-        co.felixd = Some(Vec::new());
+        let mut co = crate::options(o.nodes, o.encap);
+        co.node.bin_dir = o.bin_dir.clone();
         co.birdd = o.birdd;
         co.naming = Some(self.naming.clone());
         let lab = Lab::start(co);

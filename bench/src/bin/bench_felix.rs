@@ -107,7 +107,6 @@ struct Pods {
     client: NetNs,
     server: NetNs,
     server_ip: IpAddr,
-    client_container: String,
     list: ConfList,
     attachments: Vec<Attachment>,
 }
@@ -150,7 +149,6 @@ fn wire_pods(node: &Node, rt: &Runtime) -> Result<Pods> {
         client,
         server,
         server_ip: ips[1],
-        client_container: "bench-client".into(),
         list,
         attachments,
     })
@@ -403,7 +401,6 @@ fn change_latency(node: &Node, p: &Pods, n: usize) -> Result<Run> {
         let seen = wait(open)?;
         latencies.push(write + seen);
     }
-    let _ = &p.client_container;
     Ok(Run::new(latencies, started.elapsed()))
 }
 

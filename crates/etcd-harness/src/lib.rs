@@ -3,8 +3,9 @@
 //! always stopped when dropped.
 //!
 //! A missing `etcd` binary is a loud failure naming the package to install, never a skip.
-//! It listens on 127.0.0.1, and on one more address only when asked ([`Etcd::start_on`]: a
-//! lab's fabric namespace, so that its nodes reach it).
+//! It listens on 127.0.0.1 (of the network namespace it is started in). The lab's
+//! cluster etcd, which the nodes reach over the fabric, shares its command line
+//! ([`member_args`]) and health checks.
 
 pub mod backend;
 
@@ -22,8 +23,6 @@ pub struct Etcd {
     client_port: u16,
     peer_port: u16,
     binary: PathBuf,
-    /// One more address clients may use (inside the namespace etcd runs in).
-    also: Option<std::net::IpAddr>,
 }
 
 fn free_port() -> u16 {
@@ -51,16 +50,6 @@ pub fn etcd_binary() -> PathBuf {
 impl Etcd {
     /// Starts etcd and waits until it answers `/health`.
     pub fn start() -> Etcd {
-        Etcd::start_with(None)
-    }
-
-    /// Starts etcd listening for clients on `addr` as well as on loopback (call it from a
-    /// thread inside the namespace that holds `addr`).
-    pub fn start_on(addr: std::net::IpAddr) -> Etcd {
-        Etcd::start_with(Some(addr))
-    }
-
-    fn start_with(also: Option<std::net::IpAddr>) -> Etcd {
         let mut e = Etcd {
             child: None,
             dir: tempfile::Builder::new()
@@ -70,26 +59,17 @@ impl Etcd {
             client_port: free_port(),
             peer_port: free_port(),
             binary: etcd_binary(),
-            also,
         };
         e.spawn();
         e
     }
 
     fn spawn(&mut self) {
-        let mut client = format!("http://127.0.0.1:{}", self.client_port);
-        if let Some(a) = self.also {
-            let host = match a {
-                std::net::IpAddr::V4(v4) => v4.to_string(),
-                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
-            };
-            client.push_str(&format!(",http://{host}:{}", self.client_port));
-        }
+        let client = format!("http://127.0.0.1:{}", self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::File::create(self.dir.path().join("etcd.log"))
             .expect("creating the etcd log file");
         let child = Command::new(&self.binary)
-            .arg("--name=test")
             .args(member_args(
                 "test",
                 &self.dir.path().join("data"),
@@ -124,15 +104,6 @@ impl Etcd {
     /// The client URL, e.g. `http://127.0.0.1:40123`.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.client_port)
-    }
-
-    /// The client URL on the extra address given to [`Etcd::start_on`], else the loopback one.
-    pub fn public_endpoint(&self) -> String {
-        match self.also {
-            Some(std::net::IpAddr::V4(a)) => format!("http://{a}:{}", self.client_port),
-            Some(std::net::IpAddr::V6(a)) => format!("http://[{a}]:{}", self.client_port),
-            None => self.endpoint(),
-        }
     }
 
     pub fn client_port(&self) -> u16 {

@@ -1713,19 +1713,13 @@ impl Ipam {
 
     /// Every stored block of both families, undecoded (reports and the leak collector
     /// decide what a corrupt one means to them).
-    pub(crate) async fn stored_blocks(&self) -> Result<Vec<KvPair>> {
-        let mut out = Vec::new();
-        for v in [4u8, 6] {
-            out.extend(
-                self.ds
-                    .list(&KeyPrefix::Blocks {
-                        ip_version: Some(v),
-                    })
-                    .await?
-                    .items,
-            );
-        }
-        Ok(out)
+    pub async fn stored_blocks(&self) -> Result<Vec<KvPair>> {
+        // One list for both families (IPv4 blocks sort first).
+        Ok(self
+            .ds
+            .list(&KeyPrefix::Blocks { ip_version: None })
+            .await?
+            .items)
     }
 
     /// The block affinity text for a host (`host:<name>`).

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use calico_netns_harness::NetNs;
 
-use crate::daemon::{kill_child, log_tail, pid_alive, signal_pid, spawn_in, stop_child};
+use crate::daemon::{kill_child, log_tail, pid_alive, signal_pid, spawn_in};
 
 /// etcd's client port.
 pub const CLIENT_PORT: u16 = 2379;
@@ -115,10 +115,6 @@ impl EtcdServer {
         }
     }
 
-    pub fn client_port(&self) -> u16 {
-        CLIENT_PORT
-    }
-
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -151,28 +147,10 @@ impl EtcdServer {
         self.pid = None;
     }
 
-    /// Stops etcd gracefully (SIGTERM), killing it after 10 s.
-    pub fn stop(&mut self) {
-        if let Some(c) = self.child.take() {
-            stop_child(c, Duration::from_secs(10));
-        } else {
-            self.kill();
-        }
-        self.pid = None;
-    }
-
     /// Starts etcd again on the same ports and data.
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
-    }
-
-    /// Whether etcd is running.
-    pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(c) => matches!(c.try_wait(), Ok(None)),
-            None => self.pid.is_some_and(pid_alive),
-        }
     }
 
     /// Leaves etcd running when this value is dropped; returns its pid.

@@ -14,7 +14,7 @@ use calico_etcd_harness::Etcd;
 use calico_netns_harness::NetNs;
 use serde_json::{Value, json};
 
-use crate::daemon::{kill_child, log_tail, pid_alive, spawn_in, stop_child, wait_for_path};
+use crate::daemon::{kill_child, log_tail, spawn_in, stop_child, wait_for_path};
 use crate::state::{DaemonPids, NodeState};
 use crate::teardown::RunDir;
 use crate::{NODE_V4, NODE_V6, Pool, create_pools, with_client};
@@ -479,14 +479,6 @@ impl Node {
     pub fn kill_birdd(&mut self) {
         if let Some(c) = self.birdd.take() {
             kill_child(c);
-        }
-    }
-
-    /// Whether birdd is running (started here, or by an earlier process).
-    pub fn birdd_running(&mut self) -> bool {
-        match self.birdd.as_mut() {
-            Some(c) => matches!(c.try_wait(), Ok(None)),
-            None => self.others.birdd.is_some_and(pid_alive),
         }
     }
 

@@ -313,10 +313,12 @@ fn bgp(lab: &mut Lab) -> Result<()> {
         .map(|n| n.trunc().to_string())
         .collect();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !remote
-        .iter()
-        .all(|b| node.bird_routes().iter().any(|r| r.starts_with(b.as_str())))
-    {
+    while !{
+        let learned = node.bird_routes();
+        remote
+            .iter()
+            .all(|b| learned.iter().any(|r| r.starts_with(b.as_str())))
+    } {
         if Instant::now() > deadline {
             print!("{}", indent(&node.routes()));
             return Err(birdd_failure(

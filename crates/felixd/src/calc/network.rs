@@ -136,12 +136,13 @@ impl Network {
             #[serde(default)]
             deleted: bool,
         }
-        if serde_json::from_slice::<Deleted>(value).is_ok_and(|d| d.deleted) {
-            self.delete_block(&cidr);
-            return;
-        }
         let block = match serde_json::from_slice::<AllocationBlock>(value) {
+            Ok(b) if b.deleted => return self.delete_block(&cidr),
             Ok(b) => b,
+            // A tombstone that is not a whole block still removes the block.
+            Err(_) if serde_json::from_slice::<Deleted>(value).is_ok_and(|d| d.deleted) => {
+                return self.delete_block(&cidr);
+            }
             Err(e) => {
                 tracing::warn!(block = %cidr, error = %e, "ignoring an IPAM block that does not parse");
                 if self.blocks.get(&cidr) != Some(&None) {
@@ -157,16 +158,11 @@ impl Network {
             .as_deref()
             .and_then(|s| s.strip_prefix("host:").map(str::to_string))
             .or_else(|| block.host_affinity.clone());
-        let borrowed: Vec<(IpAddr, String)> = (0..block.size())
-            .filter(|o| block.is_allocated(*o))
-            .filter_map(|o| {
-                let ip = block.ip(o);
-                let node = block
-                    .attributes_for(ip)?
-                    .active_owner_attrs
-                    .as_ref()?
-                    .get(ATTR_NODE)?;
-                (Some(node) != host.as_ref()).then(|| (ip, node.clone()))
+        let borrowed: Vec<(IpAddr, String)> = block
+            .allocated()
+            .filter_map(|(ip, a)| {
+                let node = a.owner(ATTR_NODE)?;
+                (Some(node) != host.as_deref()).then(|| (ip, node.to_string()))
             })
             .collect();
         if self.blocks.get(&cidr) != Some(&host) {

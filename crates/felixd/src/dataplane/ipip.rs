@@ -50,6 +50,16 @@ impl Ipip {
         }
     }
 
+    /// The MTU once the host's is known (underlay − 20).
+    pub fn set_mtu(&mut self, mtu: u32) {
+        if let Some(w) = &mut self.wanted
+            && w.mtu != mtu
+        {
+            w.mtu = mtu;
+            self.dirty = true;
+        }
+    }
+
     pub fn needs_apply(&self) -> bool {
         self.dirty
     }
@@ -118,7 +128,7 @@ async fn find(h: &Handle) -> Result<Option<u32>, RouteError> {
     let mut links = h.link().get().match_name(IPIP_IFACE.to_string()).execute();
     match links.try_next().await {
         Ok(l) => Ok(l.map(|l| l.header.index)),
-        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code().abs() == 19 => Ok(None),
+        Err(e) if super::vxlan::is_not_found(&e) => Ok(None),
         Err(source) => Err(RouteError::Netlink {
             what: format!("looking up {IPIP_IFACE}"),
             source,

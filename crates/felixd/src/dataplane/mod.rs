@@ -55,6 +55,13 @@ use routes::{RouteError, RouteTable, RouteTarget};
 /// longer than any real interface name can be.
 pub const ALL_INTERFACES: &str = "any-interface-at-all";
 
+/// Bytes each encapsulation takes from the underlay's MTU (Felix's numbers).
+const VXLAN_OVERHEAD: u32 = 50;
+const VXLAN_V6_OVERHEAD: u32 = 70;
+const IPIP_OVERHEAD: u32 = 20;
+/// The underlay MTU assumed until the host's is read (Ethernet).
+const DEFAULT_HOST_MTU: u32 = 1500;
+
 /// How the dataplane is set up.
 #[derive(Debug, Clone)]
 pub struct DataplaneConfig {
@@ -792,21 +799,31 @@ impl Dataplane {
                 Some(IpAddr::V4(a)) => Some(a),
                 _ => None,
             });
-        self.ipip.set(ipip_on.then(|| ipip::IpipDevice {
-            mtu: self.host_mtu.unwrap_or(1500).saturating_sub(20),
-            address,
+        self.ipip.set(ipip_on.then(|| {
+            ipip::IpipDevice {
+                mtu: self
+                    .host_mtu
+                    .unwrap_or(DEFAULT_HOST_MTU)
+                    .saturating_sub(IPIP_OVERHEAD),
+                address,
+            }
         }));
-        // The pod MTU: the underlay's, less what encapsulation takes (VXLAN: 50, v6 70).
-        self.encap_overhead = if net.vxlan_enabled(6) && self.cfg.ipv6 {
-            70
+        // The pod MTU: the underlay's, less what encapsulation takes.
+        let overhead = if net.vxlan_enabled(6) && self.cfg.ipv6 {
+            VXLAN_V6_OVERHEAD
         } else if net.vxlan_enabled(4) {
-            50
+            VXLAN_OVERHEAD
         } else if net.ipip_enabled() {
-            20
+            IPIP_OVERHEAD
         } else {
             0
         };
-        self.mtu_dirty = true;
+        // Only a different overhead rewrites the MTU file (reading the host MTU lists every
+        // link); the periodic refresh re-reads it anyway.
+        if overhead != self.encap_overhead {
+            self.encap_overhead = overhead;
+            self.mtu_dirty = true;
+        }
     }
 
     /// The VXLAN tunnel endpoints and the routes to other nodes' blocks in VXLAN pools.
@@ -840,7 +857,10 @@ impl Dataplane {
         let settings = vxlan::DeviceSettings {
             vni: self.cfg.rules.vxlan_vni,
             port: self.cfg.rules.vxlan_port,
-            mtu: self.host_mtu.unwrap_or(1460).saturating_sub(50),
+            mtu: self
+                .host_mtu
+                .unwrap_or(DEFAULT_HOST_MTU)
+                .saturating_sub(VXLAN_OVERHEAD),
         };
         if on && me.is_none() {
             tracing::warn!(node = %host,
@@ -1028,7 +1048,8 @@ impl Dataplane {
             if self.mtu_dirty || self.host_mtu.is_none() {
                 let host = interfaces::host_mtu(&h).await;
                 self.host_mtu = Some(host);
-                self.vxlan.set_mtu(host.saturating_sub(50));
+                self.vxlan.set_mtu(host.saturating_sub(VXLAN_OVERHEAD));
+                self.ipip.set_mtu(host.saturating_sub(IPIP_OVERHEAD));
                 if let Some(path) = &self.cfg.mtu_file {
                     let pod = host.saturating_sub(self.encap_overhead);
                     if let Err(e) = interfaces::write_mtu_file(path, pod) {

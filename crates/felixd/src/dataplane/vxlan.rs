@@ -59,15 +59,8 @@ fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> RouteError {
     move |source| RouteError::Netlink { what, source }
 }
 
-fn is_not_found(e: &rtnetlink::Error) -> bool {
+pub(super) fn is_not_found(e: &rtnetlink::Error) -> bool {
     matches!(e, rtnetlink::Error::NetlinkError(m) if matches!(m.raw_code().abs(), 2 | 3 | 19))
-}
-
-fn link_name(l: &LinkMessage) -> Option<&str> {
-    l.attributes.iter().find_map(|a| match a {
-        LinkAttribute::IfName(n) => Some(n.as_str()),
-        _ => None,
-    })
 }
 
 /// The VNI, port and local address of an existing VXLAN device.
@@ -135,17 +128,7 @@ impl Vxlan {
     /// Brings the device, its address, ARP and forwarding entries in line.
     pub async fn apply(&mut self, h: &Handle) -> Result<VxlanStats, RouteError> {
         let mut stats = VxlanStats::default();
-        let mut links = h.link().get().execute();
-        let mut existing: Option<LinkMessage> = None;
-        let mut by_index: BTreeMap<u32, String> = BTreeMap::new();
-        while let Some(l) = links.try_next().await.map_err(nl("listing interfaces"))? {
-            if let Some(n) = link_name(&l) {
-                by_index.insert(l.header.index, n.to_string());
-            }
-            if link_name(&l) == Some(VXLAN_IFACE) {
-                existing = Some(l);
-            }
-        }
+        let mut existing = self.existing(h).await?;
         let Some((dev, me)) = self.local.clone() else {
             if let Some(l) = existing {
                 h.link()
@@ -219,13 +202,17 @@ impl Vxlan {
         Ok(stats)
     }
 
-    async fn index_of(&self, h: &Handle) -> Result<Option<u32>, RouteError> {
+    async fn existing(&self, h: &Handle) -> Result<Option<LinkMessage>, RouteError> {
         let mut links = h.link().get().match_name(VXLAN_IFACE.to_string()).execute();
         match links.try_next().await {
-            Ok(l) => Ok(l.map(|l| l.header.index)),
+            Ok(l) => Ok(l),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(nl("looking up vxlan.calico")(e)),
         }
+    }
+
+    async fn index_of(&self, h: &Handle) -> Result<Option<u32>, RouteError> {
+        Ok(self.existing(h).await?.map(|l| l.header.index))
     }
 
     async fn parent_index(&self, h: &Handle, ip: Ipv4Addr) -> Result<Option<u32>, RouteError> {

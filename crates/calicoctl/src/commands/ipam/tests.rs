@@ -308,9 +308,15 @@ async fn release_from_a_report_frees_leaks_only_while_locked_and_current() {
         p
     };
 
-    // Unlocked: refused unless forced.
-    let unlocked = check::check(&rc, opts(), "v1").await;
-    assert!(unlocked.is_ok());
+    // A current report taken while the datastore is unlocked: refused unless forced.
+    datastore::lock(&rc).await.unwrap();
+    datastore::unlock(&rc).await.unwrap();
+    let unlocked = check::check(&rc, opts(), "v1").await.unwrap().report;
+    let u = write("unlocked.json", &unlocked);
+    let e = release::from_reports(&rc, std::slice::from_ref(&u), false, "v1")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("data store is not locked"), "{e}");
     datastore::lock(&rc).await.unwrap();
     let report = check::check(&rc, opts(), "v1").await.unwrap().report;
     let f = write("r.json", &report);
