@@ -19,6 +19,22 @@ use crate::wire::{
     RouteRefresh, Update,
 };
 
+/// RFC 4271 §8.2.2: the large hold timer (4 minutes) until the peer's OPEN arrives.
+const OPEN_HOLD: Duration = Duration::from_secs(240);
+
+/// What to do with a connection the peer opened; see [`Session::incoming`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incoming {
+    /// Run the session on it (after `Input::Collision` if a connection is up).
+    Take,
+    /// Keep it beside the current one: send [`Session::open_message`] on it, and when an OPEN
+    /// arrives on either, keep the connection the dominant side opened
+    /// ([`Session::peer_is_dominant`]), switching with `Input::Replaced`.
+    Track,
+    /// Close it with Cease "connection collision resolution".
+    Refuse,
+}
+
 /// RFC 4271 session states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
@@ -182,9 +198,13 @@ pub enum Input<'a> {
     /// One framed message (header included).
     Frame(&'a [u8]),
     /// The shell is replacing the current connection with the peer's incoming one (a
-    /// collision that [`Session::accepts_incoming`] allowed): Cease the current one, then
+    /// collision [`Session::incoming`] answered with `Take`): Cease the current one, then
     /// expect `Connected`.
     Collision,
+    /// The shell switched to a connection it tracked during a collision (on which our OPEN,
+    /// [`Session::open_message`], is already sent) because that one won: wait for the
+    /// peer's OPEN there.
+    Replaced,
     Timer(Timer),
 }
 
@@ -270,21 +290,37 @@ impl Session {
         self.last_error.as_ref()
     }
 
-    /// Whether an incoming connection should be taken now (RFC 4271 §6.8, simplified: a
-    /// connection is accepted while no OPEN exchange is under way; during one, the
-    /// incoming connection wins only if the peer's BGP identifier is higher than ours,
-    /// which we know once its OPEN arrived).
-    pub fn accepts_incoming(&self) -> bool {
+    /// What to do with a connection the peer opened (RFC 4271 §6.8). `current_is_ours`:
+    /// the connection the session runs on now was opened by us.
+    pub fn incoming(&self, current_is_ours: bool) -> Incoming {
         match self.state {
-            State::Idle => !self.stopped,
-            State::Connect | State::Active => true,
-            State::OpenSent => false,
-            State::OpenConfirm => self
-                .negotiated
-                .as_ref()
-                .is_some_and(|n| u32::from(n.peer_router_id) > u32::from(self.cfg.router_id)),
-            State::Established => false,
+            State::Idle if self.stopped => Incoming::Refuse,
+            State::Idle | State::Connect | State::Active => Incoming::Take,
+            // The peer connecting again while we wait on its earlier connection: it gave
+            // that one up.
+            State::OpenSent | State::OpenConfirm if !current_is_ours => Incoming::Take,
+            // Our OPEN is out and the peer's identifier unknown: both connections go on
+            // until one of them brings the peer's OPEN.
+            State::OpenSent => Incoming::Track,
+            State::OpenConfirm => match &self.negotiated {
+                Some(n) if self.peer_is_dominant(n.peer_router_id) => Incoming::Take,
+                _ => Incoming::Refuse,
+            },
+            State::Established => Incoming::Refuse,
         }
+    }
+
+    /// Whether the peer's identifier beats ours, so that in a collision the connection the
+    /// peer opened stays (RFC 4271 §6.8; equal identifiers, possible between ASes: the
+    /// higher AS number, RFC 6286 §2.3).
+    pub fn peer_is_dominant(&self, peer_router_id: Ipv4Addr) -> bool {
+        (u32::from(peer_router_id), self.cfg.remote_as)
+            > (u32::from(self.cfg.router_id), self.cfg.local_as)
+    }
+
+    /// Our OPEN, as the session sends it on a new connection.
+    pub fn open_message(&self) -> Vec<u8> {
+        wire::encode_open(&self.our_open())
     }
 
     /// Feeds one event; returns what to do, in order.
@@ -334,6 +370,16 @@ impl Session {
                     self.set_state(State::Active, &mut out);
                 }
             }
+            Input::Replaced => {
+                if !self.stopped && self.state != State::Established {
+                    for t in [Timer::ConnectRetry, Timer::IdleHold, Timer::Keepalive] {
+                        out.push(Output::Timer(t, None));
+                    }
+                    out.push(Output::Timer(Timer::Hold, Some(OPEN_HOLD)));
+                    self.negotiated = None;
+                    self.set_state(State::OpenSent, &mut out);
+                }
+            }
             Input::Timer(t) => self.timer(t, &mut out),
         }
         out
@@ -360,9 +406,8 @@ impl Session {
         }
         out.push(Output::Timer(Timer::ConnectRetry, None));
         out.push(Output::Timer(Timer::IdleHold, None));
-        out.push(Output::Send(wire::encode_open(&self.our_open())));
-        // RFC 4271 §8.2.2: a large hold timer (4 minutes) until the peer's OPEN arrives.
-        out.push(Output::Timer(Timer::Hold, Some(Duration::from_secs(240))));
+        out.push(Output::Send(self.open_message()));
+        out.push(Output::Timer(Timer::Hold, Some(OPEN_HOLD)));
         self.set_state(State::OpenSent, out);
     }
 

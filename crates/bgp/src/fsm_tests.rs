@@ -77,7 +77,7 @@ fn passive_side_never_connects() {
     assert!(!out.contains(&Output::Connect));
     let out = s.handle(Input::Timer(Timer::ConnectRetry));
     assert!(!out.contains(&Output::Connect));
-    assert!(s.accepts_incoming());
+    assert_eq!(s.incoming(false), Incoming::Take);
 }
 
 #[test]
@@ -225,7 +225,7 @@ fn stop_sends_cease_and_stays_down() {
         !out.iter()
             .any(|o| matches!(o, Output::Timer(Timer::IdleHold, Some(_))))
     );
-    assert!(!s.accepts_incoming());
+    assert_eq!(s.incoming(false), Incoming::Refuse);
 }
 
 #[test]
@@ -291,21 +291,96 @@ fn a_peer_without_multiprotocol_capabilities_speaks_ipv4() {
 }
 
 #[test]
-fn collisions_prefer_the_higher_router_id() {
+fn collisions_keep_the_connection_the_higher_router_id_opened() {
     let mut s = Session::new(cfg());
     s.handle(Input::Start);
     s.handle(Input::Connected);
-    assert!(
-        !s.accepts_incoming(),
-        "OPEN sent, the peer's identifier is unknown"
+    assert_eq!(
+        s.incoming(true),
+        Incoming::Track,
+        "OPEN sent on our connection, the peer's identifier unknown: keep both"
+    );
+    assert_eq!(
+        s.incoming(false),
+        Incoming::Take,
+        "the peer connecting again gave up its earlier connection"
     );
     s.handle(Input::Frame(&encode_open(&peer_open(
         64512, "10.0.0.2", 90,
     ))));
-    assert!(
-        s.accepts_incoming(),
+    assert_eq!(
+        s.incoming(true),
+        Incoming::Take,
         "10.0.0.2 > 10.0.0.1: the peer's connection wins"
     );
+    let mut low = Session::new(SessionConfig::new(
+        64512,
+        64512,
+        "10.0.0.3".parse().unwrap(),
+    ));
+    low.handle(Input::Start);
+    low.handle(Input::Connected);
+    low.handle(Input::Frame(&encode_open(&peer_open(
+        64512, "10.0.0.2", 90,
+    ))));
+    assert_eq!(low.incoming(true), Incoming::Refuse, "ours wins");
+    low.handle(Input::Frame(&encode_keepalive()));
+    assert_eq!(low.state(), State::Established);
+    assert_eq!(low.incoming(true), Incoming::Refuse);
+    assert_eq!(low.incoming(false), Incoming::Refuse);
+}
+
+#[test]
+fn equal_router_ids_between_ases_are_settled_by_the_as_number() {
+    let id = "10.0.0.1".parse().unwrap();
+    let s = Session::new(SessionConfig::new(64512, 65000, id));
+    assert!(s.peer_is_dominant(id), "AS 65000 > AS 64512");
+    let s = Session::new(SessionConfig::new(65000, 64512, id));
+    assert!(!s.peer_is_dominant(id));
+    assert!(!s.peer_is_dominant("9.255.255.255".parse().unwrap()));
+}
+
+#[test]
+fn a_tracked_connection_that_wins_continues_in_open_sent_without_a_second_open() {
+    // The peer's OPEN came on our connection first (OpenConfirm), then the tracked one won.
+    let mut s = Session::new(cfg());
+    s.handle(Input::Start);
+    s.handle(Input::Connected);
+    s.handle(Input::Frame(&encode_open(&peer_open(
+        64512, "10.0.0.2", 90,
+    ))));
+    assert_eq!(s.state(), State::OpenConfirm);
+    let out = s.handle(Input::Replaced);
+    assert_eq!(s.state(), State::OpenSent);
+    assert!(
+        sent(&out).is_empty(),
+        "our OPEN is already on that connection"
+    );
+    assert!(s.negotiated().is_none());
+    assert!(out.contains(&Output::Timer(Timer::Keepalive, None)));
+    assert!(out.contains(&Output::Timer(Timer::Hold, Some(OPEN_HOLD))));
+    s.handle(Input::Frame(&encode_open(&peer_open(
+        64512, "10.0.0.2", 90,
+    ))));
+    s.handle(Input::Frame(&encode_keepalive()));
+    assert_eq!(s.state(), State::Established);
+
+    // The peer closed our connection (it resolved the collision first): the session went
+    // down, and the tracked connection takes over without waiting.
+    let mut s = Session::new(cfg());
+    s.handle(Input::Start);
+    s.handle(Input::Connected);
+    let n = encode_notification(&Notification::connection_collision());
+    s.handle(Input::Frame(&n));
+    assert_eq!(s.state(), State::Idle);
+    let out = s.handle(Input::Replaced);
+    assert_eq!(s.state(), State::OpenSent);
+    assert!(out.contains(&Output::Timer(Timer::IdleHold, None)));
+
+    // Stopped sessions stay down.
+    s.handle(Input::Stop(Notification::peer_deconfigured()));
+    assert!(s.handle(Input::Replaced).is_empty());
+    assert_eq!(s.state(), State::Idle);
 }
 
 #[test]

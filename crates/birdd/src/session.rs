@@ -19,10 +19,10 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use calico_bgp::fsm::{
-    DownReason, Input, Negotiated, Output, Session, SessionConfig, State, Timer,
+    DownReason, Incoming, Input, Negotiated, Output, Session, SessionConfig, State, Timer,
 };
 use calico_bgp::types::Family;
-use calico_bgp::wire::{self, Notification, RouteRefresh, Update};
+use calico_bgp::wire::{self, Codec, Message, Notification, RouteRefresh, Update};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -109,6 +109,7 @@ pub fn spawn(
         fsm: Session::new(cfg),
         events,
         conn: None,
+        rival: None,
         connecting: None,
         timers: HashMap::new(),
         pending: VecDeque::new(),
@@ -126,6 +127,39 @@ struct Conn {
     read: OwnedReadHalf,
     write: mpsc::Sender<Vec<u8>>,
     local: SocketAddr,
+    /// We opened it (the RFC 4271 §6.8 collision rule keeps the dominant side's connection).
+    outgoing: bool,
+}
+
+impl Conn {
+    fn new(stream: TcpStream, outgoing: bool) -> std::io::Result<Conn> {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY");
+        }
+        let local = stream.local_addr()?;
+        let (read, write) = stream.into_split();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(writer(write, rx));
+        Ok(Conn {
+            read,
+            write: tx,
+            local,
+            outgoing,
+        })
+    }
+
+    /// Queues a Cease "connection collision resolution"; dropping the connection then sends
+    /// it and closes.
+    fn cease_collision(&self) {
+        let _ = self.write.try_send(collision_notification());
+    }
+}
+
+/// The peer's connection kept beside ours while both sides' OPENs cross (RFC 4271 §6.8).
+struct Rival {
+    conn: Conn,
+    /// Bytes read and not yet framed: the peer's OPEN, once it is whole.
+    buf: Vec<u8>,
 }
 
 struct Shell {
@@ -134,6 +168,9 @@ struct Shell {
     fsm: Session,
     events: mpsc::Sender<SessionEvent>,
     conn: Option<Conn>,
+    /// A second connection, opened by the peer during our OPEN exchange, until an OPEN
+    /// settles which of the two stays.
+    rival: Option<Rival>,
     connecting: Option<ConnectFuture>,
     timers: HashMap<Timer, Instant>,
     /// Bytes for the writer, waiting for room in its queue.
@@ -148,6 +185,7 @@ enum Wake {
     Timer(Timer),
     Connected(std::io::Result<TcpStream>),
     Read(std::io::Result<usize>),
+    RivalRead(std::io::Result<usize>),
     Wrote,
 }
 
@@ -166,9 +204,10 @@ impl Shell {
                 let has_pending = !self.pending.is_empty();
                 let is_connecting = self.connecting.is_some();
                 let has_conn = self.conn.is_some();
+                let has_rival = self.rival.is_some();
                 let connecting = self.connecting.as_mut();
-                let reading = self.conn.as_mut().map(|c| &mut c.read);
-                let buf = &mut self.buf;
+                let reading = self.conn.as_mut().map(|c| (&mut c.read, &mut self.buf));
+                let rival = self.rival.as_mut().map(|r| (&mut r.conn.read, &mut r.buf));
                 tokio::select! {
                     biased;
                     _ = sleep_until(next_timer.map(|(_, at)| at)), if next_timer.is_some() => {
@@ -189,7 +228,8 @@ impl Shell {
                         None => Wake::Read(Ok(0)),
                     },
                     res = poll_connect(connecting), if is_connecting => Wake::Connected(res),
-                    res = read_some(reading, buf), if has_conn => Wake::Read(res),
+                    res = read_some(reading), if has_conn => Wake::Read(res),
+                    res = read_some(rival), if has_rival => Wake::RivalRead(res),
                 }
             };
             match wake {
@@ -205,7 +245,7 @@ impl Shell {
                 Wake::Connected(res) => {
                     self.connecting = None;
                     match res {
-                        Ok(stream) => self.adopt(stream).await,
+                        Ok(stream) => self.adopt(stream, true).await,
                         Err(e) => {
                             let msg = connect_error(&e);
                             self.handle(Input::ConnectFailed(msg)).await
@@ -218,7 +258,12 @@ impl Shell {
                 }
                 Wake::Read(Ok(_)) => self.frames().await,
                 Wake::Read(Err(e)) => self.handle(Input::Closed(e.to_string())).await,
+                Wake::RivalRead(Ok(n)) if n > 0 => self.rival_read().await,
+                Wake::RivalRead(_) => self.rival = None,
                 Wake::Wrote => {}
+            }
+            if self.rival.is_some() {
+                self.settle_rival().await;
             }
         }
         // The daemon dropped us: close politely.
@@ -237,38 +282,138 @@ impl Shell {
                 }
             }
             SessionCommand::Incoming(stream) => {
-                if !self.fsm.accepts_incoming() {
-                    tracing::debug!(peer = %self.endpoint.address, "refusing a second connection");
-                    return;
+                let ours = self.conn.as_ref().is_some_and(|c| c.outgoing);
+                match self.fsm.incoming(ours) {
+                    Incoming::Take => {
+                        if let Some(r) = self.rival.take() {
+                            r.conn.cease_collision();
+                        }
+                        if self.conn.is_some() {
+                            self.handle(Input::Collision).await;
+                        }
+                        self.connecting = None;
+                        self.adopt(stream, false).await;
+                    }
+                    Incoming::Track => match Conn::new(stream, false) {
+                        Ok(conn) => {
+                            tracing::debug!(peer = %self.endpoint.address, "connection collision: both connections go on until an OPEN arrives");
+                            let _ = conn.write.try_send(self.fsm.open_message());
+                            if let Some(old) = self.rival.replace(Rival {
+                                conn,
+                                buf: Vec::new(),
+                            }) {
+                                old.conn.cease_collision();
+                            }
+                        }
+                        Err(e) => tracing::debug!(error = %e, "a connection from the peer"),
+                    },
+                    Incoming::Refuse => {
+                        tracing::debug!(peer = %self.endpoint.address, "refusing a second connection");
+                        let _ = stream.try_write(&collision_notification());
+                    }
                 }
-                if self.conn.is_some() {
-                    self.handle(Input::Collision).await;
-                }
-                self.connecting = None;
-                self.adopt(stream).await;
             }
             SessionCommand::Stop(n) => self.handle(Input::Stop(n)).await,
         }
     }
 
-    async fn adopt(&mut self, stream: TcpStream) {
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY");
+    async fn adopt(&mut self, stream: TcpStream, outgoing: bool) {
+        match Conn::new(stream, outgoing) {
+            Ok(conn) => {
+                self.buf.clear();
+                self.conn = Some(conn);
+                self.handle(Input::Connected).await;
+            }
+            Err(e) => self.handle(Input::ConnectFailed(e.to_string())).await,
         }
-        let local = match stream.local_addr() {
-            Ok(a) => a,
-            Err(e) => return self.handle(Input::ConnectFailed(e.to_string())).await,
+    }
+
+    /// The rival connection sent something: once its first message is whole, it must be
+    /// the peer's OPEN, whose identifier settles the collision.
+    async fn rival_read(&mut self) {
+        let Some(r) = &self.rival else {
+            return;
         };
-        let (read, write) = stream.into_split();
-        let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(writer(write, rx));
-        self.buf.clear();
-        self.conn = Some(Conn {
-            read,
-            write: tx,
-            local,
-        });
-        self.handle(Input::Connected).await;
+        let peer_id = match wire::frame_len(&r.buf) {
+            Ok(Some(len)) if r.buf.len() >= len => {
+                match wire::decode_message(&r.buf[..len], &Codec::default()) {
+                    Ok(Message::Open(open)) => open.router_id,
+                    // Not an OPEN first: the peer gave this connection up, or it is broken.
+                    _ => {
+                        self.rival = None;
+                        return;
+                    }
+                }
+            }
+            Ok(_) => return,
+            Err(_) => {
+                self.rival = None;
+                return;
+            }
+        };
+        self.settle_collision(peer_id).await;
+    }
+
+    /// After every event while a rival connection exists: the session's own progress may
+    /// settle the collision too.
+    async fn settle_rival(&mut self) {
+        match self.fsm.state() {
+            State::OpenSent => {}
+            State::OpenConfirm => {
+                if let Some(id) = self.fsm.negotiated().map(|n| n.peer_router_id) {
+                    self.settle_collision(id).await;
+                }
+            }
+            // RFC 4271 §6.8: an Established session always stays.
+            State::Established => {
+                if let Some(r) = self.rival.take() {
+                    r.conn.cease_collision();
+                }
+            }
+            // Our connection is gone (the peer closed it, having settled the collision
+            // itself, or it failed): the peer's connection carries on at once.
+            State::Idle | State::Connect | State::Active => {
+                if self.conn.is_none()
+                    && let Some(r) = self.rival.take()
+                {
+                    self.promote(r).await;
+                }
+            }
+        }
+    }
+
+    /// Keeps the connection the dominant side opened and closes the other.
+    async fn settle_collision(&mut self, peer_id: std::net::Ipv4Addr) {
+        let Some(r) = self.rival.take() else {
+            return;
+        };
+        let ours = self.conn.as_ref().is_some_and(|c| c.outgoing);
+        let open_exchange = matches!(self.fsm.state(), State::OpenSent | State::OpenConfirm);
+        if ours && open_exchange && self.fsm.peer_is_dominant(peer_id) {
+            tracing::debug!(peer = %self.endpoint.address, "connection collision: the peer's connection stays");
+            self.promote(r).await;
+        } else {
+            tracing::debug!(peer = %self.endpoint.address, "connection collision: our connection stays");
+            r.conn.cease_collision();
+        }
+    }
+
+    /// Runs the session on the rival connection from now on (our OPEN is already on it).
+    async fn promote(&mut self, r: Rival) {
+        if self.conn.is_some() {
+            self.queue(collision_notification());
+            self.disconnect();
+        }
+        self.connecting = None;
+        self.conn = Some(r.conn);
+        self.buf = r.buf;
+        self.handle(Input::Replaced).await;
+        if self.fsm.state() != State::OpenSent {
+            // Stopped meanwhile.
+            self.disconnect();
+            return;
+        }
+        self.frames().await;
     }
 
     /// Frames every complete message in the buffer and feeds it to the state machine.
@@ -339,7 +484,7 @@ impl Shell {
             Output::Send(bytes) => self.queue(bytes),
             Output::Disconnect => self.disconnect(),
             Output::Timer(t, Some(d)) => {
-                self.timers.insert(t, Instant::now() + d);
+                self.timers.insert(t, Instant::now() + jittered(t, d));
             }
             Output::Timer(t, None) => {
                 self.timers.remove(&t);
@@ -454,10 +599,10 @@ async fn poll_connect(f: Option<&mut ConnectFuture>) -> std::io::Result<TcpStrea
     }
 }
 
-async fn read_some(r: Option<&mut OwnedReadHalf>, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+async fn read_some(conn: Option<(&mut OwnedReadHalf, &mut Vec<u8>)>) -> std::io::Result<usize> {
     use tokio::io::AsyncReadExt;
-    match r {
-        Some(r) => {
+    match conn {
+        Some((r, buf)) => {
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(64 * 1024);
             }
@@ -487,6 +632,22 @@ async fn connect(ep: Endpoint) -> std::io::Result<TcpStream> {
     Ok(stream)
 }
 
+fn collision_notification() -> Vec<u8> {
+    wire::encode_notification(&Notification::connection_collision())
+}
+
+/// RFC 4271 §10: the timers that start attempts and KEEPALIVEs run 75-100% of their
+/// value, so two speakers that failed together do not retry in lockstep (BIRD does the
+/// same). The hold timer is a promise to the peer and stays exact.
+fn jittered(t: Timer, d: Duration) -> Duration {
+    match t {
+        Timer::ConnectRetry | Timer::IdleHold | Timer::Keepalive => {
+            d.mul_f64(rand::random_range(0.75..=1.0))
+        }
+        Timer::Hold => d,
+    }
+}
+
 /// BIRD's words for why a connection failed, as `calicoctl node status` shows them.
 fn connect_error(e: &std::io::Error) -> String {
     match e.kind() {
@@ -504,3 +665,7 @@ async fn writer(mut w: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>) {
     }
     let _ = w.shutdown().await;
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;
