@@ -436,6 +436,9 @@ impl Loop {
                 .min(self.next_routes_refresh);
             // Unknown routes on workload interfaces are re-checked after their grace period.
             t = t.min(tokio::time::Instant::now() + Duration::from_secs(2));
+            if let Some(r) = self.dataplane.as_ref().and_then(|dp| dp.next_retry()) {
+                t = t.min(tokio::time::Instant::from_std(r));
+            }
         }
         if let Some(r) = self.retry_at {
             t = t.min(r);
@@ -553,7 +556,7 @@ pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken)
         dataplane: None,
         ds: ds_for_loop,
         tunnel_task: None,
-        exec: Arc::new(SystemExec),
+        exec: Arc::new(SystemExec::default()),
         status: status.clone(),
         metrics: metrics.clone(),
         in_sync: false,

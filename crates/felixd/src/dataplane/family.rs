@@ -51,7 +51,7 @@ enum Tables {
     Iptables {
         /// Indexed by [`TableKind`], in the order they are written.
         tables: Box<[Table; 4]>,
-        ipsets: IpSets,
+        ipsets: Box<IpSets>,
     },
     Nft(Box<NftTable>),
 }
@@ -84,7 +84,7 @@ impl Family {
                     tables: Box::new(TableKind::ALL.map(|k| {
                         Table::new(k.name(), v, cfg.backend, cfg.features, cfg.insert_mode)
                     })),
-                    ipsets: IpSets::new(v),
+                    ipsets: Box::new(IpSets::new(v)),
                 }
             };
         Family { v, tables }
@@ -162,6 +162,14 @@ impl Family {
         }
     }
 
+    /// When IP sets the kernel still held should be destroyed again.
+    pub fn next_retry(&self) -> Option<std::time::Instant> {
+        match &self.tables {
+            Tables::Iptables { ipsets, .. } => ipsets.next_retry(),
+            Tables::Nft(_) => None,
+        }
+    }
+
     pub fn needs_apply(&self) -> bool {
         match &self.tables {
             Tables::Iptables { tables, ipsets } => {
@@ -207,7 +215,7 @@ impl Family {
                 s.chains_written += st.chains_written;
                 s.chains_deleted += st.chains_deleted;
                 s.restores += st.restores;
-                let st = ipsets.apply_deletions(exec)?;
+                let st = ipsets.apply_deletions(exec);
                 s.sets_deleted += st.sets_deleted;
             }
             Tables::Nft(n) => s.add_nft(&n.apply(exec)?),

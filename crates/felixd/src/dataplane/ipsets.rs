@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
+use std::time::{Duration, Instant};
 
 use super::exec::{Exec, ExecError};
 
@@ -88,7 +89,17 @@ pub struct IpSets {
     dirty_sets: BTreeSet<String>,
     /// Members to check, per set.
     dirty_members: HashMap<String, HashSet<String>>,
+    /// Sets that could not be destroyed yet: when to try again, and the wait after that.
+    deletion_retry: Option<(Instant, Duration)>,
 }
+
+/// The first wait before destroying again a set the kernel still held. Rules that used the
+/// set are freed one RCU grace period after the transaction that removed them (10-30 ms),
+/// and only then does the kernel let the set go.
+const FIRST_DELETION_RETRY: Duration = Duration::from_millis(50);
+/// Past this wait the set is held by something else (another tool's rule): say so.
+const DELETION_RETRY_WARN: Duration = Duration::from_secs(5);
+const MAX_DELETION_RETRY: Duration = Duration::from_secs(30);
 
 fn ours(name: &str, ip_version: u8) -> bool {
     name.starts_with(&format!("cali{ip_version}"))
@@ -110,6 +121,7 @@ impl IpSets {
             kernel: None,
             dirty_sets: BTreeSet::new(),
             dirty_members: HashMap::new(),
+            deletion_retry: None,
         }
     }
 
@@ -188,7 +200,17 @@ impl IpSets {
     }
 
     pub fn needs_apply(&self) -> bool {
-        self.kernel.is_none() || !self.dirty_sets.is_empty() || !self.dirty_members.is_empty()
+        self.kernel.is_none()
+            || !self.dirty_sets.is_empty()
+            || !self.dirty_members.is_empty()
+            || self
+                .deletion_retry
+                .is_some_and(|(at, _)| Instant::now() >= at)
+    }
+
+    /// When sets the kernel still held should be destroyed again.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.deletion_retry.map(|(at, _)| at)
     }
 
     fn read(&mut self, exec: &dyn Exec) -> Result<(), IpSetError> {
@@ -356,39 +378,61 @@ impl IpSets {
         Ok(stats)
     }
 
-    /// Destroys the sets no one wants, once the rules no longer use them. A set someone
-    /// else still references stays and is retried later.
-    pub fn apply_deletions(&mut self, exec: &dyn Exec) -> Result<IpSetStats, IpSetError> {
-        let mut stats = IpSetStats::default();
-        let Some(kernel) = self.kernel.as_mut() else {
-            return Ok(stats);
-        };
-        let gone: Vec<String> = kernel
-            .keys()
+    /// Destroys the sets no one wants, once the rules no longer use them. The kernel lets
+    /// a set go only after the rules that used it are freed, one RCU grace period after the
+    /// transaction that removed them, so sets that just fell out of use are destroyed on a
+    /// later pass ([`FIRST_DELETION_RETRY`] later), and a set still held is tried again then.
+    pub fn apply_deletions(&mut self, exec: &dyn Exec) -> IpSetStats {
+        self.dirty_sets.retain(|n| self.desired.contains_key(n));
+        match self.deletion_retry {
+            Some((at, _)) if Instant::now() >= at => self.destroy_unwanted(exec),
+            Some(_) => IpSetStats::default(),
+            None => {
+                if self.unwanted().next().is_some() {
+                    self.deletion_retry =
+                        Some((Instant::now() + FIRST_DELETION_RETRY, FIRST_DELETION_RETRY));
+                }
+                IpSetStats::default()
+            }
+        }
+    }
+
+    fn unwanted(&self) -> impl Iterator<Item = &String> {
+        self.kernel
+            .iter()
+            .flat_map(|k| k.keys())
             .filter(|n| !self.desired.contains_key(*n))
-            .cloned()
-            .collect();
-        let mut failed = None;
+    }
+
+    /// Destroys every set no one wants now; those the kernel still holds are retried later.
+    pub fn destroy_unwanted(&mut self, exec: &dyn Exec) -> IpSetStats {
+        let mut stats = IpSetStats::default();
+        let gone: Vec<String> = self.unwanted().cloned().collect();
+        let wait = self.deletion_retry.map(|(_, w)| w);
+        let mut held = 0;
         for name in gone {
             match exec.run("ipset", &["destroy", &name], None) {
                 Ok(_) => {
-                    kernel.remove(&name);
+                    if let Some(k) = self.kernel.as_mut() {
+                        k.remove(&name);
+                    }
                     stats.sets_deleted += 1;
                 }
                 Err(e) => {
-                    tracing::warn!(set = %name, error = %e, "cannot destroy an IP set yet; will retry");
-                    failed = Some(e);
+                    held += 1;
+                    if wait.is_some_and(|w| w >= DELETION_RETRY_WARN) {
+                        tracing::warn!(set = %name, error = %e, "cannot destroy an IP set; something else still uses it; will retry");
+                    } else {
+                        tracing::debug!(set = %name, error = %e, "IP set still held by the kernel; will retry");
+                    }
                 }
             }
         }
-        self.dirty_sets.retain(|n| self.desired.contains_key(n));
-        match failed {
-            Some(source) if stats.sets_deleted == 0 => Err(IpSetError::Write {
-                ip_version: self.ip_version,
-                source,
-            }),
-            _ => Ok(stats),
-        }
+        self.deletion_retry = (held > 0).then(|| {
+            let w = wait.unwrap_or(FIRST_DELETION_RETRY);
+            (Instant::now() + w, (w * 2).min(MAX_DELETION_RETRY))
+        });
+        stats
     }
 }
 
@@ -413,8 +457,10 @@ mod tests {
         assert!(script.contains("create cali40s:a hash:net family inet maxelem 1048576"));
         assert!(script.contains("add cali40s:a 10.0.0.1\n"));
         assert!(script.contains("add cali40s:a 10.1.0.0/16\n"));
-        // The stale set goes after the rules.
-        let st = s.apply_deletions(&exec).unwrap();
+        // The stale set goes after the rules, on a later pass.
+        assert_eq!(s.apply_deletions(&exec).sets_deleted, 0);
+        s.deletion_retry = Some((Instant::now(), FIRST_DELETION_RETRY));
+        let st = s.apply_deletions(&exec);
         assert_eq!(st.sets_deleted, 1);
         let calls = exec.calls.lock().unwrap().clone();
         assert_eq!(calls.last().unwrap().1, vec!["destroy", "cali40old"]);
@@ -453,5 +499,27 @@ mod tests {
         assert_eq!(canonical_member("fd00::1/128"), "fd00::1");
         assert_eq!(canonical_member("10.0.0.0/24"), "10.0.0.0/24");
         assert_eq!(canonical_member("10.0.0.1,tcp:80"), "10.0.0.1,tcp:80");
+    }
+
+    #[test]
+    fn a_set_the_kernel_still_holds_is_destroyed_on_a_later_pass_without_an_error() {
+        let exec = FakeExec::default();
+        exec.set_output("ipset", "create cali40gone hash:net family inet\n");
+        let mut s = IpSets::new(4);
+        s.apply_updates(&exec).unwrap();
+        exec.failing.lock().unwrap().push("ipset".into());
+        let st = s.apply_deletions(&exec);
+        assert_eq!(st.sets_deleted, 0, "not in the pass that released it");
+        assert!(s.next_retry().is_some(), "a later pass is scheduled");
+        s.deletion_retry = Some((Instant::now(), FIRST_DELETION_RETRY));
+        assert_eq!(s.apply_deletions(&exec).sets_deleted, 0, "still held");
+        assert!(s.next_retry().is_some(), "retried again later");
+        assert!(!s.needs_apply(), "not before the retry is due");
+        s.deletion_retry = Some((Instant::now(), FIRST_DELETION_RETRY * 2));
+        assert!(s.needs_apply());
+        exec.failing.lock().unwrap().clear();
+        assert_eq!(s.apply_deletions(&exec).sets_deleted, 1);
+        assert!(s.next_retry().is_none());
+        assert!(!s.needs_apply());
     }
 }

@@ -177,14 +177,14 @@ fn restore(
     backend: Backend,
     ip_version: u8,
     input: &str,
-) -> Result<String, ExecError> {
+) -> Result<(), ExecError> {
     let tool = backend.tool(ip_version, "restore");
     let args: &[&str] = match backend {
         // Wait for the xtables lock (up to 10 s per attempt, polling every 50 ms).
         Backend::Legacy => &["--noflush", "--wait", "10", "--wait-interval", "50000"],
         Backend::Nft => &["--noflush"],
     };
-    exec.run(&tool, args, Some(input.as_bytes()))
+    exec.restore(&tool, args, input)
 }
 
 /// The sections of a full `iptables-save`, by table name.

@@ -961,6 +961,11 @@ impl Dataplane {
             || self.families.iter().any(Family::needs_apply)
     }
 
+    /// The earliest retry a family scheduled (IP sets the kernel still held).
+    pub fn next_retry(&self) -> Option<std::time::Instant> {
+        self.families.iter().filter_map(Family::next_retry).min()
+    }
+
     /// Reads the kernel again at the next apply, to repair what someone else changed.
     pub fn invalidate_tables(&mut self) {
         for f in &mut self.families {
@@ -1013,7 +1018,7 @@ impl Dataplane {
                 }
                 let mut sets = ipsets::IpSets::new(*v);
                 let _ = sets.apply_updates(exec);
-                let _ = sets.apply_deletions(exec);
+                let _ = sets.destroy_unwanted(exec);
             }
         } else {
             for v in &versions {
