@@ -1,7 +1,7 @@
 //! Per-interface kernel settings of workload interfaces, connection-tracking cleanup for
 //! addresses that went away, the kernel's global forwarding switches, and the pod MTU file.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -170,4 +170,48 @@ pub async fn host_mtu(h: &rtnetlink::Handle) -> u32 {
         }
     }
     best.unwrap_or(1460)
+}
+
+/// The host's interfaces (not workload ones, not kube-proxy's IPVS dummy, as Felix's
+/// interface monitor) with every local address on each, for host endpoints matched by
+/// `expectedIPs`.
+pub async fn host_addresses(
+    h: &rtnetlink::Handle,
+    workload_prefixes: &[String],
+) -> Result<HashMap<String, HashSet<IpAddr>>, rtnetlink::Error> {
+    use futures::TryStreamExt;
+    use rtnetlink::packet_route::address::AddressAttribute;
+    use rtnetlink::packet_route::link::LinkAttribute;
+    let mut names: HashMap<u32, String> = HashMap::new();
+    let mut links = h.link().get().execute();
+    while let Some(l) = links.try_next().await? {
+        let name = l.attributes.iter().find_map(|a| match a {
+            LinkAttribute::IfName(n) => Some(n.clone()),
+            _ => None,
+        });
+        if let Some(n) = name
+            && n != "kube-ipvs0"
+            && !workload_prefixes.iter().any(|p| n.starts_with(p.as_str()))
+        {
+            names.insert(l.header.index, n);
+        }
+    }
+    let mut out: HashMap<String, HashSet<IpAddr>> = names
+        .values()
+        .map(|n| (n.clone(), HashSet::new()))
+        .collect();
+    let mut addrs = h.address().get().execute();
+    while let Some(a) = addrs.try_next().await? {
+        let Some(name) = names.get(&a.header.index) else {
+            continue;
+        };
+        for attr in &a.attributes {
+            if let AddressAttribute::Local(ip) | AddressAttribute::Address(ip) = attr
+                && let Some(set) = out.get_mut(name)
+            {
+                set.insert(*ip);
+            }
+        }
+    }
+    Ok(out)
 }

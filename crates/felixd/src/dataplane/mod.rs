@@ -8,6 +8,7 @@
 
 pub mod exec;
 pub mod family;
+pub mod hostendpoints;
 pub mod interfaces;
 pub mod ipip;
 pub mod ipsets;
@@ -144,6 +145,18 @@ pub struct Dataplane {
     hep_ifaces: BTreeMap<String, EndpointId>,
     hep_untracked: BTreeSet<String>,
     hep_pre_dnat: BTreeSet<String>,
+    /// This node's host endpoints, by name; which interfaces they own is resolved by
+    /// [`hostendpoints::resolve`] into `hep_owner`.
+    heps: BTreeMap<String, LocalEndpoint>,
+    /// Interface → the host endpoint rendered for it.
+    hep_owner: BTreeMap<String, String>,
+    /// What was programmed per host endpoint interface.
+    hep_programmed: HashMap<String, Programmed>,
+    /// Host endpoints changed since the last resolution.
+    hep_changed: HashSet<String>,
+    /// The host's interfaces and their addresses (read while an endpoint needs them).
+    host_addrs: HashMap<String, HashSet<IpAddr>>,
+    host_addrs_stale: bool,
     spoofable: BTreeMap<String, Vec<IpNet>>,
     programmed: HashMap<EndpointId, Programmed>,
     /// Group chains (per table) and how many endpoints use each.
@@ -233,6 +246,12 @@ impl Dataplane {
             hep_ifaces: BTreeMap::new(),
             hep_untracked: BTreeSet::new(),
             hep_pre_dnat: BTreeSet::new(),
+            heps: BTreeMap::new(),
+            hep_owner: BTreeMap::new(),
+            hep_programmed: HashMap::new(),
+            hep_changed: HashSet::new(),
+            host_addrs: HashMap::new(),
+            host_addrs_stale: true,
             spoofable: BTreeMap::new(),
             programmed: HashMap::new(),
             group_refs: HashMap::new(),
@@ -318,12 +337,13 @@ impl Dataplane {
         for name in &ch.profiles {
             self.update_profile(calc, name);
         }
-        let had_heps = !self.hep_ifaces.is_empty();
+        let had_heps = !self.heps.is_empty();
         for id in &ch.endpoints {
             self.update_endpoint(calc.local_endpoint(id), id);
             self.endpoint_generation.insert(id.clone(), self.generation);
         }
-        if !had_heps && !self.hep_ifaces.is_empty() {
+        self.resolve_host_endpoints();
+        if !had_heps && !self.heps.is_empty() {
             // The first host endpoint: its mangle and raw chains may jump to any policy.
             let pids: Vec<crate::rules::PolicyId> =
                 calc.active_policies().map(|(id, _)| id.clone()).collect();
@@ -373,7 +393,7 @@ impl Dataplane {
 
     fn update_policy(&mut self, calc: &CalcGraph, pid: &crate::rules::PolicyId) {
         let rc = &self.cfg.rules;
-        let heps = !self.hep_ifaces.is_empty();
+        let heps = !self.heps.is_empty();
         for f in &mut self.families {
             // Rendered only to learn the names when the policy is gone.
             let empty = crate::rules::PolicyRules::default();
@@ -401,7 +421,7 @@ impl Dataplane {
 
     fn update_profile(&mut self, calc: &CalcGraph, name: &str) {
         let rc = &self.cfg.rules;
-        let heps = !self.hep_ifaces.is_empty();
+        let heps = !self.heps.is_empty();
         for f in &mut self.families {
             let rules = calc.active_profile(name);
             let (inbound, outbound) = rules
@@ -459,27 +479,28 @@ impl Dataplane {
 
     /// Renders (or removes) one local endpoint's chains, groups and routes.
     fn update_endpoint(&mut self, le: Option<&LocalEndpoint>, id: &EndpointId) {
+        if let EndpointId::Host { name } = id {
+            // Rendered per interface once resolved (resolve_host_endpoints).
+            match le {
+                Some(le) => {
+                    if le.iface.is_empty() {
+                        self.host_addrs_stale = true;
+                    }
+                    self.heps.insert(name.clone(), le.clone());
+                }
+                None => {
+                    self.heps.remove(name);
+                }
+            }
+            self.hep_changed.insert(name.clone());
+            return;
+        }
         let old = self.programmed.remove(id).unwrap_or_default();
         let mut new = Programmed::default();
         if let Some(le) = le {
-            if le.is_host() {
-                self.render_host_endpoint(le, &mut new);
-            } else {
-                self.render_workload(le, &mut new);
-            }
+            self.render_workload(le, &mut new);
         }
-        // Take the old state away, keeping what the new one still uses.
-        let keep: HashSet<&(TableKind, String)> = new.chains.iter().collect();
-        for (k, name) in &old.chains {
-            if !keep.contains(&(*k, name.clone())) {
-                for f in &mut self.families {
-                    f.remove_chain(*k, name);
-                }
-            }
-        }
-        for (k, g) in &old.groups {
-            self.decref_group(*k, g);
-        }
+        self.take_away(&old, &new);
         let kept_routes: HashSet<&IpNet> = new.routes.iter().collect();
         for r in &old.routes {
             if !kept_routes.contains(r) {
@@ -493,12 +514,6 @@ impl Dataplane {
             if self.wl_ifaces.get(&old.iface) == Some(id) {
                 self.wl_ifaces.remove(&old.iface);
                 self.wl_dispatch_dirty = true;
-            }
-            if self.hep_ifaces.get(&old.iface) == Some(id) {
-                self.hep_ifaces.remove(&old.iface);
-                self.hep_untracked.remove(&old.iface);
-                self.hep_pre_dnat.remove(&old.iface);
-                self.host_dispatch_dirty = true;
             }
             if self.spoofable.remove(&old.iface).is_some() {
                 self.rpf_dirty = true;
@@ -556,17 +571,80 @@ impl Dataplane {
         }
     }
 
-    fn render_host_endpoint(&mut self, le: &LocalEndpoint, out: &mut Programmed) {
-        let iface = match le.iface.as_str() {
-            "*" => ALL_INTERFACES.to_string(),
-            "" => {
-                // Felix resolves these through the host's interface addresses; not yet here.
-                tracing::warn!(endpoint = %le.id,
-                    "host endpoints without interfaceName are not supported yet; set interfaceName (or \"*\")");
-                return;
+    /// Takes away what `old` programmed and `new` does not use.
+    fn take_away(&mut self, old: &Programmed, new: &Programmed) {
+        let keep: HashSet<&(TableKind, String)> = new.chains.iter().collect();
+        for (k, name) in &old.chains {
+            if !keep.contains(&(*k, name.clone())) {
+                for f in &mut self.families {
+                    f.remove_chain(*k, name);
+                }
             }
-            i => i.to_string(),
-        };
+        }
+        for (k, g) in &old.groups {
+            self.decref_group(*k, g);
+        }
+    }
+
+    /// Gives each host interface the host endpoint Felix would, and renders the interfaces
+    /// whose endpoint changed (another one won it, or its policies or labels changed).
+    fn resolve_host_endpoints(&mut self) {
+        let refs: Vec<hostendpoints::HostEndpointRef<'_>> = self
+            .heps
+            .iter()
+            .map(|(name, le)| hostendpoints::HostEndpointRef {
+                name,
+                iface: &le.iface,
+                expected_ips: le.nets.iter().map(IpNet::addr).collect(),
+            })
+            .collect();
+        let want = hostendpoints::resolve(&refs, &self.host_addrs);
+        let ifaces: BTreeSet<String> = want.keys().chain(self.hep_owner.keys()).cloned().collect();
+        for iface in ifaces {
+            let new_owner = want.get(&iface);
+            let same = self.hep_owner.get(&iface) == new_owner
+                && !new_owner.is_some_and(|n| self.hep_changed.contains(n));
+            if same {
+                continue;
+            }
+            let old = self.hep_programmed.remove(&iface).unwrap_or_default();
+            let mut new = Programmed::default();
+            match new_owner.and_then(|n| self.heps.get(n)).cloned() {
+                Some(le) => self.render_host_endpoint(&le, &iface, &mut new),
+                None => {
+                    self.hep_ifaces.remove(&iface);
+                    self.hep_untracked.remove(&iface);
+                    self.hep_pre_dnat.remove(&iface);
+                    self.host_dispatch_dirty = true;
+                }
+            }
+            self.take_away(&old, &new);
+            if !new.chains.is_empty() {
+                self.hep_programmed.insert(iface, new);
+            }
+        }
+        for (name, le) in &self.heps {
+            if le.iface.is_empty() && !want.values().any(|n| n == name) {
+                tracing::debug!(endpoint = %name, "host endpoint matches no interface (no interface holds its expectedIPs)");
+            }
+        }
+        self.hep_owner = want;
+        self.hep_changed.clear();
+    }
+
+    /// The host's interface addresses, as tests (and nodes without netlink) give them.
+    pub fn set_host_addresses(&mut self, addrs: HashMap<String, HashSet<IpAddr>>) {
+        if addrs != self.host_addrs {
+            self.host_addrs = addrs;
+            self.generation += 1;
+            self.resolve_host_endpoints();
+            self.update_dispatch();
+        }
+        self.host_addrs_stale = false;
+    }
+
+    fn render_host_endpoint(&mut self, le: &LocalEndpoint, iface: &str, out: &mut Programmed) {
+        let iface = iface.to_string();
         let rc = self.cfg.rules.clone();
         let normal = group_tiers(&le.tiers, true, true);
         let forward = group_tiers(&le.forward_tiers, true, true);
@@ -981,6 +1059,7 @@ impl Dataplane {
 
     pub fn invalidate_routes(&mut self) {
         self.routes.invalidate();
+        self.host_addrs_stale = true;
         self.vxlan.invalidate();
         self.ipip.invalidate();
         self.mtu_dirty = true;
@@ -1069,6 +1148,15 @@ impl Dataplane {
             }
             if self.ipip.needs_apply() {
                 self.ipip.apply(&h).await?;
+            }
+            if self.host_addrs_stale && self.heps.values().any(|le| le.iface.is_empty()) {
+                match interfaces::host_addresses(&h, &self.cfg.rules.workload_iface_prefixes).await
+                {
+                    Ok(addrs) => self.set_host_addresses(addrs),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the host's addresses for host endpoints")
+                    }
+                }
             }
             // A full listing of links and routes costs ~30 ms with a thousand pods: only
             // when something changed, a refresh is due, or a route waits for its interface.

@@ -331,3 +331,65 @@ async fn the_same_node_on_nftables_renders_one_transaction_for_both_families() {
     assert!(exec.inputs_to("ipset").is_empty(), "no ipset with nftables");
     assert!(exec.inputs_to("iptables-nft-restore").is_empty());
 }
+
+#[tokio::test]
+async fn a_host_endpoint_without_an_interface_name_follows_its_expected_ips() {
+    let exec = empty_kernel();
+    let mut g = CalcGraph::new(HOST);
+    apply(
+        &mut g,
+        r#"
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: node-a-by-ip, labels: {role: node}}
+spec: {node: node-a, expectedIPs: ["192.168.1.10"]}
+"#,
+    );
+    let mut dp = Dataplane::new(config(), exec.clone());
+    let ch = g.take_changes();
+    dp.on_changes(&g, &ch);
+    dp.apply().await.unwrap();
+    assert!(
+        !rendered(&exec).contains("cali-th-"),
+        "no interface known to hold 192.168.1.10 yet"
+    );
+    let host = |iface: &str| {
+        [
+            (iface.to_string(), ["192.168.1.10".parse().unwrap()].into()),
+            ("lo".to_string(), ["127.0.0.1".parse().unwrap()].into()),
+        ]
+        .into_iter()
+        .collect()
+    };
+    dp.set_host_addresses(host("ens3"));
+    dp.apply().await.unwrap();
+    let text = rendered(&exec);
+    assert!(text.contains(":cali-th-ens3"), "{text}");
+    assert!(text.contains("--in-interface ens3"), "{text}");
+    assert!(!text.contains("cali-th-lo"), "{text}");
+
+    // The address moves to another interface: the endpoint follows it.
+    dp.set_host_addresses(host("ens4"));
+    dp.apply().await.unwrap();
+    let text = rendered(&exec);
+    assert!(text.contains("-X cali-th-ens3"), "{text}");
+    assert!(text.contains(":cali-th-ens4"), "{text}");
+
+    // A named endpoint whose name sorts first takes the interface; the other gives it up.
+    apply(
+        &mut g,
+        r#"
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: node-a-aaa, labels: {role: other}}
+spec: {node: node-a, interfaceName: ens4}
+"#,
+    );
+    let ch = g.take_changes();
+    dp.on_changes(&g, &ch);
+    dp.apply().await.unwrap();
+    assert_eq!(
+        dp.hep_owner.get("ens4").map(String::as_str),
+        Some("node-a-aaa")
+    );
+}
