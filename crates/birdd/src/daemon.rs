@@ -728,7 +728,13 @@ impl Daemon {
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
-        tracing::warn!(peer = %p.intent.name, %reason, was_established, graceful = !stale.is_empty(), "session down");
+        if !was_established {
+            // Failed before any route was exchanged (a collision's losing connection, say):
+            // routes kept from an earlier session for graceful restart stay until its timer.
+            tracing::debug!(peer = %p.intent.name, %reason, "session failed before Established");
+            return;
+        }
+        tracing::warn!(peer = %p.intent.name, %reason, graceful = !stale.is_empty(), "session down");
         p.negotiated = None;
         p.sent.clear();
         p.advertised = 0;

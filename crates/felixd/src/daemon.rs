@@ -437,7 +437,11 @@ impl Loop {
             // Unknown routes on workload interfaces are re-checked after their grace period.
             t = t.min(tokio::time::Instant::now() + Duration::from_secs(2));
             if let Some(r) = self.dataplane.as_ref().and_then(|dp| dp.next_retry()) {
-                t = t.min(tokio::time::Instant::from_std(r));
+                // Never before a failed apply's backoff ends (no apply runs until then), and
+                // never in the past: a due retry must not spin the loop.
+                let r = tokio::time::Instant::from_std(r);
+                let r = self.retry_at.map_or(r, |ra| r.max(ra));
+                t = t.min(r.max(tokio::time::Instant::now() + Duration::from_millis(1)));
             }
         }
         if let Some(r) = self.retry_at {

@@ -134,6 +134,7 @@ struct Restorer {
     /// Standard output, a line at a time, from a reader thread (so waiting can time out).
     stdout: mpsc::Receiver<String>,
     stderr: Arc<Mutex<String>>,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
     /// Lines written so far: the tool numbers lines across the whole stream.
     lines: usize,
     marker: u64,
@@ -156,8 +157,12 @@ impl Restorer {
         let (tx, stdout) = mpsc::channel();
         if let Some(out) = child.stdout.take() {
             std::thread::spawn(move || {
-                for line in BufReader::new(out).lines() {
-                    let Ok(line) = line else { break };
+                // Until EOF only: a line that is not UTF-8 must not end the reading.
+                let mut out = BufReader::new(out);
+                let mut buf = Vec::new();
+                while matches!(out.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
+                    let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+                    buf.clear();
                     if tx.send(line).is_err() {
                         break;
                     }
@@ -165,19 +170,23 @@ impl Restorer {
             });
         }
         let stderr = Arc::new(Mutex::new(String::new()));
+        let mut stderr_reader = None;
         if let Some(mut err) = child.stderr.take() {
             let sink = stderr.clone();
-            std::thread::spawn(move || {
+            stderr_reader = Some(std::thread::spawn(move || {
                 let mut buf = [0u8; 4096];
                 while let Ok(n) = err.read(&mut buf) {
                     if n == 0 {
                         break;
                     }
-                    sink.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                    let mut text = sink.lock().unwrap_or_else(|e| e.into_inner());
+                    // Warnings of earlier transactions are not kept forever.
+                    if text.len() > 64 * 1024 {
+                        text.clear();
+                    }
+                    text.push_str(&String::from_utf8_lossy(&buf[..n]));
                 }
-            });
+            }));
         }
         Ok(Restorer {
             program: program.to_string(),
@@ -186,6 +195,7 @@ impl Restorer {
             child: Some(child),
             stdout,
             stderr,
+            stderr_reader,
             lines: 0,
             marker: 0,
         })
@@ -195,6 +205,11 @@ impl Restorer {
         self.marker += 1;
         let marker = format!("# calico-rs transaction {}", self.marker);
         let first_line = self.lines + 1;
+        // Only what the tool says about this transaction.
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         let mut text = String::with_capacity(input.len() + marker.len() + 2);
         text.push_str(input);
         if !text.ends_with('\n') {
@@ -227,13 +242,16 @@ impl Restorer {
             }
         }
         // The tool exits on the first error; its message numbers lines across the stream.
+        drop(self.stdin.take());
         let status = match self.child.as_mut().map(Child::wait) {
             Some(Ok(s)) => s.to_string(),
             Some(Err(e)) => e.to_string(),
             None => "gone".into(),
         };
-        // The stderr reader finishes right after the exit.
-        std::thread::sleep(Duration::from_millis(20));
+        // The tool has exited, so its stderr is at EOF: the reader finishes.
+        if let Some(r) = self.stderr_reader.take() {
+            let _ = r.join();
+        }
         let stderr = self
             .stderr
             .lock()
