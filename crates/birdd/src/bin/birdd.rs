@@ -50,12 +50,7 @@ struct Args {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(args.log_level.to_lowercase()));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    calico_proto::lifecycle::init_logging(&args.log_level);
 
     let nodename = node_name(args.nodename.as_deref(), &args.nodename_file)?;
     let http_listen = match args.http_listen.as_str() {

@@ -18,8 +18,7 @@ pub struct HostEndpointRef<'a> {
     pub expected_ips: Vec<IpAddr>,
 }
 
-/// The wildcard endpoint's pseudo-interface (longer than any real interface name).
-pub use super::ALL_INTERFACES;
+use super::ALL_INTERFACES;
 
 /// Interface → owning host endpoint's name. `host_addrs` holds the host's interfaces (not
 /// workload ones) with their addresses.

@@ -141,8 +141,7 @@ pub struct Dataplane {
     routes: RouteTable,
     /// Workload interface → endpoint.
     wl_ifaces: BTreeMap<String, EndpointId>,
-    /// Host endpoint interfaces by kind of policy they carry.
-    hep_ifaces: BTreeMap<String, EndpointId>,
+    /// Host endpoint interfaces by kind of policy they carry (all of them: `hep_owner`).
     hep_untracked: BTreeSet<String>,
     hep_pre_dnat: BTreeSet<String>,
     /// This node's host endpoints, by name; which interfaces they own is resolved by
@@ -243,7 +242,6 @@ impl Dataplane {
             families,
             routes,
             wl_ifaces: BTreeMap::new(),
-            hep_ifaces: BTreeMap::new(),
             hep_untracked: BTreeSet::new(),
             hep_pre_dnat: BTreeSet::new(),
             heps: BTreeMap::new(),
@@ -342,7 +340,9 @@ impl Dataplane {
             self.update_endpoint(calc.local_endpoint(id), id);
             self.endpoint_generation.insert(id.clone(), self.generation);
         }
-        self.resolve_host_endpoints();
+        if !self.hep_changed.is_empty() {
+            self.resolve_host_endpoints();
+        }
         if !had_heps && !self.heps.is_empty() {
             // The first host endpoint: its mangle and raw chains may jump to any policy.
             let pids: Vec<crate::rules::PolicyId> =
@@ -612,7 +612,6 @@ impl Dataplane {
             match new_owner.and_then(|n| self.heps.get(n)).cloned() {
                 Some(le) => self.render_host_endpoint(&le, &iface, &mut new),
                 None => {
-                    self.hep_ifaces.remove(&iface);
                     self.hep_untracked.remove(&iface);
                     self.hep_pre_dnat.remove(&iface);
                     self.host_dispatch_dirty = true;
@@ -694,7 +693,6 @@ impl Dataplane {
             }
         }
         out.iface = iface.clone();
-        self.hep_ifaces.insert(iface.clone(), le.id.clone());
         if le.untracked_tiers.is_empty() {
             self.hep_untracked.remove(&iface);
         } else {
@@ -803,7 +801,7 @@ impl Dataplane {
     fn hep_names(&self, keep: impl Fn(&String) -> bool) -> (Vec<String>, Option<String>) {
         let mut names = Vec::new();
         let mut default = None;
-        for i in self.hep_ifaces.keys().filter(|i| keep(i)) {
+        for i in self.hep_owner.keys().filter(|i| keep(i)) {
             if i == ALL_INTERFACES {
                 default = Some(i.clone());
             } else {
