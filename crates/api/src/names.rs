@@ -108,6 +108,13 @@ impl WorkloadEndpointIds {
     }
 }
 
+/// The four segments of a WorkloadEndpoint name, unescaped: node, orchestrator, the
+/// workload segment (the pod for Kubernetes) and endpoint. Felix's v1 endpoint identity
+/// (and its status key) is built from these (libcalico-go's `ExtractDashSeparatedParms`).
+pub fn workload_endpoint_name_segments(name: &str) -> Option<[String; 4]> {
+    <[String; 4]>::try_from(split_escaped(name)).ok()
+}
+
 /// Splits on single dashes, treating `--` as an escaped `-`.
 fn split_escaped(name: &str) -> Vec<String> {
     let b = name.as_bytes();

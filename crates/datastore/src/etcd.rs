@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity,
-    KvClient, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchClient, WatchOptions,
+    KvClient, LeaseClient, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchClient,
+    WatchOptions,
 };
 
 use crate::error::{DatastoreError, Result};
@@ -80,6 +81,7 @@ impl EtcdConfig {
 #[derive(Clone)]
 pub struct EtcdDatastore {
     kv: KvClient,
+    lease: LeaseClient,
     watch: WatchClient,
     endpoints: String,
     request_timeout: Duration,
@@ -158,6 +160,7 @@ impl EtcdDatastore {
             kv: client
                 .kv_client()
                 .max_decoding_message_size(MAX_RESPONSE_BYTES),
+            lease: client.lease_client(),
             watch: client
                 .watch_client()
                 .max_decoding_message_size(MAX_RESPONSE_BYTES),
@@ -384,6 +387,32 @@ impl Datastore for EtcdDatastore {
         let mut c = self.kv.clone();
         let resp = self
             .timed("apply", &path, c.put(path.clone(), value.clone(), None))
+            .await?;
+        Ok(KvPair {
+            key: key.clone(),
+            value,
+            revision: resp.header().map_or(0, |h| h.revision()),
+        })
+    }
+
+    async fn apply_with_ttl(&self, key: &Key, value: Vec<u8>, ttl: Duration) -> Result<KvPair> {
+        key.check()?;
+        let path = key.path();
+        // A lease per write, as libcalico-go does: the previous one expires on its own and
+        // takes nothing with it, since the key now belongs to the new one.
+        let secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        let mut l = self.lease.clone();
+        let lease = self
+            .timed("grant a lease for", &path, l.grant(secs, None))
+            .await?;
+        let mut c = self.kv.clone();
+        let opts = PutOptions::new().with_lease(lease.id());
+        let resp = self
+            .timed(
+                "apply",
+                &path,
+                c.put(path.clone(), value.clone(), Some(opts)),
+            )
             .await?;
         Ok(KvPair {
             key: key.clone(),

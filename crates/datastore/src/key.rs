@@ -9,6 +9,28 @@ use ipnet::IpNet;
 
 const RESOURCES_ROOT: &str = "/calico/resources/v3/projectcalico.org/";
 const IPAM_ROOT: &str = "/calico/ipam/v2/";
+const FELIX_V2_ROOT: &str = "/calico/felix/v2/";
+const FELIX_V1_HOST_ROOT: &str = "/calico/felix/v1/host/";
+
+/// Felix's escaping of names inside status keys (`%` → `%25`, `/` → `%2f`), so that a
+/// Kubernetes workload ID (`namespace/pod`) stays one path segment.
+fn escape_name(s: &str) -> String {
+    s.replace('%', "%25").replace('/', "%2f")
+}
+
+fn unescape_name(s: &str) -> String {
+    s.replace("%2f", "/").replace("%25", "%")
+}
+
+/// The region segment of Felix's v2 status keys: `no-region`, or `region-<name>` when
+/// FelixConfiguration `openstackRegion` is set.
+pub fn region_string(region: &str) -> String {
+    if region.is_empty() {
+        "no-region".to_string()
+    } else {
+        format!("region-{region}")
+    }
+}
 
 /// What a stored value is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -33,6 +55,25 @@ pub enum Key {
     IpamConfig,
     /// The lease of the IPAM garbage collector's leader (calico-rs only; Calico ignores it).
     IpamGcLease,
+    /// A node agent's liveness report (`/calico/felix/v2/<region>/host/<host>/status`,
+    /// written with a TTL), or with `last` the copy without a TTL that outlives the agent
+    /// (`.../last_reported_status`).
+    FelixStatus {
+        region: String,
+        hostname: String,
+        last: bool,
+    },
+    /// A workload endpoint's status as its node's agent reports it
+    /// (`/calico/felix/v2/<region>/host/<host>/workload/<orch>/<workload>/endpoint/<ep>`).
+    WorkloadEndpointStatus {
+        region: String,
+        hostname: String,
+        orchestrator: String,
+        workload: String,
+        endpoint: String,
+    },
+    /// A host endpoint's status (`/calico/felix/v1/host/<host>/endpoint/<name>`).
+    HostEndpointStatus { hostname: String, endpoint: String },
 }
 
 impl Key {
@@ -69,11 +110,86 @@ impl Key {
             Key::Handle { id } => names::ipam_handle_key(id),
             Key::IpamConfig => names::IPAM_CONFIG_KEY.to_string(),
             Key::IpamGcLease => format!("{IPAM_ROOT}gc-leader"),
+            Key::FelixStatus {
+                region,
+                hostname,
+                last,
+            } => format!(
+                "{FELIX_V2_ROOT}{region}/host/{hostname}/{}",
+                if *last {
+                    "last_reported_status"
+                } else {
+                    "status"
+                }
+            ),
+            Key::WorkloadEndpointStatus {
+                region,
+                hostname,
+                orchestrator,
+                workload,
+                endpoint,
+            } => format!(
+                "{FELIX_V2_ROOT}{region}/host/{hostname}/workload/{}/{}/endpoint/{}",
+                escape_name(orchestrator),
+                escape_name(workload),
+                escape_name(endpoint)
+            ),
+            Key::HostEndpointStatus { hostname, endpoint } => {
+                format!(
+                    "{FELIX_V1_HOST_ROOT}{hostname}/endpoint/{}",
+                    escape_name(endpoint)
+                )
+            }
+        }
+    }
+
+    /// Parses Felix's status keys.
+    fn parse_felix(path: &str) -> Option<Key> {
+        if let Some(rest) = path.strip_prefix(FELIX_V1_HOST_ROOT) {
+            return match rest.split('/').collect::<Vec<_>>().as_slice() {
+                [host, "endpoint", ep] if !host.is_empty() && !ep.is_empty() => {
+                    Some(Key::HostEndpointStatus {
+                        hostname: (*host).to_string(),
+                        endpoint: unescape_name(ep),
+                    })
+                }
+                _ => None,
+            };
+        }
+        let rest = path.strip_prefix(FELIX_V2_ROOT)?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            return None;
+        }
+        match parts.as_slice() {
+            [
+                region,
+                "host",
+                host,
+                leaf @ ("status" | "last_reported_status"),
+            ] => Some(Key::FelixStatus {
+                region: (*region).to_string(),
+                hostname: (*host).to_string(),
+                last: *leaf == "last_reported_status",
+            }),
+            [region, "host", host, "workload", orch, wl, "endpoint", ep] => {
+                Some(Key::WorkloadEndpointStatus {
+                    region: (*region).to_string(),
+                    hostname: (*host).to_string(),
+                    orchestrator: unescape_name(orch),
+                    workload: unescape_name(wl),
+                    endpoint: unescape_name(ep),
+                })
+            }
+            _ => None,
         }
     }
 
     /// Parses an etcd path back into a key; `None` for paths calico-rs does not model.
     pub fn parse(path: &str) -> Option<Key> {
+        if path.starts_with("/calico/felix/") {
+            return Key::parse_felix(path);
+        }
         if let Some(rest) = path.strip_prefix(RESOURCES_ROOT) {
             let parts: Vec<&str> = rest.split('/').collect();
             let kind = kind_for_plural(parts.first()?)?;
@@ -149,6 +265,40 @@ impl Key {
             Key::Affinity { owner, .. } => vec![("owner", owner.as_str())],
             Key::Handle { id } => vec![("handle", id.as_str())],
             Key::Block { .. } | Key::IpamConfig | Key::IpamGcLease => vec![],
+            Key::FelixStatus {
+                region, hostname, ..
+            } => vec![("region", region.as_str()), ("hostname", hostname.as_str())],
+            Key::WorkloadEndpointStatus {
+                region,
+                hostname,
+                orchestrator,
+                workload,
+                endpoint,
+            } => {
+                // The last three are escaped into one segment each; only emptiness matters.
+                for (what, v) in [
+                    ("orchestrator", orchestrator),
+                    ("workload", workload),
+                    ("endpoint", endpoint),
+                ] {
+                    if v.is_empty() {
+                        return Err(crate::DatastoreError::InvalidKey {
+                            key: self.path(),
+                            reason: format!("the {what} must be non-empty"),
+                        });
+                    }
+                }
+                vec![("region", region.as_str()), ("hostname", hostname.as_str())]
+            }
+            Key::HostEndpointStatus { hostname, endpoint } => {
+                if endpoint.is_empty() {
+                    return Err(crate::DatastoreError::InvalidKey {
+                        key: self.path(),
+                        reason: "the endpoint must be non-empty".into(),
+                    });
+                }
+                vec![("hostname", hostname.as_str())]
+            }
         };
         for (what, v) in parts {
             if v.is_empty() || v.contains('/') {
@@ -205,6 +355,10 @@ pub enum KeyPrefix {
     Handles,
     /// The one key `/calico/ipam/v2/config` (its path is the key itself, not a folder).
     IpamConfig,
+    /// The workload endpoint statuses one node's agent reported.
+    WorkloadEndpointStatuses { region: String, hostname: String },
+    /// The host endpoint statuses one node's agent reported.
+    HostEndpointStatuses { hostname: String },
     /// Everything under `/calico/`.
     Everything,
 }
@@ -244,6 +398,12 @@ impl KeyPrefix {
             },
             KeyPrefix::Handles => format!("{IPAM_ROOT}handle/"),
             KeyPrefix::IpamConfig => names::IPAM_CONFIG_KEY.to_string(),
+            KeyPrefix::WorkloadEndpointStatuses { region, hostname } => {
+                format!("{FELIX_V2_ROOT}{region}/host/{hostname}/workload/")
+            }
+            KeyPrefix::HostEndpointStatuses { hostname } => {
+                format!("{FELIX_V1_HOST_ROOT}{hostname}/endpoint/")
+            }
             KeyPrefix::Everything => "/calico/".to_string(),
         }
     }
@@ -283,6 +443,18 @@ impl KeyPrefix {
             }
             (KeyPrefix::Handles, Key::Handle { .. }) => true,
             (KeyPrefix::IpamConfig, Key::IpamConfig) => true,
+            (
+                KeyPrefix::WorkloadEndpointStatuses { region, hostname },
+                Key::WorkloadEndpointStatus {
+                    region: r,
+                    hostname: h,
+                    ..
+                },
+            ) => region == r && hostname == h,
+            (
+                KeyPrefix::HostEndpointStatuses { hostname },
+                Key::HostEndpointStatus { hostname: h, .. },
+            ) => hostname == h,
             _ => false,
         }
     }
@@ -346,6 +518,78 @@ mod tests {
     }
 
     #[test]
+    fn felix_status_keys_follow_felixs_layout_and_parse_back() {
+        let cases = [
+            (
+                Key::FelixStatus {
+                    region: region_string(""),
+                    hostname: "node-1".into(),
+                    last: false,
+                },
+                "/calico/felix/v2/no-region/host/node-1/status",
+            ),
+            (
+                Key::FelixStatus {
+                    region: region_string("east"),
+                    hostname: "node-1".into(),
+                    last: true,
+                },
+                "/calico/felix/v2/region-east/host/node-1/last_reported_status",
+            ),
+            (
+                Key::WorkloadEndpointStatus {
+                    region: "no-region".into(),
+                    hostname: "node-1".into(),
+                    orchestrator: "k8s".into(),
+                    workload: "default/web-0".into(),
+                    endpoint: "eth0".into(),
+                },
+                "/calico/felix/v2/no-region/host/node-1/workload/k8s/default%2fweb-0/endpoint/eth0",
+            ),
+            (
+                Key::WorkloadEndpointStatus {
+                    region: "no-region".into(),
+                    hostname: "node-1".into(),
+                    orchestrator: "openstack".into(),
+                    workload: "50%/x".into(),
+                    endpoint: "tap1".into(),
+                },
+                "/calico/felix/v2/no-region/host/node-1/workload/openstack/50%25%2fx/endpoint/tap1",
+            ),
+            (
+                Key::HostEndpointStatus {
+                    hostname: "node-1".into(),
+                    endpoint: "eth0-hep".into(),
+                },
+                "/calico/felix/v1/host/node-1/endpoint/eth0-hep",
+            ),
+        ];
+        for (key, path) in cases {
+            assert_eq!(key.path(), path);
+            assert_eq!(Key::parse(path), Some(key.clone()), "{path}");
+            key.check().unwrap();
+        }
+        let wl = KeyPrefix::WorkloadEndpointStatuses {
+            region: "no-region".into(),
+            hostname: "node-1".into(),
+        };
+        assert_eq!(
+            wl.path(),
+            "/calico/felix/v2/no-region/host/node-1/workload/"
+        );
+        let other_host =
+            Key::parse("/calico/felix/v2/no-region/host/node-10/workload/k8s/a%2fb/endpoint/eth0")
+                .unwrap();
+        assert!(!wl.matches(&other_host));
+        let bad_region = Key::FelixStatus {
+            region: "a/b".into(),
+            hostname: "n".into(),
+            last: false,
+        };
+        assert!(bad_region.check().is_err());
+    }
+
+    #[test]
     fn unknown_or_malformed_paths_do_not_parse() {
         for p in [
             "/calico/resources/v3/projectcalico.org/unknownthings/x",
@@ -353,7 +597,10 @@ mod tests {
             "/calico/resources/v3/projectcalico.org/ippools/ns/extra",
             "/calico/ipam/v2/assignment/ipv6/block/10.0.0.0-26",
             "/calico/ipam/v2/host/n1/ipv4/block/garbage",
-            "/calico/felix/v2/no-region/host/n1/status",
+            "/calico/felix/v2/no-region/host/n1/other",
+            "/calico/felix/v2/no-region/host//status",
+            "/calico/felix/v1/host/n1/endpoint/",
+            "/calico/felix/v2/no-region/host/n1/workload/k8s/ns%2fp/endpoint",
             "/other",
         ] {
             assert_eq!(Key::parse(p), None, "{p}");

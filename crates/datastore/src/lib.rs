@@ -164,6 +164,15 @@ pub trait Datastore: Send + Sync + std::fmt::Debug + 'static {
     /// Writes a key whatever its current state.
     async fn apply(&self, key: &Key, value: Vec<u8>) -> Result<KvPair>;
 
+    /// Writes a key whatever its current state, to be deleted by the datastore `ttl` later
+    /// unless written again (liveness reports; whole seconds, at least one).
+    async fn apply_with_ttl(
+        &self,
+        key: &Key,
+        value: Vec<u8>,
+        ttl: std::time::Duration,
+    ) -> Result<KvPair>;
+
     /// Deletes a key, if `revision` is given only while it is still at that revision.
     /// Returns the value that was deleted.
     async fn delete(&self, key: &Key, revision: Option<i64>) -> Result<KvPair>;

@@ -6,8 +6,8 @@
 //! ([`MemoryDatastore::set_available`]) and dropped watch connections
 //! ([`MemoryDatastore::break_watches`]).
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -50,12 +50,14 @@ struct State {
     compacted: i64,
     watchers: Vec<Watcher>,
     available: bool,
+    /// Keys written with a TTL and when they go (as an etcd lease expiring: a delete).
+    expiry: HashMap<String, std::time::Instant>,
 }
 
 /// The in-memory backend.
 #[derive(Debug)]
 pub struct MemoryDatastore {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
 }
 
 impl Default for MemoryDatastore {
@@ -70,21 +72,45 @@ const MAX_HISTORY: usize = 200_000;
 impl MemoryDatastore {
     pub fn new() -> MemoryDatastore {
         MemoryDatastore {
-            state: Mutex::new(State {
+            state: Arc::new(Mutex::new(State {
                 revision: 1,
                 data: BTreeMap::new(),
                 history: VecDeque::new(),
                 compacted: 0,
                 watchers: Vec::new(),
                 available: true,
-            }),
+                expiry: HashMap::new(),
+            })),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the maps half-updated in a way that
         // matters more than the panic itself; keep serving.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        Self::expire(&mut s);
+        s
+    }
+
+    /// Deletes the keys whose TTL has run out, each a change watchers see.
+    fn expire(s: &mut State) {
+        if s.expiry.is_empty() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let mut due: Vec<String> = s
+            .expiry
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(p, _)| p.clone())
+            .collect();
+        due.sort();
+        for path in due {
+            s.expiry.remove(&path);
+            if let Some(e) = s.data.remove(&path) {
+                Self::record(s, e.key, None);
+            }
+        }
     }
 
     /// Forgets history older than `revision`; watches from before it fail with `Compacted`.
@@ -168,6 +194,8 @@ impl MemoryDatastore {
     }
 
     fn put(s: &mut State, key: &Key, value: Vec<u8>) -> KvPair {
+        // A write without a TTL detaches the key from its lease, as in etcd.
+        s.expiry.remove(&key.path());
         let revision = Self::record(s, key.clone(), Some(value.clone()));
         s.data.insert(
             key.path(),
@@ -267,6 +295,29 @@ impl Datastore for MemoryDatastore {
         Ok(Self::put(&mut s, key, value))
     }
 
+    async fn apply_with_ttl(
+        &self,
+        key: &Key,
+        value: Vec<u8>,
+        ttl: std::time::Duration,
+    ) -> Result<KvPair> {
+        key.check()?;
+        let mut s = self.lock();
+        Self::check_available(&s)?;
+        let kv = Self::put(&mut s, key, value);
+        let ttl = std::time::Duration::from_secs(ttl.as_secs().max(1));
+        s.expiry.insert(key.path(), std::time::Instant::now() + ttl);
+        // Expiry must reach watchers even when nothing else touches the store.
+        let state = Arc::downgrade(&self.state);
+        tokio::spawn(async move {
+            tokio::time::sleep(ttl).await;
+            if let Some(state) = state.upgrade() {
+                Self::expire(&mut state.lock().unwrap_or_else(|p| p.into_inner()));
+            }
+        });
+        Ok(kv)
+    }
+
     async fn delete(&self, key: &Key, revision: Option<i64>) -> Result<KvPair> {
         key.check()?;
         let mut s = self.lock();
@@ -283,6 +334,7 @@ impl Datastore for MemoryDatastore {
             }
             _ => {}
         }
+        s.expiry.remove(&path);
         let old = s.data.remove(&path).map(|e| kv(&e));
         let revision = Self::record(&mut s, key.clone(), None);
         let mut old = old.ok_or(DatastoreError::NotFound { key: path })?;
@@ -311,6 +363,7 @@ impl Datastore for MemoryDatastore {
         s.revision += 1;
         let revision = s.revision;
         for w in writes {
+            s.expiry.remove(&w.key.path());
             match &w.value {
                 Some(v) => {
                     s.data.insert(

@@ -103,6 +103,40 @@ async fn apply_writes_whatever_is_there(b: &Backend) {
     assert_eq!(ds.get(&pool("a")).await.unwrap().value, b"2");
 }
 
+async fn a_key_written_with_a_ttl_goes_away_unless_written_again_without(b: &Backend) {
+    let ds = b.ds();
+    let report = |host: &str| Key::FelixStatus {
+        region: "no-region".into(),
+        hostname: host.into(),
+        last: false,
+    };
+    let start = ds.list(&KeyPrefix::Everything).await.unwrap().revision;
+    let mut w = ds.watch(&KeyPrefix::Everything, start + 1).await.unwrap();
+    ds.apply_with_ttl(&report("a"), b"1".to_vec(), Duration::from_secs(1))
+        .await
+        .unwrap();
+    ds.apply_with_ttl(&report("b"), b"1".to_vec(), Duration::from_secs(1))
+        .await
+        .unwrap();
+    // A plain write detaches the key from its lease.
+    ds.apply(&report("b"), b"2".to_vec()).await.unwrap();
+    assert_eq!(ds.get(&report("a")).await.unwrap().value, b"1");
+    for _ in 0..3 {
+        assert!(matches!(next_event(&mut w).await, WatchEvent::Put(_)));
+    }
+    // etcd rounds a lease up to its minimum TTL (about 2 s with default timings).
+    match next_event(&mut w).await {
+        WatchEvent::Delete { key, .. } => assert_eq!(key, report("a")),
+        other => panic!("expected the expiry of a, got {other:?}"),
+    }
+    assert!(matches!(
+        ds.get(&report("a")).await,
+        Err(DatastoreError::NotFound { .. })
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(ds.get(&report("b")).await.unwrap().value, b"2");
+}
+
 async fn list_returns_exactly_the_prefix(b: &Backend) {
     let ds = b.ds();
     ds.create(&pool("p1"), b"1".to_vec()).await.unwrap();
@@ -626,6 +660,7 @@ contract_tests!(
     update_is_a_compare_and_swap_on_the_revision,
     delete_honours_its_revision_precondition,
     apply_writes_whatever_is_there,
+    a_key_written_with_a_ttl_goes_away_unless_written_again_without,
     list_returns_exactly_the_prefix,
     large_lists_are_complete,
     watch_replays_from_a_revision_then_follows_live_changes,

@@ -222,6 +222,14 @@ impl Datastore for Faulty {
     async fn apply(&self, key: &Key, value: Vec<u8>) -> calico_datastore::Result<KvPair> {
         self.inner.apply(key, value).await
     }
+    async fn apply_with_ttl(
+        &self,
+        key: &Key,
+        value: Vec<u8>,
+        ttl: std::time::Duration,
+    ) -> calico_datastore::Result<KvPair> {
+        self.inner.apply_with_ttl(key, value, ttl).await
+    }
     async fn delete(&self, key: &Key, revision: Option<i64>) -> calico_datastore::Result<KvPair> {
         self.inner.delete(key, revision).await
     }

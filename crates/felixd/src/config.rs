@@ -63,6 +63,35 @@ pub struct FelixConfig {
     pub prometheus_metrics_port: u16,
     pub vxlan_port: u16,
     pub vxlan_vni: u32,
+    /// What is reported to the datastore (never changes how rules are rendered).
+    pub reporting: ReportingConfig,
+}
+
+/// Status reports written to the datastore (Felix's `*Reporting*` and `OpenstackRegion`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportingConfig {
+    /// `EndpointReportingEnabled`: each local endpoint's status under `/calico/felix/`.
+    pub endpoints_enabled: bool,
+    /// `EndpointReportingDelaySecs`: the least time between two rounds of endpoint writes.
+    pub endpoint_delay: Duration,
+    /// `ReportingIntervalSecs`: how often this node's liveness is written (zero: never).
+    pub interval: Duration,
+    /// `ReportingTTLSecs`: how long a liveness report lives.
+    pub ttl: Duration,
+    /// `OpenstackRegion`: the region segment of the v2 status keys.
+    pub region: String,
+}
+
+impl Default for ReportingConfig {
+    fn default() -> Self {
+        ReportingConfig {
+            endpoints_enabled: false,
+            endpoint_delay: Duration::from_secs(1),
+            interval: Duration::from_secs(30),
+            ttl: Duration::from_secs(90),
+            region: String::new(),
+        }
+    }
 }
 
 impl Default for FelixConfig {
@@ -97,6 +126,7 @@ impl Default for FelixConfig {
             prometheus_metrics_port: 9091,
             vxlan_port: 4789,
             vxlan_vni: 4096,
+            reporting: ReportingConfig::default(),
         }
     }
 }
@@ -447,8 +477,44 @@ impl FelixConfig {
                     },
                 )
                 .unwrap_or(d.vxlan_vni),
+            reporting: ReportingConfig {
+                endpoints_enabled: r
+                    .get("EndpointReportingEnabled", parse_bool, |s| {
+                        opt_bool(s.endpoint_reporting_enabled)
+                    })
+                    .unwrap_or(d.reporting.endpoints_enabled),
+                endpoint_delay: r
+                    .get("EndpointReportingDelaySecs", parse_duration, |s| {
+                        dur(&s.endpoint_reporting_delay)
+                    })
+                    .unwrap_or(d.reporting.endpoint_delay),
+                interval: r
+                    .get("ReportingIntervalSecs", parse_duration, |s| {
+                        dur(&s.reporting_interval)
+                    })
+                    .unwrap_or(d.reporting.interval),
+                ttl: r
+                    .get(
+                        "ReportingTTLSecs",
+                        parse_duration,
+                        |s| dur(&s.reporting_ttl),
+                    )
+                    .unwrap_or(d.reporting.ttl),
+                region: r
+                    .get("OpenstackRegion", parse_region, |s| {
+                        s.openstack_region.as_deref().map(parse_region)
+                    })
+                    .unwrap_or(d.reporting.region),
+            },
         };
         (cfg, r.problems)
+    }
+
+    /// Whether both render the same dataplane (they may differ in what is reported).
+    pub fn same_dataplane(&self, other: &FelixConfig) -> bool {
+        let mut a = self.clone();
+        a.reporting = other.reporting.clone();
+        a == *other
     }
 
     /// The rule renderer's settings.
@@ -481,6 +547,22 @@ impl FelixConfig {
             BackendChoice::Nft => Backend::Nft,
             BackendChoice::Auto => detect(),
         }
+    }
+}
+
+/// Felix takes the region into etcd keys: a DNS label (at most 63 lowercase letters, digits
+/// and `-`).
+fn parse_region(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let label = s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if label {
+        Ok(s.to_string())
+    } else {
+        Err("expected a region name of at most 63 lowercase letters, digits and '-'".into())
     }
 }
 
@@ -616,6 +698,41 @@ mod tests {
         }));
         assert_eq!(c.iptables_refresh_interval, Duration::from_secs(180));
         assert_eq!(c.failsafe_inbound_host_ports.len(), 9);
+    }
+
+    #[test]
+    fn reporting_parameters_resolve_and_never_change_the_dataplane() {
+        let global = FelixConfigurationSpec {
+            endpoint_reporting_enabled: Some(true),
+            reporting_interval: Some(calico_api::numorstring::Duration::parse("10s").unwrap()),
+            openstack_region: Some("Bad/Region".into()),
+            ..Default::default()
+        };
+        let src = Sources {
+            env: [(
+                "FELIX_ENDPOINTREPORTINGDELAYSECS".to_string(),
+                "0.5".to_string(),
+            )]
+            .into(),
+            node: None,
+            global: Some(&global),
+        };
+        let (c, problems) = FelixConfig::resolve(&src);
+        assert!(c.reporting.endpoints_enabled);
+        assert_eq!(c.reporting.endpoint_delay, Duration::from_millis(500));
+        assert_eq!(c.reporting.interval, Duration::from_secs(10));
+        assert_eq!(c.reporting.ttl, Duration::from_secs(90));
+        assert_eq!(c.reporting.region, "");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].param, "OpenstackRegion");
+        let d = FelixConfig::default();
+        assert!(c.same_dataplane(&d));
+        assert_ne!(c, d);
+        let other = FelixConfig {
+            ipv6_support: false,
+            ..d.clone()
+        };
+        assert!(!other.same_dataplane(&d));
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! whole cluster and sweeps what an earlier run left behind. A FelixConfiguration change that
 //! alters how rules are rendered rebuilds the dataplane in place (Felix restarts itself).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -29,17 +29,20 @@ use calico_datastore::client::decode_kv;
 use calico_datastore::syncer::{SyncEvent, SyncStatus, SyncUpdate, Syncer, SyncerConfig};
 use calico_datastore::{Datastore, Key, KeyPrefix};
 use calico_proto::agent::agent_server::AgentServer;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{AgentCmd, AgentService, Status};
 use crate::calc::{CalcGraph, EndpointId};
-use crate::config::{FelixConfig, Sources};
+use crate::config::{FelixConfig, ReportingConfig, Sources};
+use crate::dataplane::ALL_INTERFACES;
 use crate::dataplane::exec::{Exec, SystemExec};
+use crate::dataplane::ifacemonitor::IfaceEvent;
 use crate::dataplane::iptables::detect_backend;
 use crate::dataplane::{Dataplane, DataplaneConfig};
 use crate::generic::Features;
 use crate::metrics::Metrics;
+use crate::status::{DOWN, ERROR, StatusMsg, UP};
 
 /// How felixd is started.
 #[derive(Debug, Clone)]
@@ -102,6 +105,15 @@ struct Loop {
     next_iptables_refresh: tokio::time::Instant,
     next_ipsets_refresh: tokio::time::Instant,
     next_routes_refresh: tokio::time::Instant,
+    /// Interfaces of this namespace and whether each is up (from the interface monitor).
+    iface_up: HashMap<String, bool>,
+    /// Endpoint statuses last handed to the reporter.
+    reported: HashMap<Key, &'static str>,
+    reported_in_sync: bool,
+    status_tx: mpsc::UnboundedSender<StatusMsg>,
+    reporting_tx: watch::Sender<Option<ReportingConfig>>,
+    /// Turns true at the dataplane's first programming (liveness reports start then).
+    ready_tx: watch::Sender<bool>,
 }
 
 impl Loop {
@@ -157,6 +169,129 @@ impl Loop {
         }
     }
 
+    fn on_iface(&mut self, ev: IfaceEvent) {
+        let mut changed: Vec<String> = Vec::new();
+        match ev {
+            IfaceEvent::Snapshot(now) => {
+                for (name, up) in &now {
+                    if self.iface_up.get(name) != Some(up) {
+                        changed.push(name.clone());
+                    }
+                }
+                changed.extend(
+                    self.iface_up
+                        .keys()
+                        .filter(|n| !now.contains_key(*n))
+                        .cloned(),
+                );
+                self.iface_up = now;
+            }
+            IfaceEvent::Link { name, up } => {
+                if self.iface_up.insert(name.clone(), up) != Some(up) {
+                    changed.push(name);
+                }
+            }
+            IfaceEvent::Gone { name } => {
+                if self.iface_up.remove(&name).is_some() {
+                    changed.push(name);
+                }
+            }
+            IfaceEvent::Addresses => {
+                if let Some(dp) = self.dataplane.as_mut() {
+                    dp.host_addresses_changed();
+                }
+            }
+        }
+        if let Some(dp) = self.dataplane.as_mut() {
+            for name in &changed {
+                dp.interface_changed(name);
+            }
+        }
+    }
+
+    /// Hands the reporter the statuses that changed: a workload endpoint is up when it is
+    /// programmed and its interface is up; a host endpoint when every interface it was
+    /// resolved to is up, in error when none matched (Felix's rules).
+    fn report_endpoint_statuses(&mut self) {
+        let (Some(cfg), Some(dp)) = (&self.config, &self.dataplane) else {
+            return;
+        };
+        if !cfg.reporting.endpoints_enabled || !self.status.programmed_once.load(Ordering::Relaxed)
+        {
+            return;
+        }
+        let region = calico_datastore::key::region_string(&cfg.reporting.region);
+        let hostname = &self.opts.hostname;
+        let up = |iface: &str| self.iface_up.get(iface).copied().unwrap_or(false);
+        let mut want: HashMap<Key, &'static str> = HashMap::with_capacity(self.reported.len());
+        for le in self.calc.local_endpoints() {
+            match &le.id {
+                EndpointId::Workload { namespace, name } => {
+                    let Some([_, orch, workload, endpoint]) =
+                        calico_api::names::workload_endpoint_name_segments(name)
+                    else {
+                        continue;
+                    };
+                    let key = Key::WorkloadEndpointStatus {
+                        region: region.clone(),
+                        hostname: hostname.clone(),
+                        orchestrator: orch,
+                        workload: format!("{namespace}/{workload}"),
+                        endpoint,
+                    };
+                    if dp.is_programmed(&le.id) {
+                        want.insert(key, if up(&le.iface) { UP } else { DOWN });
+                    } else if let Some(prev) = self.reported.get(&key) {
+                        // Being reprogrammed: the last status stands until that is done.
+                        want.insert(key, prev);
+                    }
+                }
+                EndpointId::Host { name } => {
+                    // An interface that does not exist resolves nothing (Felix resolves
+                    // against the interfaces it sees).
+                    let ifaces: Vec<&str> = dp
+                        .host_endpoint_interfaces(name)
+                        .into_iter()
+                        .filter(|i| *i == ALL_INTERFACES || self.iface_up.contains_key(*i))
+                        .collect();
+                    let status = if ifaces.is_empty() {
+                        ERROR
+                    } else if ifaces
+                        .iter()
+                        .filter(|i| **i != ALL_INTERFACES)
+                        .all(|i| up(i))
+                    {
+                        UP
+                    } else {
+                        DOWN
+                    };
+                    let key = Key::HostEndpointStatus {
+                        hostname: hostname.clone(),
+                        endpoint: name.clone(),
+                    };
+                    want.insert(key, status);
+                }
+            }
+        }
+        for (key, status) in &want {
+            if self.reported.get(key) != Some(status) {
+                let _ = self
+                    .status_tx
+                    .send(StatusMsg::Endpoint(key.clone(), Some(status)));
+            }
+        }
+        for key in self.reported.keys() {
+            if !want.contains_key(key) {
+                let _ = self.status_tx.send(StatusMsg::Endpoint(key.clone(), None));
+            }
+        }
+        self.reported = want;
+        if !self.reported_in_sync {
+            self.reported_in_sync = true;
+            let _ = self.status_tx.send(StatusMsg::InSync);
+        }
+    }
+
     fn resolve_config(&self) -> FelixConfig {
         let node = self
             .felix_configs
@@ -190,9 +325,16 @@ impl Loop {
         let cfg = self.resolve_config();
         let derived = self.derived();
         if self.dataplane.is_some()
-            && self.config.as_ref() == Some(&cfg)
+            && self.config.as_ref().is_some_and(|c| c.same_dataplane(&cfg))
             && self.derived == Some(derived)
         {
+            // Reporting settings take effect without touching the dataplane.
+            self.reporting_tx.send_if_modified(|r| {
+                let changed = r.as_ref() != Some(&cfg.reporting);
+                *r = Some(cfg.reporting.clone());
+                changed
+            });
+            self.config = Some(cfg);
             return;
         }
         if self.dataplane.is_some() {
@@ -248,6 +390,7 @@ impl Loop {
         self.next_iptables_refresh = now + cfg.iptables_refresh_interval;
         self.next_ipsets_refresh = now + cfg.ipsets_refresh_interval;
         self.next_routes_refresh = now + cfg.route_refresh_interval;
+        self.reporting_tx.send_replace(Some(cfg.reporting.clone()));
         self.config = Some(cfg);
         self.derived = Some(derived);
         self.dataplane = Some(dp);
@@ -256,6 +399,11 @@ impl Loop {
 
     /// Takes the graph's changes to the dataplane and writes them, if it is time.
     async fn step(&mut self) {
+        self.step_dataplane().await;
+        self.report_endpoint_statuses();
+    }
+
+    async fn step_dataplane(&mut self) {
         self.status.beat();
         if !self.in_sync {
             return;
@@ -326,6 +474,7 @@ impl Loop {
                 self.backoff = Duration::from_millis(100);
                 self.retry_at = None;
                 if !self.status.programmed_once.swap(true, Ordering::Relaxed) {
+                    self.ready_tx.send_replace(true);
                     let since = self.started.elapsed();
                     let programming = self.in_sync_at.map(|t| t.elapsed()).unwrap_or_default();
                     self.metrics.initial_resync_time.set(since.as_secs_f64());
@@ -550,6 +699,33 @@ pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken)
     }
     drop(agent_tx);
 
+    let (status_tx, status_rx) = mpsc::unbounded_channel();
+    let (reporting_tx, reporting_rx) = watch::channel(None);
+    let (ready_tx, ready_rx) = watch::channel(false);
+    tokio::spawn(crate::status::run_endpoint_reporter(
+        crate::status::EndpointReporter::new(ds_for_loop.clone(), opts.hostname.clone()),
+        reporting_rx.clone(),
+        status_rx,
+        stop.clone(),
+    ));
+    tokio::spawn(crate::status::run_process_reporter(
+        ds_for_loop.clone(),
+        opts.hostname.clone(),
+        reporting_rx,
+        ready_rx,
+        Instant::now(),
+        stop.clone(),
+    ));
+    let (iface_tx, mut iface_rx) = mpsc::unbounded_channel();
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::dataplane::ifacemonitor::run(iface_tx, stop).await {
+                tracing::error!(error = %e, "the interface monitor stopped; interface changes are seen only at route refreshes");
+            }
+        });
+    }
+
     let now = tokio::time::Instant::now();
     let mut lp = Loop {
         calc: CalcGraph::new(opts.hostname.clone()),
@@ -571,7 +747,14 @@ pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken)
         next_iptables_refresh: now,
         next_ipsets_refresh: now,
         next_routes_refresh: now,
+        iface_up: HashMap::new(),
+        reported: HashMap::new(),
+        reported_in_sync: false,
+        status_tx,
+        reporting_tx,
+        ready_tx,
     };
+    let mut iface_open = true;
     let mut http_started = false;
     let mut agent_open = true;
     loop {
@@ -633,6 +816,15 @@ pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken)
                     }
                 }
                 None => agent_open = false,
+            },
+            ev = iface_rx.recv(), if iface_open => match ev {
+                Some(ev) => {
+                    lp.on_iface(ev);
+                    while let Ok(ev) = iface_rx.try_recv() {
+                        lp.on_iface(ev);
+                    }
+                }
+                None => iface_open = false,
             },
             _ = tokio::time::sleep_until(wake) => {}
         }

@@ -17,3 +17,4 @@ pub mod generic;
 pub mod metrics;
 pub mod nftables;
 pub mod rules;
+pub mod status;

@@ -322,3 +322,102 @@ spec: {{cidr: 10.244.0.0/16, blockSize: 26, ipipMode: {mode}}}
         matches!(c.lab.felixd_get("/readiness"), Some((200, _)))
     });
 }
+
+/// The status of an endpoint as felixd reported it in the datastore.
+fn reported(c: &Cluster, key: &calico_datastore::Key) -> Option<String> {
+    let key = key.clone();
+    c.lab.with_datastore(async move |rc| {
+        let kv = rc.datastore().get(&key).await.ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&kv.value).ok()?;
+        v["status"].as_str().map(str::to_string)
+    })
+}
+
+#[test]
+fn endpoint_and_node_status_are_reported_where_felix_writes_them() {
+    use calico_datastore::Key;
+    let mut c = Cluster::with_options(
+        &[
+            ("FELIX_ENDPOINTREPORTINGENABLED", "true"),
+            ("FELIX_ENDPOINTREPORTINGDELAYSECS", "0.1"),
+            ("FELIX_REPORTINGINTERVALSECS", "1"),
+        ],
+        false,
+    );
+    c.namespace("prod", &[]);
+    c.add_pod("prod", "a", &[], None, &[]);
+    let wep = Key::WorkloadEndpointStatus {
+        region: "no-region".into(),
+        hostname: "node-a".into(),
+        orchestrator: "k8s".into(),
+        workload: "prod/a".into(),
+        endpoint: "eth0".into(),
+    };
+    c.eventually(CONVERGE, "pod a reported up", || {
+        reported(&c, &wep).as_deref() == Some("up")
+    });
+    // The pod's end goes down: the host end loses its carrier.
+    c.pod("prod/a")
+        .ns
+        .exec("ip", &["link", "set", "eth0", "down"]);
+    c.eventually(CONVERGE, "pod a reported down", || {
+        reported(&c, &wep).as_deref() == Some("down")
+    });
+    c.pod("prod/a")
+        .ns
+        .exec("ip", &["link", "set", "eth0", "up"]);
+    c.eventually(CONVERGE, "pod a reported up again", || {
+        reported(&c, &wep).as_deref() == Some("up")
+    });
+
+    // Host endpoints: on an interface that is up; on one that does not exist (an error,
+    // until it appears).
+    c.apply(
+        r#"
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: uplink-hep}
+spec: {node: node-a, interfaceName: uplink}
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: spare-hep}
+spec: {node: node-a, interfaceName: spare0}
+"#,
+    );
+    let hep = |name: &str| Key::HostEndpointStatus {
+        hostname: "node-a".into(),
+        endpoint: name.into(),
+    };
+    c.eventually(CONVERGE, "host endpoint statuses", || {
+        reported(&c, &hep("uplink-hep")).as_deref() == Some("up")
+            && reported(&c, &hep("spare-hep")).as_deref() == Some("error")
+    });
+    c.lab.ns.exec(
+        "ip",
+        &["link", "add", "spare0", "type", "veth", "peer", "spare1"],
+    );
+    c.eventually(CONVERGE, "spare0 exists but is down", || {
+        reported(&c, &hep("spare-hep")).as_deref() == Some("down")
+    });
+
+    // The node's liveness report, in Felix's shape.
+    let live = Key::FelixStatus {
+        region: "no-region".into(),
+        hostname: "node-a".into(),
+        last: false,
+    };
+    let report = c.lab.with_datastore(async move |rc| {
+        let kv = rc.datastore().get(&live).await.expect("a status report");
+        serde_json::from_slice::<serde_json::Value>(&kv.value).expect("JSON")
+    });
+    assert!(report["uptime"].as_f64().is_some(), "{report}");
+    assert!(report["time"].as_str().is_some(), "{report}");
+
+    // Gone endpoints take their reports with them.
+    c.del_pod("prod/a");
+    c.delete(calico_api::Kind::HostEndpoint, None, "spare-hep");
+    c.eventually(CONVERGE, "reports removed", || {
+        reported(&c, &wep).is_none() && reported(&c, &hep("spare-hep")).is_none()
+    });
+}

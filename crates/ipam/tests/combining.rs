@@ -49,6 +49,9 @@ impl Datastore for SlowTxn {
     async fn apply(&self, key: &Key, value: Vec<u8>) -> DsResult<KvPair> {
         self.inner.apply(key, value).await
     }
+    async fn apply_with_ttl(&self, key: &Key, value: Vec<u8>, ttl: Duration) -> DsResult<KvPair> {
+        self.inner.apply_with_ttl(key, value, ttl).await
+    }
     async fn delete(&self, key: &Key, revision: Option<i64>) -> DsResult<KvPair> {
         self.inner.delete(key, revision).await
     }

@@ -9,6 +9,7 @@
 pub mod exec;
 pub mod family;
 pub mod hostendpoints;
+pub mod ifacemonitor;
 pub mod interfaces;
 pub mod ipip;
 pub mod ipsets;
@@ -1020,6 +1021,34 @@ impl Dataplane {
         self.ipip.unavailable().map(str::to_string)
     }
 
+    /// An interface appeared, changed or went (from the interface monitor): a workload
+    /// interface's routes can go in now rather than at the next check.
+    pub fn interface_changed(&mut self, name: &str) {
+        if self.wl_ifaces.contains_key(name) {
+            self.routes.invalidate();
+        }
+    }
+
+    /// Some interface's addresses changed: host endpoints matched by address are resolved
+    /// again at the next apply.
+    pub fn host_addresses_changed(&mut self) {
+        self.host_addrs_stale = true;
+    }
+
+    /// The interfaces a host endpoint was resolved to (empty: none matched it).
+    pub fn host_endpoint_interfaces(&self, name: &str) -> Vec<&str> {
+        self.hep_owner
+            .iter()
+            .filter(|(_, owner)| owner.as_str() == name)
+            .map(|(iface, _)| iface.as_str())
+            .collect()
+    }
+
+    /// The interface of a programmed local workload endpoint.
+    pub fn workload_interface(&self, id: &EndpointId) -> Option<&str> {
+        self.programmed.get(id).map(|p| p.iface.as_str())
+    }
+
     /// Whether the local endpoint's current state is in the kernel.
     pub fn is_programmed(&self, id: &EndpointId) -> bool {
         self.endpoint_generation
@@ -1032,6 +1061,7 @@ impl Dataplane {
         self.applied < self.generation
             || (self.cfg.netlink
                 && (self.routes.needs_apply()
+                    || (self.host_addrs_stale && self.heps.values().any(|le| le.iface.is_empty()))
                     || self.vxlan.needs_apply()
                     || self.ipip.needs_apply()))
             || self.families.iter().any(Family::needs_apply)
