@@ -110,6 +110,10 @@ struct Loop {
     /// Endpoint statuses last handed to the reporter.
     reported: HashMap<Key, &'static str>,
     reported_in_sync: bool,
+    /// Something statuses depend on changed since they were last worked out.
+    status_dirty: bool,
+    /// The interface monitor has listed the interfaces (and not failed since).
+    ifaces_synced: bool,
     status_tx: mpsc::UnboundedSender<StatusMsg>,
     reporting_tx: watch::Sender<Option<ReportingConfig>>,
     /// Turns true at the dataplane's first programming (liveness reports start then).
@@ -170,41 +174,39 @@ impl Loop {
     }
 
     fn on_iface(&mut self, ev: IfaceEvent) {
-        let mut changed: Vec<String> = Vec::new();
+        let mut appeared: Vec<String> = Vec::new();
         match ev {
             IfaceEvent::Snapshot(now) => {
-                for (name, up) in &now {
-                    if self.iface_up.get(name) != Some(up) {
-                        changed.push(name.clone());
-                    }
-                }
-                changed.extend(
-                    self.iface_up
-                        .keys()
-                        .filter(|n| !now.contains_key(*n))
+                self.status_dirty |= !self.ifaces_synced || now != self.iface_up;
+                appeared.extend(
+                    now.keys()
+                        .filter(|n| !self.iface_up.contains_key(*n))
                         .cloned(),
                 );
                 self.iface_up = now;
+                self.ifaces_synced = true;
             }
-            IfaceEvent::Link { name, up } => {
-                if self.iface_up.insert(name.clone(), up) != Some(up) {
-                    changed.push(name);
+            IfaceEvent::Link { name, up } => match self.iface_up.insert(name.clone(), up) {
+                None => {
+                    appeared.push(name);
+                    self.status_dirty = true;
                 }
-            }
+                Some(was) => self.status_dirty |= was != up,
+            },
             IfaceEvent::Gone { name } => {
-                if self.iface_up.remove(&name).is_some() {
-                    changed.push(name);
-                }
+                self.status_dirty |= self.iface_up.remove(&name).is_some();
             }
             IfaceEvent::Addresses => {
                 if let Some(dp) = self.dataplane.as_mut() {
                     dp.host_addresses_changed();
                 }
             }
+            // Statuses stand as they are until the monitor has listed the interfaces again.
+            IfaceEvent::Lost => self.ifaces_synced = false,
         }
         if let Some(dp) = self.dataplane.as_mut() {
-            for name in &changed {
-                dp.interface_changed(name);
+            for name in &appeared {
+                dp.interface_appeared(name);
             }
         }
     }
@@ -216,10 +218,22 @@ impl Loop {
         let (Some(cfg), Some(dp)) = (&self.config, &self.dataplane) else {
             return;
         };
-        if !cfg.reporting.endpoints_enabled || !self.status.programmed_once.load(Ordering::Relaxed)
+        if !cfg.reporting.endpoints_enabled {
+            // Turned off: the reporter forgets too; turned on again, everything is sent anew.
+            self.reported.clear();
+            self.reported_in_sync = false;
+            self.status_dirty = true;
+            return;
+        }
+        // Not before the first programming, nor while the interfaces are unknown (every
+        // endpoint would look down).
+        if !self.status_dirty
+            || !self.ifaces_synced
+            || !self.status.programmed_once.load(Ordering::Relaxed)
         {
             return;
         }
+        self.status_dirty = false;
         let region = calico_datastore::key::region_string(&cfg.reporting.region);
         let hostname = &self.opts.hostname;
         let up = |iface: &str| self.iface_up.get(iface).copied().unwrap_or(false);
@@ -329,11 +343,12 @@ impl Loop {
             && self.derived == Some(derived)
         {
             // Reporting settings take effect without touching the dataplane.
-            self.reporting_tx.send_if_modified(|r| {
+            let changed = self.reporting_tx.send_if_modified(|r| {
                 let changed = r.as_ref() != Some(&cfg.reporting);
                 *r = Some(cfg.reporting.clone());
                 changed
             });
+            self.status_dirty |= changed;
             self.config = Some(cfg);
             return;
         }
@@ -414,6 +429,7 @@ impl Loop {
         };
         let t = Instant::now();
         let ch = self.calc.take_changes();
+        self.status_dirty |= !ch.is_empty();
         let calc_secs = t.elapsed().as_secs_f64();
         dp.on_changes(&self.calc, &ch);
         let render_secs = t.elapsed().as_secs_f64() - calc_secs;
@@ -473,6 +489,8 @@ impl Loop {
                 }
                 self.backoff = Duration::from_millis(100);
                 self.retry_at = None;
+                // Endpoints this apply programmed may now be reported up.
+                self.status_dirty = true;
                 if !self.status.programmed_once.swap(true, Ordering::Relaxed) {
                     self.ready_tx.send_replace(true);
                     let since = self.started.elapsed();
@@ -719,11 +737,7 @@ pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken)
     let (iface_tx, mut iface_rx) = mpsc::unbounded_channel();
     {
         let stop = stop.clone();
-        tokio::spawn(async move {
-            if let Err(e) = crate::dataplane::ifacemonitor::run(iface_tx, stop).await {
-                tracing::error!(error = %e, "the interface monitor stopped; interface changes are seen only at route refreshes");
-            }
-        });
+        tokio::spawn(crate::dataplane::ifacemonitor::run(iface_tx, stop));
     }
 
     let now = tokio::time::Instant::now();
@@ -750,6 +764,8 @@ pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken)
         iface_up: HashMap::new(),
         reported: HashMap::new(),
         reported_in_sync: false,
+        status_dirty: true,
+        ifaces_synced: false,
         status_tx,
         reporting_tx,
         ready_tx,

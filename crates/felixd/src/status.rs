@@ -34,6 +34,10 @@ pub const ERROR: &str = "error";
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Felix resyncs endpoint statuses every 180 reporting delays.
 const RESYNC_DELAYS: u32 = 180;
+/// The shortest delay between rounds (a configured 0 would spin on a failing datastore).
+const MIN_DELAY: Duration = Duration::from_millis(100);
+/// The longest pause after failed rounds.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// What the main loop tells the endpoint reporter.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +73,8 @@ pub struct EndpointReporter {
     in_sync: bool,
     next_write: Instant,
     next_resync: Option<Instant>,
+    /// Failed rounds in a row (the pause after a round doubles with each).
+    failures: u32,
 }
 
 impl EndpointReporter {
@@ -81,7 +87,18 @@ impl EndpointReporter {
             in_sync: false,
             next_write: Instant::now(),
             next_resync: None,
+            failures: 0,
         }
+    }
+
+    /// Reporting was turned off: forget everything (reports already written stay, as when
+    /// Felix restarts without reporting).
+    pub fn reset(&mut self) {
+        self.desired.clear();
+        self.pending.clear();
+        self.in_sync = false;
+        self.next_resync = None;
+        self.failures = 0;
     }
 
     pub fn on_msg(&mut self, msg: StatusMsg) {
@@ -124,21 +141,25 @@ impl EndpointReporter {
     /// Does what is due: a resync, then a round of writes.
     pub async fn work(&mut self, cfg: &ReportingConfig) {
         let now = Instant::now();
+        let delay = cfg.endpoint_delay.max(MIN_DELAY);
         if self.next_resync.is_some_and(|t| now >= t) {
             match self.resync(cfg).await {
-                Ok(()) => {
-                    let every = cfg.endpoint_delay.max(Duration::from_millis(10)) * RESYNC_DELAYS;
-                    self.next_resync = Some(now + jitter(every));
-                }
+                Ok(()) => self.next_resync = Some(now + jitter(delay * RESYNC_DELAYS)),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the endpoint statuses back; will retry");
-                    self.next_resync = Some(now + cfg.endpoint_delay.max(Duration::from_secs(1)));
+                    self.next_resync = Some(now + delay.max(Duration::from_secs(1)));
                 }
             }
         }
         if !self.pending.is_empty() && now >= self.next_write {
-            self.write_round().await;
-            self.next_write = Instant::now() + jitter(cfg.endpoint_delay);
+            let pause = if self.write_round().await {
+                self.failures = 0;
+                delay
+            } else {
+                self.failures = self.failures.saturating_add(1);
+                (delay * 2u32.saturating_pow(self.failures.min(16))).min(MAX_BACKOFF.max(delay))
+            };
+            self.next_write = Instant::now() + jitter(pause);
         }
     }
 
@@ -183,8 +204,8 @@ impl EndpointReporter {
     }
 
     /// Writes every pending key; stops at the first failure (the datastore is likely down)
-    /// and keeps what is left for the next round.
-    async fn write_round(&mut self) {
+    /// and keeps what is left for the next round. Whether all went.
+    async fn write_round(&mut self) -> bool {
         while let Some((key, status)) = self.pending.pop_first() {
             let result = match status {
                 Some(s) => {
@@ -213,8 +234,9 @@ impl EndpointReporter {
             self.pending.entry(key.clone()).or_insert(status);
             tracing::warn!(%key, error = err, left = self.pending.len(),
                 "cannot write an endpoint status; is the datastore up? will retry");
-            return;
+            return false;
         }
+        true
     }
 }
 
@@ -249,9 +271,11 @@ pub async fn run_endpoint_reporter(
             c = cfg.changed() => if c.is_err() { return },
             _ = tokio::time::sleep_until(wake) => {}
         }
-        let current = cfg.borrow().clone();
-        if let Some(c) = current {
-            reporter.work(&c).await;
+        let current = cfg.borrow_and_update().clone();
+        match current {
+            Some(c) if c.endpoints_enabled => reporter.work(&c).await,
+            Some(_) => reporter.reset(),
+            None => {}
         }
     }
 }
@@ -274,7 +298,7 @@ pub async fn run_process_reporter(
     }
     let mut first = true;
     loop {
-        let current = cfg.borrow().clone();
+        let current = cfg.borrow_and_update().clone();
         let wait = match current {
             Some(c) if !c.interval.is_zero() => {
                 let report = ProcessStatusValue {
@@ -289,7 +313,14 @@ pub async fn run_process_reporter(
                     hostname: hostname.clone(),
                     last,
                 };
-                match ds.apply_with_ttl(&key(false), value.clone(), c.ttl).await {
+                // A TTL of 0 means a report that never expires (libcalico-go grants no
+                // lease then).
+                let live = if c.ttl.is_zero() {
+                    ds.apply(&key(false), value.clone()).await
+                } else {
+                    ds.apply_with_ttl(&key(false), value.clone(), c.ttl).await
+                };
+                match live {
                     Ok(_) => first = false,
                     Err(e) => tracing::warn!(error = %e, "cannot write this node's status report"),
                 }
@@ -341,7 +372,7 @@ mod tests {
     }
 
     async fn settle(r: &mut EndpointReporter, c: &ReportingConfig) {
-        for _ in 0..100 {
+        for _ in 0..1000 {
             if r.pending() == 0 && r.next_resync.is_none_or(|t| t > Instant::now()) {
                 return;
             }
@@ -413,6 +444,28 @@ mod tests {
         mem.set_available(true);
         settle(&mut r, &c).await;
         assert_eq!(status_of(&ds, &wep("a")).await.as_deref(), Some(DOWN));
+    }
+
+    #[tokio::test]
+    async fn a_zero_delay_and_a_dead_datastore_do_not_spin_and_turning_off_forgets() {
+        let mem = Arc::new(MemoryDatastore::new());
+        let ds: Arc<dyn Datastore> = mem.clone();
+        let c = ReportingConfig {
+            endpoint_delay: Duration::ZERO,
+            ..cfg()
+        };
+        let mut r = EndpointReporter::new(ds, "n1".into());
+        r.on_msg(StatusMsg::Endpoint(wep("a"), Some(UP)));
+        mem.set_available(false);
+        r.work(&c).await;
+        let wait = r.next_wake().unwrap() - Instant::now();
+        assert!(wait >= Duration::from_millis(150), "{wait:?}");
+        r.work(&c).await;
+        assert_eq!(r.pending(), 1, "nothing written before the pause ends");
+        r.on_msg(StatusMsg::InSync);
+        r.reset();
+        assert_eq!(r.pending(), 0);
+        assert_eq!(r.next_wake(), None);
     }
 
     #[tokio::test]

@@ -32,6 +32,8 @@ pub enum IfaceEvent {
     Gone { name: String },
     /// An address was added or removed somewhere.
     Addresses,
+    /// The monitor broke: what is known may be out of date until the next `Snapshot`.
+    Lost,
 }
 
 /// Operationally up, as Felix reads it: the kernel's `IFF_RUNNING` (`IFF_UP` is only the
@@ -100,10 +102,33 @@ impl LinkTracker {
 }
 
 /// Watches the interfaces of this process's network namespace until `stop`, sending what
-/// changes. Subscribes before the first dump, so nothing falls between them.
-pub async fn run(
-    tx: mpsc::UnboundedSender<IfaceEvent>,
-    stop: CancellationToken,
+/// changes; a broken subscription is opened again (after a pause) and starts with a fresh
+/// listing. Subscribes before each listing, so nothing falls between them.
+pub async fn run(tx: mpsc::UnboundedSender<IfaceEvent>, stop: CancellationToken) {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match watch_once(&tx, &stop).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::error!(error = %e, retry_in = ?pause,
+                    "the interface monitor failed; interface changes are not seen until it is back");
+                if tx.send(IfaceEvent::Lost).is_err() {
+                    return;
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// One subscription: `Ok` when told to stop (or nobody listens any more), `Err` when it broke.
+async fn watch_once(
+    tx: &mpsc::UnboundedSender<IfaceEvent>,
+    stop: &CancellationToken,
 ) -> std::io::Result<()> {
     let (conn, handle, mut messages) = new_multicast_connection(&[
         MulticastGroup::Link,
@@ -127,19 +152,28 @@ pub async fn run(
                             break Ok(());
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "cannot list interfaces; will retry"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot list interfaces; retrying in a second");
+                        resync.reset_after(Duration::from_secs(1));
+                    }
                 }
             }
             m = messages.next() => {
                 let Some((m, _)) = m else {
                     break Err(std::io::Error::other("the netlink notification socket closed"));
                 };
-                if let NetlinkPayload::InnerMessage(msg) = m.payload {
-                    for ev in tracker.on_message(&msg) {
-                        if tx.send(ev).is_err() {
-                            return Ok(());
-                        }
+                match m.payload {
+                    NetlinkPayload::InnerMessage(msg)
+                        if tracker.on_message(&msg).into_iter().any(|ev| tx.send(ev).is_err()) =>
+                    {
+                        break Ok(());
                     }
+                    // The socket's buffer overflowed: notifications were lost. List again now.
+                    NetlinkPayload::Overrun(_) => {
+                        tracing::debug!("interface notifications were lost; listing again");
+                        resync.reset_immediately();
+                    }
+                    _ => {}
                 }
             }
         }

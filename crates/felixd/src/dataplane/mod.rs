@@ -1021,9 +1021,9 @@ impl Dataplane {
         self.ipip.unavailable().map(str::to_string)
     }
 
-    /// An interface appeared, changed or went (from the interface monitor): a workload
-    /// interface's routes can go in now rather than at the next check.
-    pub fn interface_changed(&mut self, name: &str) {
+    /// An interface appeared (from the interface monitor): a workload interface's routes
+    /// can go in now rather than at the next check.
+    pub fn interface_appeared(&mut self, name: &str) {
         if self.wl_ifaces.contains_key(name) {
             self.routes.invalidate();
         }
@@ -1042,11 +1042,6 @@ impl Dataplane {
             .filter(|(_, owner)| owner.as_str() == name)
             .map(|(iface, _)| iface.as_str())
             .collect()
-    }
-
-    /// The interface of a programmed local workload endpoint.
-    pub fn workload_interface(&self, id: &EndpointId) -> Option<&str> {
-        self.programmed.get(id).map(|p| p.iface.as_str())
     }
 
     /// Whether the local endpoint's current state is in the kernel.
