@@ -18,6 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::dirty::DirtyQueue;
 use anyhow::{Context, Result};
 use calico_bgp::fsm::{DownReason, GracefulRestartConfig, Negotiated, SessionConfig, State};
 use calico_bgp::rib::{Change, PeerId, PeerInfo, Rib, RibConfig};
@@ -104,7 +105,7 @@ struct Peer {
     /// Paths in `sent`, kept as it changes (the metric would otherwise walk it).
     advertised: usize,
     /// Prefixes whose export may have changed since the last flush.
-    dirty: FastSet<IpNet>,
+    dirty: DirtyQueue,
     /// End-of-RIB still to send after the initial table.
     eor_pending: Vec<Family>,
     /// Families whose End-of-RIB the peer has not sent since it came up.
@@ -135,7 +136,7 @@ struct Daemon {
     kernel: KernelHandle,
     kernel_routes: FastSet<IpNet>,
     /// Prefixes whose best path changed since the last flush, for every established peer.
-    changed: FastSet<IpNet>,
+    changed: Vec<Change>,
     events_tx: mpsc::Sender<SessionEvent>,
     listener: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
     accepted_tx: mpsc::Sender<(tokio::net::TcpStream, SocketAddr)>,
@@ -193,7 +194,7 @@ pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken)
         originated: HashMap::new(),
         kernel,
         kernel_routes: FastSet::default(),
-        changed: FastSet::default(),
+        changed: Vec::new(),
         events_tx,
         listener: None,
         accepted_tx,
@@ -215,8 +216,12 @@ pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken)
             },
             Some(ev) = events_rx.recv() => {
                 d.session_event(ev);
-                // Take whatever else is already waiting before flushing, so bursts coalesce.
+                // Take whatever else is already waiting before flushing, so bursts coalesce,
+                // up to one flush slice of changes (which peers then take as they are).
                 for _ in 0..256 {
+                    if d.changed.len() >= FLUSH_SLICE {
+                        break;
+                    }
                     match events_rx.try_recv() {
                         Ok(ev) => d.session_event(ev),
                         Err(_) => break,
@@ -486,7 +491,7 @@ impl Daemon {
                 negotiated: None,
                 sent: FastMap::default(),
                 advertised: 0,
-                dirty: FastSet::default(),
+                dirty: DirtyQueue::default(),
                 eor_pending: Vec::new(),
                 eor_awaited: Vec::new(),
                 stale_until: None,
@@ -655,7 +660,8 @@ impl Daemon {
         tracing::info!(peer = %p.intent.name, hold = n.hold_time, families = ?n.families, "established");
         p.sent.clear();
         p.advertised = 0;
-        p.dirty = all.into_iter().collect();
+        p.dirty.clear();
+        p.dirty.extend(all);
         p.eor_pending = n.families.clone();
         p.eor_awaited = n.families.clone();
         p.negotiated = Some(n);
@@ -790,9 +796,9 @@ impl Daemon {
         for c in &changes {
             self.program_kernel(c);
         }
-        // One set for every peer; flush hands it to each (a set per peer would cost a hash
-        // insert per prefix per peer on every change).
-        self.changed.extend(changes.iter().map(|c| c.prefix));
+        // One list for every peer; flush hands it to each, and exports from the best paths
+        // it carries without looking each prefix up again.
+        self.changed.extend(changes);
     }
 
     /// Puts a prefix's best route into the kernel, or takes it out.
@@ -852,19 +858,20 @@ impl Daemon {
         let (Some(rib), Some(intent)) = (&self.rib, &self.intent) else {
             return;
         };
-        let changed = std::mem::take(&mut self.changed);
+        let all_changes = std::mem::take(&mut self.changed);
+        let changed = latest_changes(&all_changes);
         for p in self.peers.values_mut() {
             if !p.established() {
                 continue;
             }
-            // A peer with nothing queued takes the shared set as it is; one that is behind
-            // merges it into its own backlog.
+            // A peer with nothing queued takes the shared list as it is; one that is behind
+            // adds it to its own backlog.
             let mut shared = None;
             if !changed.is_empty() {
                 if p.dirty.is_empty() && changed.len() <= FLUSH_SLICE {
                     shared = Some(&changed);
                 } else {
-                    p.dirty.extend(changed.iter().copied());
+                    p.dirty.extend(changed.iter().map(|c| c.prefix));
                 }
             }
             if shared.is_none() && p.dirty.is_empty() && p.eor_pending.is_empty() {
@@ -876,36 +883,45 @@ impl Daemon {
             let Ok(permit) = p.session.commands.try_reserve() else {
                 // The session is busy: keep coalescing.
                 if let Some(set) = shared {
-                    p.dirty.extend(set.iter().copied());
+                    p.dirty.extend(set.iter().map(|c| c.prefix));
                 }
                 continue;
             };
-            // A bounded slice per round keeps the loop responsive during a full-table send.
-            let dirty: Vec<IpNet> = match shared {
-                Some(set) => set.iter().copied().collect(),
-                None if p.dirty.len() <= FLUSH_SLICE => p.dirty.drain().collect(),
-                None => {
-                    let slice: Vec<IpNet> = p.dirty.iter().copied().take(FLUSH_SLICE).collect();
-                    for prefix in &slice {
-                        p.dirty.remove(prefix);
-                    }
-                    slice
-                }
+            let wanted_to = |prefix: &IpNet| {
+                families.contains(&Family::of(prefix)).then(|| {
+                    intent.exports_to(&p.intent, prefix, self.originated.contains_key(prefix))
+                })
             };
-            let (mut exported, mut refused) = (Vec::with_capacity(dirty.len()), Vec::new());
-            for prefix in dirty {
-                if !families.contains(&Family::of(&prefix)) {
-                    continue;
-                }
-                if intent.exports_to(&p.intent, &prefix, self.originated.contains_key(&prefix)) {
-                    exported.push(prefix);
-                } else {
-                    refused.push(prefix);
-                }
-            }
+            let mut refused = Vec::new();
             // One export pass for the slice, so prefixes sharing attributes share the
             // rewritten copy (and one group below).
-            let mut wanted = rib.export_many(PeerId(p.key), exported);
+            let mut wanted = match shared {
+                Some(list) => {
+                    let mut exported = Vec::with_capacity(list.len());
+                    for c in list.iter() {
+                        match wanted_to(&c.prefix) {
+                            Some(true) => exported.push((c.prefix, c.best.as_ref())),
+                            Some(false) => refused.push(c.prefix),
+                            None => {}
+                        }
+                    }
+                    rib.export_changes(PeerId(p.key), exported)
+                }
+                None => {
+                    // A bounded slice per round keeps the loop responsive during a full-table
+                    // send.
+                    let dirty = p.dirty.take(FLUSH_SLICE);
+                    let mut exported = Vec::with_capacity(dirty.len());
+                    for prefix in dirty {
+                        match wanted_to(&prefix) {
+                            Some(true) => exported.push(prefix),
+                            Some(false) => refused.push(prefix),
+                            None => {}
+                        }
+                    }
+                    rib.export_many(PeerId(p.key), exported)
+                }
+            };
             wanted.extend(refused.into_iter().map(|prefix| (prefix, Vec::new())));
             let mut groups: Vec<(Arc<Attrs>, Vec<Nlri>)> = Vec::new();
             let mut group_of: FastMap<*const Attrs, usize> = FastMap::default();
@@ -1177,6 +1193,21 @@ impl Daemon {
 
 /// BIRD's info column: the state, then what went wrong last ("Active Socket: Connection
 /// refused" style), or "Established".
+/// The last change of each prefix, in the order of those last changes: a prefix that
+/// changed twice between flushes is exported once, as it is now (its earlier state is
+/// never sent after its later one).
+fn latest_changes(changes: &[Change]) -> Vec<&Change> {
+    let mut seen: FastSet<IpNet> = FastSet::default();
+    seen.reserve(changes.len());
+    let mut latest: Vec<&Change> = changes
+        .iter()
+        .rev()
+        .filter(|c| seen.insert(c.prefix))
+        .collect();
+    latest.reverse();
+    latest
+}
+
 fn bird_info(state: State, info: &str) -> String {
     match state {
         State::Established => "Established".into(),
@@ -1223,4 +1254,36 @@ async fn listen(
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_last_change_of_a_prefix_is_exported_in_the_order_of_last_changes() {
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        let change = |p: &str, best: bool| Change {
+            prefix: net(p),
+            best: best.then(|| calico_bgp::rib::BestPath {
+                peer: PeerId(1),
+                path_id: 0,
+                attrs: Arc::new(Attrs::default()),
+                multipath: Vec::new(),
+            }),
+        };
+        // a announced then withdrawn, b announced, a announced again: sending a's first
+        // state after its withdrawal would leave the peer with the wrong one.
+        let all = [
+            change("10.0.0.0/24", true),
+            change("10.0.0.0/24", false),
+            change("10.0.1.0/24", true),
+            change("10.0.0.0/24", true),
+        ];
+        let latest = latest_changes(&all);
+        assert_eq!(latest.len(), 2);
+        assert_eq!(latest[0].prefix, net("10.0.1.0/24"));
+        assert_eq!(latest[1].prefix, net("10.0.0.0/24"));
+        assert!(latest[1].best.is_some());
+    }
 }

@@ -10,6 +10,7 @@
 pub mod calico;
 pub mod control;
 pub mod daemon;
+pub mod dirty;
 pub mod kernel;
 pub mod metrics;
 pub mod session;

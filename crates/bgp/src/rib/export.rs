@@ -67,6 +67,39 @@ impl Rib {
     }
 }
 
+impl Rib {
+    /// [`Rib::export_many`] for prefixes whose best path the caller already holds (from
+    /// the [`Change`](super::Change)s it was given), in the order they changed: no RIB
+    /// lookup per prefix unless `to` takes ADD-PATH, which needs every path. A prefix may
+    /// appear more than once; the last occurrence is its current state.
+    pub fn export_changes<'c>(
+        &self,
+        to: PeerId,
+        changes: impl IntoIterator<Item = (IpNet, Option<&'c super::BestPath>)>,
+    ) -> Vec<(IpNet, Advertised)> {
+        let mut ex = Exporter::new(self, to);
+        changes
+            .into_iter()
+            .map(|(prefix, best)| {
+                let family = Family::of(&prefix);
+                let paths = match &mut ex {
+                    None => Vec::new(),
+                    Some(ex) if ex.to.add_path_tx[family.index()] => self
+                        .dests
+                        .get(&prefix)
+                        .map(|d| ex.dest(prefix, d))
+                        .unwrap_or_default(),
+                    Some(ex) => best
+                        .and_then(|b| ex.path_of(family, b.peer, &b.attrs, None))
+                        .map(|a| vec![(0, a)])
+                        .unwrap_or_default(),
+                };
+                (prefix, paths)
+            })
+            .collect()
+    }
+}
+
 /// A stored attribute set (by address), where it came from, and the family it goes out in.
 type RewriteKey = (usize, PeerId, Family);
 
@@ -111,10 +144,20 @@ impl<'a> Exporter<'a> {
 
     /// `p` as `self.to` should get it, or `None` when it must not be sent.
     fn path(&mut self, family: Family, p: &PathEntry) -> Option<Arc<Attrs>> {
-        if p.rejected.is_some() || p.peer == self.to_id {
+        self.path_of(family, p.peer, &p.attrs, p.rejected)
+    }
+
+    /// A path from `peer` with `attrs` as `self.to` should get it.
+    fn path_of(
+        &mut self,
+        family: Family,
+        peer: PeerId,
+        attrs: &Arc<Attrs>,
+        rejected: Option<super::ImportReject>,
+    ) -> Option<Arc<Attrs>> {
+        if rejected.is_some() || peer == self.to_id {
             return None;
         }
-        let attrs = &p.attrs;
         if attrs.communities.contains(&NO_ADVERTISE) {
             return None;
         }
@@ -127,10 +170,10 @@ impl<'a> Exporter<'a> {
         {
             return None;
         }
-        let source = if p.peer.is_local() {
+        let source = if peer.is_local() {
             None
         } else {
-            Some(self.rib.peers.get(&p.peer)?)
+            Some(self.rib.peers.get(&peer)?)
         };
         // RFC 4456 §6: iBGP-learned routes reach other iBGP peers only by reflection.
         let reflect = match source {
@@ -149,7 +192,7 @@ impl<'a> Exporter<'a> {
         if to_ibgp && originator == Some(self.to.router_id) {
             return None;
         }
-        let key = (Arc::as_ptr(attrs) as usize, p.peer, family);
+        let key = (Arc::as_ptr(attrs) as usize, peer, family);
         if let Some((k, done)) = &self.last
             && *k == key
         {

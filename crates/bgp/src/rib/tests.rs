@@ -1094,6 +1094,38 @@ fn add_path_export_sends_every_path_under_a_stable_id() {
 }
 
 #[test]
+fn exporting_from_changes_gives_what_a_lookup_gives_for_every_kind_of_peer() {
+    let ap = PeerInfo {
+        add_path_tx: [true, false],
+        ..ebgp(9, 65009)
+    };
+    let mut rib = rib(
+        rr_config(),
+        &[(1, ebgp(1, 65001)), (2, client(2)), (3, ibgp(3)), (9, ap)],
+    );
+    let q = net("192.168.2.0/24");
+    let mut changes = announce(&mut rib, 1, p1(), route(&[65001], 1));
+    changes.extend(announce(&mut rib, 2, q, route(&[], 2)));
+    changes.extend(announce(&mut rib, 3, p1(), route(&[], 3)));
+    changes.extend(withdraw(&mut rib, 2, q));
+    changes.extend(announce(&mut rib, 2, q, route(&[65010], 2)));
+    assert!(changes.len() >= 4, "{changes:?}");
+    // The last change of each prefix is its current state.
+    let mut last: Vec<&Change> = Vec::new();
+    for c in changes.iter().rev() {
+        if !last.iter().any(|l| l.prefix == c.prefix) {
+            last.push(c);
+        }
+    }
+    for to in [1, 2, 3, 9, 42] {
+        let from_changes =
+            rib.export_changes(PeerId(to), last.iter().map(|c| (c.prefix, c.best.as_ref())));
+        let looked_up = rib.export_many(PeerId(to), last.iter().map(|c| c.prefix));
+        assert_eq!(from_changes, looked_up, "to peer {to}");
+    }
+}
+
+#[test]
 fn path_set_changes_are_not_recorded_without_add_path_peers() {
     let mut rib = rib(config(), &[(1, ebgp(1, 65001))]);
     announce(&mut rib, 1, p1(), route(&[65001], 1));
