@@ -9,9 +9,12 @@
 //!  control queries ▶ ┘   Rib, Adj-RIB-Out per peer
 //! ```
 //!
-//! Output to peers is coalesced per destination: a change only marks the prefix dirty for
-//! each established peer; when the peer's session has room, the daemon computes what to
-//! send from the RIB as it is then, so only the latest state goes on the wire.
+//! Output to peers is coalesced per destination: the RIB's changes since the last flush
+//! are handed to every established peer whose session has room, and only each prefix's
+//! last change is exported, from the best path it carries (every RIB call that changes a
+//! best path hands its change in, so the last one is the RIB's state at the flush). A peer
+//! whose session is busy queues the prefixes; when it has room, what to send is computed
+//! from the RIB as it is then. Either way only the latest state goes on the wire.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -311,6 +314,9 @@ impl Daemon {
                 local_as: intent.local_as,
                 cluster_id: intent.cluster_id,
             }));
+            // Changes of the old RIB (its kernel routes are dealt with) must not be
+            // exported from the new one.
+            self.changed.clear();
             self.originated.clear();
         }
         self.ensure_listener(&intent).await;
@@ -661,7 +667,7 @@ impl Daemon {
         p.sent.clear();
         p.advertised = 0;
         p.dirty.clear();
-        p.dirty.extend(all);
+        p.dirty.extend_distinct(all);
         p.eor_pending = n.families.clone();
         p.eor_awaited = n.families.clone();
         p.negotiated = Some(n);
@@ -1191,8 +1197,6 @@ impl Daemon {
     }
 }
 
-/// BIRD's info column: the state, then what went wrong last ("Active Socket: Connection
-/// refused" style), or "Established".
 /// The last change of each prefix, in the order of those last changes: a prefix that
 /// changed twice between flushes is exported once, as it is now (its earlier state is
 /// never sent after its later one).
@@ -1208,6 +1212,8 @@ fn latest_changes(changes: &[Change]) -> Vec<&Change> {
     latest
 }
 
+/// BIRD's info column: the state, then what went wrong last ("Active Socket: Connection
+/// refused" style), or "Established".
 fn bird_info(state: State, info: &str) -> String {
     match state {
         State::Established => "Established".into(),

@@ -52,6 +52,16 @@ impl DirtyQueue {
         }
     }
 
+    /// Queues prefixes known to be distinct (a table listing) onto an empty queue without
+    /// looking for duplicates; onto a non-empty one as [`DirtyQueue::extend`].
+    pub fn extend_distinct(&mut self, prefixes: Vec<IpNet>) {
+        if !self.queue.is_empty() {
+            return self.extend(prefixes);
+        }
+        self.compact_at = (prefixes.len() * 2).max(MIN_COMPACT);
+        self.queue = prefixes.into();
+    }
+
     /// Takes up to `n` prefixes from the front.
     pub fn take(&mut self, n: usize) -> Vec<IpNet> {
         let n = n.min(self.queue.len());

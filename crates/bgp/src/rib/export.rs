@@ -68,10 +68,11 @@ impl Rib {
 }
 
 impl Rib {
-    /// [`Rib::export_many`] for prefixes whose best path the caller already holds (from
-    /// the [`Change`](super::Change)s it was given), in the order they changed: no RIB
-    /// lookup per prefix unless `to` takes ADD-PATH, which needs every path. A prefix may
-    /// appear more than once; the last occurrence is its current state.
+    /// [`Rib::export_many`] for prefixes whose current best path the caller already holds
+    /// (the last [`Change`](super::Change) of each): no RIB lookup per prefix unless `to`
+    /// takes ADD-PATH, which needs every path. Each prefix must appear once and carry the
+    /// RIB's current best: an older change exported after a newer one would leave the peer
+    /// with a stale route.
     pub fn export_changes<'c>(
         &self,
         to: PeerId,
@@ -89,10 +90,19 @@ impl Rib {
                         .get(&prefix)
                         .map(|d| ex.dest(prefix, d))
                         .unwrap_or_default(),
-                    Some(ex) => best
-                        .and_then(|b| ex.path_of(family, b.peer, &b.attrs, None))
-                        .map(|a| vec![(0, a)])
-                        .unwrap_or_default(),
+                    Some(ex) => {
+                        debug_assert!(
+                            self.dests
+                                .get(&prefix)
+                                .and_then(Dest::best)
+                                .map(|p| (p.peer, &p.attrs))
+                                == best.map(|b| (b.peer, &b.attrs)),
+                            "{prefix}: the change handed to export_changes is not the current best"
+                        );
+                        best.and_then(|b| ex.path_of(family, b.peer, &b.attrs, None))
+                            .map(|a| vec![(0, a)])
+                            .unwrap_or_default()
+                    }
                 };
                 (prefix, paths)
             })
