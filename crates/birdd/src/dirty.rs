@@ -22,10 +22,6 @@ impl DirtyQueue {
         self.queue.is_empty()
     }
 
-    pub fn len(&self) -> usize {
-        self.queue.len()
-    }
-
     pub fn clear(&mut self) {
         self.queue = VecDeque::new();
         self.queued = FastSet::default();
@@ -68,15 +64,15 @@ mod tests {
         let mut q = DirtyQueue::default();
         q.extend((0..10).map(net));
         assert_eq!(q.take(3), vec![net(0), net(1), net(2)]);
-        assert_eq!(q.len(), 7);
+        assert_eq!(q.queue.len(), 7);
         // Churned while the peer is behind: each prefix still waits once.
         for _ in 0..50 {
             q.extend((0..1000).map(net));
         }
-        assert_eq!(q.len(), 1000);
+        assert_eq!(q.queue.len(), 1000);
         assert_eq!(q.take(7), [3, 4, 5, 6, 7, 8, 9].map(net));
         // Taken prefixes can be queued again.
         q.extend([net(3)]);
-        assert_eq!(q.len(), 994);
+        assert_eq!(q.queue.len(), 994);
     }
 }

@@ -243,7 +243,10 @@ impl Key {
     /// Rejects keys whose parts would not survive the path round trip (a `/` or nothing where a
     /// name, namespace, owner or handle goes). Backends call it before every write.
     pub fn check(&self) -> Result<(), crate::DatastoreError> {
-        let parts: Vec<(&str, &str)> = match self {
+        // Plain parts become path segments as they are; escaped ones (Felix's status keys)
+        // cannot break the path, they only need to be there.
+        type Parts<'a> = Vec<(&'static str, &'a str)>;
+        let (plain, escaped): (Parts<'_>, Parts<'_>) = match self {
             Key::Resource {
                 kind,
                 namespace,
@@ -260,52 +263,50 @@ impl Key {
                     }
                     _ => {}
                 }
-                v
+                (v, vec![])
             }
-            Key::Affinity { owner, .. } => vec![("owner", owner.as_str())],
-            Key::Handle { id } => vec![("handle", id.as_str())],
-            Key::Block { .. } | Key::IpamConfig | Key::IpamGcLease => vec![],
+            Key::Affinity { owner, .. } => (vec![("owner", owner.as_str())], vec![]),
+            Key::Handle { id } => (vec![("handle", id.as_str())], vec![]),
+            Key::Block { .. } | Key::IpamConfig | Key::IpamGcLease => (vec![], vec![]),
             Key::FelixStatus {
                 region, hostname, ..
-            } => vec![("region", region.as_str()), ("hostname", hostname.as_str())],
+            } => (
+                vec![("region", region.as_str()), ("hostname", hostname.as_str())],
+                vec![],
+            ),
             Key::WorkloadEndpointStatus {
                 region,
                 hostname,
                 orchestrator,
                 workload,
                 endpoint,
-            } => {
-                // The last three are escaped into one segment each; only emptiness matters.
-                for (what, v) in [
-                    ("orchestrator", orchestrator),
-                    ("workload", workload),
-                    ("endpoint", endpoint),
-                ] {
-                    if v.is_empty() {
-                        return Err(crate::DatastoreError::InvalidKey {
-                            key: self.path(),
-                            reason: format!("the {what} must be non-empty"),
-                        });
-                    }
-                }
-                vec![("region", region.as_str()), ("hostname", hostname.as_str())]
-            }
-            Key::HostEndpointStatus { hostname, endpoint } => {
-                if endpoint.is_empty() {
-                    return Err(crate::DatastoreError::InvalidKey {
-                        key: self.path(),
-                        reason: "the endpoint must be non-empty".into(),
-                    });
-                }
-                vec![("hostname", hostname.as_str())]
-            }
+            } => (
+                vec![("region", region.as_str()), ("hostname", hostname.as_str())],
+                vec![
+                    ("orchestrator", orchestrator.as_str()),
+                    ("workload", workload.as_str()),
+                    ("endpoint", endpoint.as_str()),
+                ],
+            ),
+            Key::HostEndpointStatus { hostname, endpoint } => (
+                vec![("hostname", hostname.as_str())],
+                vec![("endpoint", endpoint.as_str())],
+            ),
         };
-        for (what, v) in parts {
+        let invalid = |reason: String| crate::DatastoreError::InvalidKey {
+            key: self.path(),
+            reason,
+        };
+        for (what, v) in plain {
             if v.is_empty() || v.contains('/') {
-                return Err(crate::DatastoreError::InvalidKey {
-                    key: self.path(),
-                    reason: format!("the {what} must be non-empty and contain no '/'"),
-                });
+                return Err(invalid(format!(
+                    "the {what} must be non-empty and contain no '/'"
+                )));
+            }
+        }
+        for (what, v) in escaped {
+            if v.is_empty() {
+                return Err(invalid(format!("the {what} must be non-empty")));
             }
         }
         Ok(())

@@ -125,7 +125,8 @@ impl EndpointReporter {
     }
 
     /// Keys waiting to be written.
-    pub fn pending(&self) -> usize {
+    #[cfg(test)]
+    fn pending(&self) -> usize {
         self.pending.len()
     }
 

@@ -89,20 +89,12 @@ impl Exec for SystemExec {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|source| ExecError::Spawn {
-                program: program.to_string(),
-                source,
-            })?;
+            .map_err(spawn_failed(program))?;
         if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
             // A tool that exits early closes the pipe; its exit status tells why.
             let _ = pipe.write_all(input);
         }
-        let out = child
-            .wait_with_output()
-            .map_err(|source| ExecError::Spawn {
-                program: program.to_string(),
-                source,
-            })?;
+        let out = child.wait_with_output().map_err(spawn_failed(program))?;
         let took = started.elapsed();
         if took > Duration::from_secs(1) {
             tracing::info!(%program, ?took, "slow dataplane command");
@@ -116,6 +108,14 @@ impl Exec for SystemExec {
             });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// The error for a program that could not be started or waited for.
+fn spawn_failed(program: &str) -> impl FnOnce(std::io::Error) -> ExecError + '_ {
+    move |source| ExecError::Spawn {
+        program: program.to_string(),
+        source,
     }
 }
 
@@ -150,10 +150,7 @@ impl Restorer {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|source| ExecError::Spawn {
-                program: program.to_string(),
-                source,
-            })?;
+            .map_err(spawn_failed(program))?;
         let (tx, stdout) = mpsc::channel();
         if let Some(out) = child.stdout.take() {
             std::thread::spawn(move || {

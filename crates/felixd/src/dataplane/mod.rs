@@ -1029,6 +1029,12 @@ impl Dataplane {
         }
     }
 
+    /// Whether some host endpoint is matched by `expectedIPs` (no interface name), so the
+    /// host's addresses are needed.
+    fn has_address_matched_heps(&self) -> bool {
+        self.heps.values().any(|le| le.iface.is_empty())
+    }
+
     /// Some interface's addresses changed: host endpoints matched by address are resolved
     /// again at the next apply.
     pub fn host_addresses_changed(&mut self) {
@@ -1056,7 +1062,7 @@ impl Dataplane {
         self.applied < self.generation
             || (self.cfg.netlink
                 && (self.routes.needs_apply()
-                    || (self.host_addrs_stale && self.heps.values().any(|le| le.iface.is_empty()))
+                    || (self.host_addrs_stale && self.has_address_matched_heps())
                     || self.vxlan.needs_apply()
                     || self.ipip.needs_apply()))
             || self.families.iter().any(Family::needs_apply)
@@ -1172,7 +1178,7 @@ impl Dataplane {
             if self.ipip.needs_apply() {
                 self.ipip.apply(&h).await?;
             }
-            if self.host_addrs_stale && self.heps.values().any(|le| le.iface.is_empty()) {
+            if self.host_addrs_stale && self.has_address_matched_heps() {
                 match interfaces::host_addresses(&h, &self.cfg.rules.workload_iface_prefixes).await
                 {
                     Ok(addrs) => self.set_host_addresses(addrs),

@@ -48,6 +48,23 @@ async fn assign(ipam: &Ipam, host: &str, handle: &str, pod: &str) -> IpAddr {
     v4.ips[0].addr()
 }
 
+/// Pod a's address in use by its endpoint, pod b's allocated with no endpoint (leaked), and
+/// a handle `stray` with no address left (leaked too): (client, a's, b's address).
+async fn leaky_cluster() -> (ResourceClient, IpAddr, IpAddr) {
+    let (rc, ipam) = cluster().await;
+    let used = assign(&ipam, "node1", "k8s-pod-network.a", "a").await;
+    let leaked = assign(&ipam, "node1", "k8s-pod-network.b", "b").await;
+    apply(&rc, &wep("a", used)).await;
+    rc.datastore()
+        .create(
+            &Key::Handle { id: "stray".into() },
+            br#"{"block":{},"deleted":false}"#.to_vec(),
+        )
+        .await
+        .unwrap();
+    (rc, used, leaked)
+}
+
 fn wep(pod: &str, ip: IpAddr) -> String {
     format!(
         "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {{name: node1-k8s-{pod}-eth0, namespace: default}}\n\
@@ -199,18 +216,7 @@ async fn configure_sets_what_it_is_given_with_calicos_messages() {
 
 #[tokio::test]
 async fn check_reports_leaks_against_workload_endpoints_in_calicos_format() {
-    let (rc, ipam) = cluster().await;
-    let used = assign(&ipam, "node1", "k8s-pod-network.a", "a").await;
-    let leaked = assign(&ipam, "node1", "k8s-pod-network.b", "b").await;
-    apply(&rc, &wep("a", used)).await;
-    // A handle with no address left: leaked too.
-    rc.datastore()
-        .create(
-            &Key::Handle { id: "stray".into() },
-            br#"{"block":{},"deleted":false}"#.to_vec(),
-        )
-        .await
-        .unwrap();
+    let (rc, used, leaked) = leaky_cluster().await;
     datastore::lock(&rc).await.unwrap();
 
     let c = check::check(&rc, opts(), "v9.9.9").await.unwrap();
@@ -290,17 +296,7 @@ async fn release_by_ip_frees_the_address_once() {
 
 #[tokio::test]
 async fn release_from_a_report_frees_leaks_only_while_locked_and_current() {
-    let (rc, ipam) = cluster().await;
-    let used = assign(&ipam, "node1", "k8s-pod-network.a", "a").await;
-    let leaked = assign(&ipam, "node1", "k8s-pod-network.b", "b").await;
-    apply(&rc, &wep("a", used)).await;
-    rc.datastore()
-        .create(
-            &Key::Handle { id: "stray".into() },
-            br#"{"block":{},"deleted":false}"#.to_vec(),
-        )
-        .await
-        .unwrap();
+    let (rc, used, leaked) = leaky_cluster().await;
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, r: &Report| {
         let p = dir.path().join(name);
