@@ -259,3 +259,65 @@ impl Attrs {
         self.local_pref.unwrap_or(100)
     }
 }
+
+/// What a routing policy changes in a path: BIRD's filter statements `bgp_community.add`,
+/// `bgp_large_community.add`, `bgp_path.prepend` and `bgp_local_pref =`, which Calico's
+/// BGPFilter operations and community advertisements render to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct AttrEdits {
+    /// Standard communities to add (each once, as BIRD's `.add` on a set).
+    pub communities: Vec<u32>,
+    pub large_communities: Vec<LargeCommunity>,
+    /// AS numbers to put in front of AS_PATH, in their final order.
+    pub prepend: Vec<u32>,
+    pub local_pref: Option<u32>,
+}
+
+impl AttrEdits {
+    pub fn is_empty(&self) -> bool {
+        self.communities.is_empty()
+            && self.large_communities.is_empty()
+            && self.prepend.is_empty()
+            && self.local_pref.is_none()
+    }
+
+    pub fn add_community(&mut self, c: u32) {
+        if !self.communities.contains(&c) {
+            self.communities.push(c);
+        }
+    }
+
+    pub fn add_large_community(&mut self, c: LargeCommunity) {
+        if !self.large_communities.contains(&c) {
+            self.large_communities.push(c);
+        }
+    }
+
+    /// Makes the edits in `attrs`; whether anything changed.
+    pub fn apply(&self, attrs: &mut Attrs) -> bool {
+        let mut changed = false;
+        for c in &self.communities {
+            if !attrs.communities.contains(c) {
+                attrs.communities.push(*c);
+                changed = true;
+            }
+        }
+        for c in &self.large_communities {
+            if !attrs.large_communities.contains(c) {
+                attrs.large_communities.push(*c);
+                changed = true;
+            }
+        }
+        for asn in self.prepend.iter().rev() {
+            attrs.as_path.prepend(*asn);
+            changed = true;
+        }
+        if let Some(lp) = self.local_pref
+            && attrs.local_pref != Some(lp)
+        {
+            attrs.local_pref = Some(lp);
+            changed = true;
+        }
+        changed
+    }
+}

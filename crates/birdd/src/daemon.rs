@@ -25,7 +25,7 @@ use crate::dirty::DirtyQueue;
 use anyhow::{Context, Result};
 use calico_bgp::fsm::{DownReason, GracefulRestartConfig, Negotiated, SessionConfig, State};
 use calico_bgp::rib::{Change, PeerId, PeerInfo, Rib, RibConfig};
-use calico_bgp::types::{Attrs, Family, FastMap, FastSet, LargeCommunity, Nlri, Origin};
+use calico_bgp::types::{AttrEdits, Attrs, Family, FastMap, FastSet, LargeCommunity, Nlri, Origin};
 use calico_bgp::wire::{self, AddPathMode, Notification, RouteRefresh};
 use calico_datastore::Datastore;
 use calico_datastore::syncer::{SyncEvent, SyncStatus, Syncer, SyncerConfig};
@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::calico::{self, BgpIntent, ClusterState, KernelAction, PeerIntent};
+use crate::calico::{self, BgpIntent, ClusterState, FilterVerdict, KernelAction, PeerIntent};
 use crate::control::{self, PeerStatus, Query, RouteView};
 use crate::kernel::{self, KernelConfig, KernelHandle, NextHop};
 use crate::metrics::Metrics;
@@ -685,28 +685,37 @@ impl Daemon {
             u.withdrawn.extend(announced);
         }
         // Import filters (BGPFilter), on the route as received (its AS path and communities):
-        // a rejected announcement is a withdrawal of any earlier path.
-        let mut route = calico::RouteInfo::learned(IpNet::V4(Default::default()));
+        // a rejected announcement is a withdrawal of any earlier path; an accepted one is
+        // stored with the filter's changes (operations), grouped by what they changed.
+        let mut accepted: Vec<Nlri> = Vec::new();
+        let mut edited: Vec<(AttrEdits, Vec<Nlri>)> = Vec::new();
         if let Some(a) = &u.attrs {
-            route.as_path = a.as_path.flat();
-            route.communities = a.communities.clone();
-            route.large_communities = a
-                .large_communities
-                .iter()
-                .map(|c| (c.0, c.1, c.2))
-                .collect();
-            route.local_pref = a.local_pref;
+            let mut route = calico::RouteInfo::of_path(IpNet::V4(Default::default()), a);
+            for n in &u.announced {
+                route.prefix = n.prefix;
+                match intent.import_verdict_for(&p.intent, &route) {
+                    FilterVerdict::Reject => u.withdrawn.push(*n),
+                    FilterVerdict::Accept(e) if e.is_empty() => accepted.push(*n),
+                    FilterVerdict::Accept(e) => match edited.iter_mut().find(|(x, _)| *x == e) {
+                        Some((_, group)) => group.push(*n),
+                        None => edited.push((e, vec![*n])),
+                    },
+                }
+            }
         }
-        let (accepted, rejected): (Vec<Nlri>, Vec<Nlri>) = u.announced.iter().partition(|n| {
-            route.prefix = n.prefix;
-            intent.import_verdict_for(&p.intent, &route).is_accept()
-        });
-        u.withdrawn.extend(rejected);
         let mut changes = Vec::new();
         if let Some(rib) = &mut self.rib {
-            match rib.apply(PeerId(key), &u.withdrawn, &accepted, u.attrs.map(Arc::new)) {
-                Ok(c) => changes = c,
-                Err(e) => tracing::error!(error = %e, "applying an UPDATE to the RIB"),
+            let attrs = u.attrs.map(Arc::new);
+            let mut apply =
+                |withdrawn: &[Nlri], announced: &[Nlri], edits: Option<&AttrEdits>| match rib
+                    .apply_edited(PeerId(key), withdrawn, announced, attrs.clone(), edits)
+                {
+                    Ok(c) => changes.extend(c),
+                    Err(e) => tracing::error!(error = %e, "applying an UPDATE to the RIB"),
+                };
+            apply(&u.withdrawn, &accepted, None);
+            for (e, group) in &edited {
+                apply(&[], group, Some(e));
             }
             if let Some(f) = u.end_of_rib {
                 changes.extend(rib.flush_stale(PeerId(key), f));
@@ -891,42 +900,55 @@ impl Daemon {
                 }
                 continue;
             };
-            let wanted_to = |prefix: &IpNet| {
-                families.contains(&Family::of(prefix)).then(|| {
-                    intent.exports_to(&p.intent, prefix, self.originated.contains_key(prefix))
-                })
+            // The export filter (BGPFilter export rules, then Calico's export policy) runs on
+            // each path; a refused one comes back as a withdrawal. Without BGPFilters the
+            // verdict needs only the prefix and where the route came from.
+            let (peer_intent, has_filters) = (&p.intent, !p.intent.filters.is_empty());
+            let mut policy = |prefix: IpNet, attrs: &Attrs, from: Option<&PeerInfo>| {
+                let route = match from {
+                    None => calico::RouteInfo::originated(prefix),
+                    Some(_) if has_filters => calico::RouteInfo::of_path(prefix, attrs),
+                    Some(_) => calico::RouteInfo {
+                        local_pref: Some(attrs.effective_local_pref()),
+                        ..calico::RouteInfo::learned(prefix)
+                    },
+                };
+                match intent.export_verdict_for(peer_intent, &route) {
+                    FilterVerdict::Accept(mut e) => {
+                        // LOCAL_PREF never reaches an eBGP peer, and an iBGP peer gets the
+                        // path's own anyway: no edit, so the path keeps its shared copy.
+                        if !peer_intent.is_ibgp()
+                            || e.local_pref == Some(attrs.effective_local_pref())
+                        {
+                            e.local_pref = None;
+                        }
+                        Some(e)
+                    }
+                    FilterVerdict::Reject => None,
+                }
             };
-            let mut refused = Vec::new();
+            let ours = |prefix: &IpNet| families.contains(&Family::of(prefix));
             // One export pass for the slice, so prefixes sharing attributes share the
             // rewritten copy (and one group below).
-            let mut wanted = match shared {
-                Some(list) => {
-                    let mut exported = Vec::with_capacity(list.len());
-                    for c in list.iter() {
-                        match wanted_to(&c.prefix) {
-                            Some(true) => exported.push((c.prefix, c.best.as_ref())),
-                            Some(false) => refused.push(c.prefix),
-                            None => {}
-                        }
-                    }
-                    rib.export_changes(PeerId(p.key), exported)
-                }
+            let wanted = match shared {
+                Some(list) => rib.export_changes(
+                    PeerId(p.key),
+                    list.iter()
+                        .filter(|c| ours(&c.prefix))
+                        .map(|c| (c.prefix, c.best.as_ref())),
+                    &mut policy,
+                ),
                 None => {
                     // A bounded slice per round keeps the loop responsive during a full-table
                     // send.
                     let dirty = p.dirty.take(FLUSH_SLICE);
-                    let mut exported = Vec::with_capacity(dirty.len());
-                    for prefix in dirty {
-                        match wanted_to(&prefix) {
-                            Some(true) => exported.push(prefix),
-                            Some(false) => refused.push(prefix),
-                            None => {}
-                        }
-                    }
-                    rib.export_many(PeerId(p.key), exported)
+                    rib.export_many(
+                        PeerId(p.key),
+                        dirty.into_iter().filter(|prefix| ours(prefix)),
+                        &mut policy,
+                    )
                 }
             };
-            wanted.extend(refused.into_iter().map(|prefix| (prefix, Vec::new())));
             let mut groups: Vec<(Arc<Attrs>, Vec<Nlri>)> = Vec::new();
             let mut group_of: FastMap<*const Attrs, usize> = FastMap::default();
             let mut withdrawn: [Vec<Nlri>; 2] = [Vec::new(), Vec::new()];

@@ -480,6 +480,70 @@ spec:
 }
 
 #[test]
+fn bgpfilter_operations_change_what_is_stored_and_what_is_sent() {
+    let (node, ips) = node_peering_with_tor();
+    let b4 = block_of(ips[0]);
+    apply(
+        &node,
+        &format!(
+            r#"
+apiVersion: projectcalico.org/v3
+kind: BGPFilter
+metadata: {{name: tor-ops}}
+spec:
+  importV4:
+  - action: Accept
+    matchOperator: Equal
+    cidr: 192.168.50.0/24
+    operations: [{{addCommunity: {{value: "64512:77"}}}}, {{setPriority: {{value: 100}}}}]
+  exportV4:
+  - action: Accept
+    matchOperator: Equal
+    cidr: {b4}
+    operations:
+    - prependASPath: {{prefix: [64600, 64601]}}
+    - addCommunity: {{value: "64512:99:1"}}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {{name: tor-v4}}
+spec: {{peerIP: 10.99.0.254, asNumber: {TOR_AS}, filters: [tor-ops]}}
+"#
+        ),
+    );
+    let bird = Bird::start(&node, &BIRD_CONF.replace("ADD_PATHS", ""));
+    let birdd = Birdd::start(&node);
+    established(&birdd, &node, 2);
+
+    // Export: the prepend sits behind our own AS, the large community is added.
+    let sent = wait_for(
+        &format!("BIRD to learn {b4} with the filter's changes"),
+        Duration::from_secs(15),
+        || {
+            let r = bird.birdc(&node, &format!("show route {b4} all"));
+            r.contains("BGP.as_path: 64512 64600 64601").then_some(r)
+        },
+    );
+    assert!(sent.contains("(64512, 99, 1)"), "{sent}");
+
+    // Import: the route is stored with the community and the priority's LOCAL_PREF.
+    let r = wait_for(
+        "the imported route in birdd's RIB",
+        Duration::from_secs(15),
+        || {
+            birdd
+                .routes(&node)
+                .into_iter()
+                .find(|r| r.prefix == "192.168.50.0/24")
+        },
+    );
+    assert!(r.communities.contains(&"64512:77".to_string()), "{r:?}");
+    assert!(r.communities.contains(&"64513:100".to_string()), "{r:?}");
+    assert_eq!(r.local_pref, 2_147_483_647 - 100, "{r:?}");
+    assert_eq!(r.as_path, vec![TOR_AS]);
+}
+
+#[test]
 fn a_two_octet_bird_session_carries_four_octet_paths_in_as4_path() {
     let node = Node::start(NodeOptions::new(&bin_dir()));
     node.fabric

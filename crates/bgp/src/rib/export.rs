@@ -24,6 +24,10 @@
 //!
 //! Without ADD-PATH to that peer only the best path is a candidate, sent as path id 0; with
 //! it, every usable path, each under its stable send id ([`PathEntry::tx_path_id`]).
+//!
+//! The speaker's own export filter ([`ExportPolicy`]) runs on each path that passes these
+//! rules and before the rewriting above, as BIRD runs a BGP protocol's export filter before
+//! BGP's attribute updates: a path it prepends to still gets our AS in front towards eBGP.
 
 use std::borrow::Cow;
 
@@ -32,28 +36,69 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use super::{Dest, PathEntry, PeerId, PeerInfo, Rib};
-use crate::types::{Attrs, Family, NO_ADVERTISE, NO_EXPORT, NO_EXPORT_SUBCONFED};
+use crate::types::{AttrEdits, Attrs, Family, NO_ADVERTISE, NO_EXPORT, NO_EXPORT_SUBCONFED};
 
 /// What one peer should have for one prefix: (path id, attributes) pairs, path id 0
 /// without ADD-PATH; empty = withdraw.
 pub type Advertised = Vec<(u32, Arc<Attrs>)>;
 
+/// A speaker's export filter for one peer: whether a path goes out, and what it changes
+/// first. `from` is the peer the path came from (`None`: originated here).
+pub trait ExportPolicy {
+    fn export(
+        &mut self,
+        prefix: IpNet,
+        attrs: &Attrs,
+        from: Option<&PeerInfo>,
+    ) -> Option<AttrEdits>;
+}
+
+impl<F> ExportPolicy for F
+where
+    F: FnMut(IpNet, &Attrs, Option<&PeerInfo>) -> Option<AttrEdits>,
+{
+    fn export(
+        &mut self,
+        prefix: IpNet,
+        attrs: &Attrs,
+        from: Option<&PeerInfo>,
+    ) -> Option<AttrEdits> {
+        self(prefix, attrs, from)
+    }
+}
+
+/// No export filter: every path the protocol allows, unchanged.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExportAll;
+
+impl ExportPolicy for ExportAll {
+    fn export(&mut self, _: IpNet, _: &Attrs, _: Option<&PeerInfo>) -> Option<AttrEdits> {
+        Some(AttrEdits::default())
+    }
+}
+
 impl Rib {
-    /// What `to` should have for `prefix`: (path id, attributes) pairs; empty = withdraw.
+    /// What `to` should have for `prefix` without an export filter: (path id, attributes)
+    /// pairs; empty = withdraw.
     pub fn export(&self, to: PeerId, prefix: IpNet) -> Advertised {
-        let (Some(mut ex), Some(dest)) = (Exporter::new(self, to), self.dests.get(&prefix)) else {
+        let mut all = ExportAll;
+        let (Some(mut ex), Some(dest)) =
+            (Exporter::new(self, to, &mut all), self.dests.get(&prefix))
+        else {
             return Vec::new();
         };
         ex.dest(prefix, dest)
     }
 
-    /// [`Rib::export`] for many prefixes at once, sharing the rewritten attributes.
+    /// [`Rib::export`] for many prefixes at once through `policy`, sharing the rewritten
+    /// attributes.
     pub fn export_many(
         &self,
         to: PeerId,
         prefixes: impl IntoIterator<Item = IpNet>,
+        policy: &mut dyn ExportPolicy,
     ) -> Vec<(IpNet, Advertised)> {
-        let mut ex = Exporter::new(self, to);
+        let mut ex = Exporter::new(self, to, policy);
         prefixes
             .into_iter()
             .map(|prefix| {
@@ -77,8 +122,9 @@ impl Rib {
         &self,
         to: PeerId,
         changes: impl IntoIterator<Item = (IpNet, Option<&'c super::BestPath>)>,
+        policy: &mut dyn ExportPolicy,
     ) -> Vec<(IpNet, Advertised)> {
-        let mut ex = Exporter::new(self, to);
+        let mut ex = Exporter::new(self, to, policy);
         changes
             .into_iter()
             .map(|(prefix, best)| {
@@ -99,7 +145,7 @@ impl Rib {
                                 == best.map(|b| (b.peer, &b.attrs)),
                             "{prefix}: the change handed to export_changes is not the current best"
                         );
-                        best.and_then(|b| ex.path_of(family, b.peer, &b.attrs, None))
+                        best.and_then(|b| ex.path_of(prefix, b.peer, &b.attrs, None))
                             .map(|a| vec![(0, a)])
                             .unwrap_or_default()
                     }
@@ -115,24 +161,33 @@ type RewriteKey = (usize, PeerId, Family);
 
 /// Export to one peer, remembering rewritten attributes for the length of one call (while
 /// `&Rib` is borrowed no stored `Arc` can be freed, so its address is a sound key).
-#[derive(Debug)]
-struct Exporter<'a> {
+struct Exporter<'a, 'p> {
     rib: &'a Rib,
     to_id: PeerId,
     to: &'a PeerInfo,
+    policy: &'p mut dyn ExportPolicy,
     rewritten: crate::types::FastMap<RewriteKey, Option<Arc<Attrs>>>,
-    /// The last answer: neighbouring prefixes mostly share attributes, so most lookups
-    /// end here without hashing.
+    /// Paths the policy changed, by what it changed: prefixes given the same edits of the
+    /// same stored attributes still share one `Arc`.
+    edited: crate::types::FastMap<(RewriteKey, AttrEdits), Option<Arc<Attrs>>>,
+    /// The last unedited answer: neighbouring prefixes mostly share attributes, so most
+    /// lookups end here without hashing.
     last: Option<(RewriteKey, Option<Arc<Attrs>>)>,
 }
 
-impl<'a> Exporter<'a> {
-    fn new(rib: &'a Rib, to_id: PeerId) -> Option<Exporter<'a>> {
+impl<'a, 'p> Exporter<'a, 'p> {
+    fn new(
+        rib: &'a Rib,
+        to_id: PeerId,
+        policy: &'p mut dyn ExportPolicy,
+    ) -> Option<Exporter<'a, 'p>> {
         Some(Exporter {
             rib,
             to_id,
             to: rib.peers.get(&to_id)?,
+            policy,
             rewritten: Default::default(),
+            edited: Default::default(),
             last: None,
         })
     }
@@ -142,25 +197,25 @@ impl<'a> Exporter<'a> {
         if self.to.add_path_tx[family.index()] {
             dest.paths
                 .iter()
-                .filter_map(|p| Some((p.tx_path_id, self.path(family, p)?)))
+                .filter_map(|p| Some((p.tx_path_id, self.path(prefix, p)?)))
                 .collect()
         } else {
             dest.best()
-                .and_then(|p| self.path(family, p))
+                .and_then(|p| self.path(prefix, p))
                 .map(|a| vec![(0, a)])
                 .unwrap_or_default()
         }
     }
 
     /// `p` as `self.to` should get it, or `None` when it must not be sent.
-    fn path(&mut self, family: Family, p: &PathEntry) -> Option<Arc<Attrs>> {
-        self.path_of(family, p.peer, &p.attrs, p.rejected)
+    fn path(&mut self, prefix: IpNet, p: &PathEntry) -> Option<Arc<Attrs>> {
+        self.path_of(prefix, p.peer, &p.attrs, p.rejected)
     }
 
     /// A path from `peer` with `attrs` as `self.to` should get it.
     fn path_of(
         &mut self,
-        family: Family,
+        prefix: IpNet,
         peer: PeerId,
         attrs: &Arc<Attrs>,
         rejected: Option<super::ImportReject>,
@@ -202,7 +257,23 @@ impl<'a> Exporter<'a> {
         if to_ibgp && originator == Some(self.to.router_id) {
             return None;
         }
+        let edits = self.policy.export(prefix, attrs, source)?;
+        let family = Family::of(&prefix);
         let key = (Arc::as_ptr(attrs) as usize, peer, family);
+        if !edits.is_empty() {
+            let key = (key, edits);
+            if let Some(done) = self.edited.get(&key) {
+                return done.clone();
+            }
+            let mut changed = Attrs::clone(attrs);
+            let done = if key.1.apply(&mut changed) {
+                self.rewrite(family, &Arc::new(changed), source, reflect)
+            } else {
+                self.rewrite(family, attrs, source, reflect)
+            };
+            self.edited.insert(key, done.clone());
+            return done;
+        }
         if let Some((k, done)) = &self.last
             && *k == key
         {

@@ -66,11 +66,11 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use crate::types::{Attrs, Family, FastMap, FastSet, Nlri};
+use crate::types::{AttrEdits, Attrs, Family, FastMap, FastSet, Nlri};
 
 use decision::Ctx;
 pub use decision::LostBecause;
-pub use export::Advertised;
+pub use export::{Advertised, ExportAll, ExportPolicy};
 
 // ---------------------------------------------------------------------------------------
 // Vocabulary
@@ -552,11 +552,25 @@ impl Rib {
         announced: &[Nlri],
         attrs: Option<Arc<Attrs>>,
     ) -> Result<Vec<Change>, RibError> {
+        self.apply_edited(peer, withdrawn, announced, attrs, None)
+    }
+
+    /// [`Rib::apply`] with the changes an import filter made to the announced routes
+    /// (`edits`), made after the protocol's own import rules, as BIRD runs import filters
+    /// on attributes already decoded (an eBGP peer's LOCAL_PREF already dropped).
+    pub fn apply_edited(
+        &mut self,
+        peer: PeerId,
+        withdrawn: &[Nlri],
+        announced: &[Nlri],
+        attrs: Option<Arc<Attrs>>,
+        edits: Option<&AttrEdits>,
+    ) -> Result<Vec<Change>, RibError> {
         if peer.is_local() {
             return Err(RibError::ReservedPeerId);
         }
         let info = self.peers.get(&peer).ok_or(RibError::UnknownPeer(peer))?;
-        let mut imported = attrs.map(|a| self.import(info, a));
+        let mut imported = attrs.map(|a| self.import(info, a, edits));
         if let Some(i) = &mut imported {
             i.attrs = self.interned.intern(i.attrs.clone());
         }
@@ -702,10 +716,11 @@ impl Rib {
         }
     }
 
-    /// The import checks and the eBGP LOCAL_PREF rule, once per UPDATE.
-    fn import(&self, info: &PeerInfo, attrs: Arc<Attrs>) -> Imported {
+    /// The import checks, the eBGP LOCAL_PREF rule and the import filter's edits, once per
+    /// UPDATE.
+    fn import(&self, info: &PeerInfo, attrs: Arc<Attrs>, edits: Option<&AttrEdits>) -> Imported {
         // RFC 4271 §5.1.5: LOCAL_PREF from an external peer is ignored.
-        let attrs = if !info.ibgp() && attrs.local_pref.is_some() {
+        let mut attrs = if !info.ibgp() && attrs.local_pref.is_some() {
             Arc::new(Attrs {
                 local_pref: None,
                 ..Attrs::clone(&attrs)
@@ -713,6 +728,9 @@ impl Rib {
         } else {
             attrs
         };
+        if let Some(e) = edits.filter(|e| !e.is_empty()) {
+            e.apply(Arc::make_mut(&mut attrs));
+        }
         let rejected = import_check(&self.config, info, &attrs);
         let igp_cost = attrs
             .next_hop

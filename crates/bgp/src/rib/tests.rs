@@ -7,7 +7,9 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use super::*;
-use crate::types::{AsPath, AsSegment, Attrs, Family, NO_ADVERTISE, NO_EXPORT, Nlri, Origin};
+use crate::types::{
+    AsPath, AsSegment, AttrEdits, Attrs, Family, NO_ADVERTISE, NO_EXPORT, Nlri, Origin,
+};
 
 // ----- fixtures -----
 
@@ -1004,7 +1006,7 @@ fn unchanged_attributes_are_exported_as_the_stored_arc_and_rewrites_are_shared()
         Some(Arc::new(route(&[65002], 2))),
     )
     .unwrap();
-    let out = rib.export_many(PeerId(3), [q, r]);
+    let out = rib.export_many(PeerId(3), [q, r], &mut ExportAll);
     assert_eq!(out.len(), 2);
     assert!(Arc::ptr_eq(&out[0].1[0].1, &out[1].1[0].1));
     assert_eq!(out[0].1[0].1.local_pref, Some(100));
@@ -1118,9 +1120,12 @@ fn exporting_from_changes_gives_what_a_lookup_gives_for_every_kind_of_peer() {
         }
     }
     for to in [1, 2, 3, 9, 42] {
-        let from_changes =
-            rib.export_changes(PeerId(to), last.iter().map(|c| (c.prefix, c.best.as_ref())));
-        let looked_up = rib.export_many(PeerId(to), last.iter().map(|c| c.prefix));
+        let from_changes = rib.export_changes(
+            PeerId(to),
+            last.iter().map(|c| (c.prefix, c.best.as_ref())),
+            &mut ExportAll,
+        );
+        let looked_up = rib.export_many(PeerId(to), last.iter().map(|c| c.prefix), &mut ExportAll);
         assert_eq!(from_changes, looked_up, "to peer {to}");
     }
 }
@@ -1144,7 +1149,7 @@ fn the_full_dump_for_a_new_session_is_sorted_and_filtered() {
     let dump = |to: u32| -> Vec<IpNet> {
         let mut all: Vec<IpNet> = rib.routes().map(|(p, _)| p).collect();
         all.sort();
-        rib.export_many(PeerId(to), all)
+        rib.export_many(PeerId(to), all, &mut ExportAll)
             .into_iter()
             .filter(|(_, paths)| !paths.is_empty())
             .map(|(p, _)| p)
@@ -1459,4 +1464,100 @@ fn a_stored_path_stays_compact() {
     // BGP reference: ≤ 100–150 B per path all in).
     assert!(std::mem::size_of::<PathEntry>() <= 40);
     assert!(std::mem::size_of::<Dest>() <= 32);
+}
+
+#[test]
+fn an_export_policy_edits_paths_before_the_protocol_rewrites_them() {
+    let mut rib = rib(
+        config(),
+        &[(1, ebgp(1, 65001)), (2, ebgp(2, 65002)), (3, ibgp(3))],
+    );
+    let (q, r, s) = (net("10.1.0.0/16"), net("10.2.0.0/16"), net("10.3.0.0/16"));
+    let mut attrs = route(&[65001], 1);
+    attrs.communities.push(7);
+    for p in [p1(), q, r, s] {
+        announce(&mut rib, 1, p, attrs.clone());
+    }
+    // Refuse s; prepend to q and r alike; leave p1 alone.
+    let mut policy = |prefix: IpNet, a: &Attrs, from: Option<&PeerInfo>| {
+        assert_eq!(from.map(|f| f.remote_as), Some(65001));
+        assert_eq!(a.communities, [7], "the policy sees the stored path");
+        if prefix == s {
+            return None;
+        }
+        let mut e = AttrEdits::default();
+        if prefix != p1() {
+            e.prepend = vec![64999, 64998];
+            e.add_community(7); // already there: not added twice
+            e.add_community(9);
+            e.local_pref = Some(500);
+        }
+        Some(e)
+    };
+    let out = rib.export_many(PeerId(2), [p1(), q, r, s], &mut policy);
+    let got = |p: IpNet| {
+        out.iter()
+            .find(|(x, _)| *x == p)
+            .map(|(_, v)| v.clone())
+            .expect("every prefix answered")
+    };
+    assert!(got(s).is_empty(), "a refused path is a withdrawal");
+    let plain = &got(p1())[0].1;
+    assert_eq!(plain.as_path.flat(), [AS, 65001]);
+    let edited = &got(q)[0].1;
+    // eBGP: our AS still goes in front of what the policy prepended; LOCAL_PREF is not sent.
+    assert_eq!(edited.as_path.flat(), [AS, 64999, 64998, 65001]);
+    assert_eq!(edited.communities, [7, 9]);
+    assert_eq!(edited.local_pref, None);
+    assert!(
+        Arc::ptr_eq(edited, &got(r)[0].1),
+        "the same edits of the same path share one copy"
+    );
+    // To iBGP the edited LOCAL_PREF goes out.
+    let mut set_lp = |_: IpNet, _: &Attrs, _: Option<&PeerInfo>| {
+        Some(AttrEdits {
+            local_pref: Some(2147482623),
+            ..AttrEdits::default()
+        })
+    };
+    let out = rib.export_many(PeerId(3), [p1()], &mut set_lp);
+    assert_eq!(out[0].1[0].1.local_pref, Some(2147482623));
+    // Without a policy nothing changes.
+    assert_eq!(
+        export_one(&rib, 3, q).map(|a| a.local_pref),
+        Some(Some(100))
+    );
+}
+
+#[test]
+fn an_import_filter_sets_local_pref_on_an_ebgp_path_whose_own_is_dropped() {
+    let mut rib = rib(config(), &[(1, ebgp(1, 65001)), (2, ebgp(2, 65002))]);
+    let mut sent = route(&[65001], 1);
+    sent.local_pref = Some(900); // from an external peer: ignored
+    let raise = AttrEdits {
+        local_pref: Some(300),
+        communities: vec![5],
+        ..AttrEdits::default()
+    };
+    rib.apply_edited(
+        PeerId(1),
+        &[],
+        &[Nlri::new(p1())],
+        Some(Arc::new(sent.clone())),
+        Some(&raise),
+    )
+    .unwrap();
+    rib.apply(PeerId(2), &[], &[Nlri::new(p1())], Some(Arc::new(sent)))
+        .unwrap();
+    let best = rib.best(p1()).expect("a best path");
+    assert_eq!(best.peer, PeerId(1), "the filter's LOCAL_PREF decides");
+    assert_eq!(best.attrs.local_pref, Some(300));
+    assert_eq!(best.attrs.communities, [5]);
+    assert_eq!(
+        why(&rib, p1(), PeerId(2)),
+        Some(LostBecause::LocalPref {
+            path: 100,
+            winner: 300
+        })
+    );
 }

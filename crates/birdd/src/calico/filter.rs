@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use calico_api::{
     BgpFilterAction, BgpFilterMatchOperator, BgpFilterPeerType, BgpFilterRule, BgpFilterSpec,
 };
+use calico_bgp::types::{AttrEdits, Attrs, LargeCommunity};
 use ipnet::IpNet;
 
 use super::exports::{Community, ExportPolicy, within};
@@ -71,39 +72,41 @@ impl RouteInfo {
         RouteInfo::new(prefix, RouteSource::Static)
     }
 
+    /// A BGP path as the filters see it. LOCAL_PREF is the effective one: BIRD gives
+    /// routes from eBGP peers its default (100) as they arrive, before any filter.
+    pub fn of_path(prefix: IpNet, attrs: &Attrs) -> RouteInfo {
+        RouteInfo {
+            as_path: attrs.as_path.flat(),
+            communities: attrs.communities.clone(),
+            large_communities: attrs
+                .large_communities
+                .iter()
+                .map(|c| (c.0, c.1, c.2))
+                .collect(),
+            local_pref: Some(attrs.effective_local_pref()),
+            ..RouteInfo::learned(prefix)
+        }
+    }
+
     pub fn with_interface(mut self, ifname: &str) -> RouteInfo {
         self.interface = Some(ifname.to_string());
         self
     }
 }
 
-/// What a filter did to an accepted route.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct RouteEdits {
-    /// Standard communities to add.
-    pub communities: Vec<u32>,
-    pub large_communities: Vec<(u32, u32, u32)>,
-    /// AS numbers to put in front of the path, first one first.
-    pub prepend_as_path: Vec<u32>,
-    /// LOCAL_PREF to carry (export always sets it; import only on `setPriority`).
-    pub local_pref: Option<u32>,
-}
-
-impl RouteEdits {
-    fn add_community(&mut self, c: Community) {
-        match c {
-            Community::Standard(v) if !self.communities.contains(&v) => self.communities.push(v),
-            Community::Large(a, b, c) if !self.large_communities.contains(&(a, b, c)) => {
-                self.large_communities.push((a, b, c))
-            }
-            _ => {}
-        }
+/// Adds a community the way BIRD's `bgp_community.add` / `bgp_large_community.add` do.
+fn add_community(edits: &mut AttrEdits, c: Community) {
+    match c {
+        Community::Standard(v) => edits.add_community(v),
+        Community::Large(a, b, c) => edits.add_large_community(LargeCommunity(a, b, c)),
     }
 }
 
+/// What a filter decided; an accepted route carries the changes to make to it (export
+/// always sets LOCAL_PREF; import only on `setPriority`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum FilterVerdict {
-    Accept(RouteEdits),
+    Accept(AttrEdits),
     Reject,
 }
 
@@ -418,7 +421,7 @@ fn run_filters(
     peer: &PeerIntent,
     route: &RouteInfo,
     import: bool,
-    edits: &mut RouteEdits,
+    edits: &mut AttrEdits,
 ) -> Option<bool> {
     let v6 = route.prefix.addr().is_ipv6();
     let is_same_as = peer.is_ibgp();
@@ -431,12 +434,12 @@ fn run_filters(
         {
             for op in &rule.operations {
                 match op {
-                    Operation::AddCommunity(c) => edits.add_community(*c),
+                    Operation::AddCommunity(c) => add_community(edits, *c),
                     Operation::Prepend(asns) => {
                         // A later prepend goes in front of an earlier one.
                         let mut path = asns.clone();
-                        path.append(&mut edits.prepend_as_path);
-                        edits.prepend_as_path = path;
+                        path.append(&mut edits.prepend);
+                        edits.prepend = path;
                     }
                     Operation::SetLocalPref(lp) => edits.local_pref = Some(*lp),
                 }
@@ -453,7 +456,7 @@ pub(crate) fn import(
     peer: &PeerIntent,
     route: &RouteInfo,
 ) -> FilterVerdict {
-    let mut edits = RouteEdits::default();
+    let mut edits = AttrEdits::default();
     match run_filters(filters, peer, route, true, &mut edits) {
         Some(false) => FilterVerdict::Reject,
         _ => FilterVerdict::Accept(edits),
@@ -481,9 +484,9 @@ pub(crate) fn export(
     };
     r.krt_metric = Some(metric);
     r.local_pref = Some(local_pref);
-    let mut edits = RouteEdits {
+    let mut edits = AttrEdits {
         local_pref: Some(local_pref),
-        ..RouteEdits::default()
+        ..AttrEdits::default()
     };
     match run_filters(filters, peer, &r, false, &mut edits) {
         Some(true) => return FilterVerdict::Accept(edits),
@@ -493,7 +496,7 @@ pub(crate) fn export(
     match policy.export_to_peers(&r, metric, peer.is_ibgp()) {
         Some(cs) => {
             for c in cs {
-                edits.add_community(c);
+                add_community(&mut edits, c);
             }
             FilterVerdict::Accept(edits)
         }

@@ -33,7 +33,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 pub use exports::{Community, CommunityRule, ExportOrigin, ExportPolicy, ExportRoute, PoolRule};
-pub use filter::{CompiledFilter, FilterVerdict, RouteEdits, RouteInfo, RouteSource};
+pub use filter::{CompiledFilter, FilterVerdict, RouteInfo, RouteSource};
 pub use kernel::{KernelAction, KernelPolicy, KernelPoolAction, KernelPoolRule, SkipReason};
 pub use router_id::hash_router_id;
 pub use state::{AffinityState, ClusterState, WorkloadAddrs, watched_prefixes};

@@ -620,7 +620,7 @@ fn bgp_filter_communities_as_path_priority_and_operations() {
     match i.import_verdict(tag, &r) {
         FilterVerdict::Accept(e) => {
             assert_eq!(e.communities, [(65000 << 16) | 200]);
-            assert_eq!(e.prepend_as_path, [65001, 65002]);
+            assert_eq!(e.prepend, [65001, 65002]);
             assert_eq!(e.local_pref, Some(BIRD_INT_MAX - 512));
         }
         FilterVerdict::Reject => panic!("rejected"),
