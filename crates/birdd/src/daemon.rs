@@ -38,7 +38,9 @@ use crate::calico::{self, BgpIntent, ClusterState, FilterVerdict, KernelAction, 
 use crate::control::{self, PeerStatus, Query, RouteView};
 use crate::kernel::{self, KernelConfig, KernelHandle, NextHop};
 use crate::metrics::Metrics;
+use crate::secrets::{ListenerKeys, Password, SecretStore};
 use crate::session::{self, Endpoint, PeerKey, SessionCommand, SessionEvent, SessionHandle};
+use crate::sockopt;
 
 /// Prefixes exported to one peer per flush: bounded so the loop stays responsive (and
 /// keepalives flow) while a full table goes out.
@@ -62,7 +64,12 @@ pub struct Options {
     /// After this long without every peer's End-of-RIB, routes a previous run left in the
     /// kernel and nobody re-announced are removed anyway.
     pub reconcile_after: Duration,
+    /// Where Kubernetes secrets holding BGP passwords are mounted (`<dir>/<name>/<key>`).
+    pub secrets_dir: std::path::PathBuf,
 }
+
+/// How often passwords are read again (a rotated secret restarts its sessions).
+const PASSWORD_CHECK: Duration = Duration::from_secs(10);
 
 /// What a peer was told about one prefix: one path (no ADD-PATH) without an allocation of
 /// its own, or several.
@@ -115,6 +122,8 @@ struct Peer {
     eor_awaited: Vec<Family>,
     /// Graceful restart of the peer: stale routes go at this deadline.
     stale_until: Option<(Instant, Vec<Family>)>,
+    /// The TCP MD5 key the session was started with.
+    password: Option<Password>,
 }
 
 impl Peer {
@@ -141,7 +150,9 @@ struct Daemon {
     /// Prefixes whose best path changed since the last flush, for every established peer.
     changed: Vec<Change>,
     events_tx: mpsc::Sender<SessionEvent>,
-    listener: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
+    listener: Option<Listener>,
+    secrets: SecretStore,
+    next_password_check: Instant,
     accepted_tx: mpsc::Sender<(tokio::net::TcpStream, SocketAddr)>,
     started: Instant,
     started_wall: SystemTime,
@@ -183,6 +194,7 @@ pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken)
     let (events_tx, mut events_rx) = mpsc::channel::<SessionEvent>(1024);
     let (accepted_tx, mut accepted_rx) = mpsc::channel(16);
     let nodename = opts.nodename.clone();
+    let secrets = SecretStore::new(opts.secrets_dir.clone());
     let mut d = Daemon {
         opts,
         ds_in_sync: false,
@@ -200,6 +212,8 @@ pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken)
         changed: Vec::new(),
         events_tx,
         listener: None,
+        secrets,
+        next_password_check: Instant::now() + PASSWORD_CHECK,
         accepted_tx,
         started: Instant::now(),
         started_wall: SystemTime::now(),
@@ -424,16 +438,21 @@ impl Daemon {
             .bind_address
             .unwrap_or(IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 0]));
         let addr = SocketAddr::new(ip, port);
-        if self.listener.as_ref().is_some_and(|(a, _)| *a == addr) {
+        if self.listener.as_ref().is_some_and(|l| l.addr == addr) {
             return;
         }
-        if let Some((_, task)) = self.listener.take() {
-            task.abort();
+        if let Some(l) = self.listener.take() {
+            l.task.abort();
         }
         match listen(addr, self.accepted_tx.clone()).await {
-            Ok(task) => {
+            Ok((task, fd)) => {
                 tracing::info!(%addr, "listening for BGP connections");
-                self.listener = Some((addr, task));
+                self.listener = Some(Listener {
+                    addr,
+                    task,
+                    keys: ListenerKeys::new(fd, addr.is_ipv6()),
+                });
+                self.sync_listener_keys();
             }
             Err(e) => tracing::error!(%addr, error = %e,
                 "cannot listen for BGP connections; peers that connect to us will fail (is another BGP daemon running?)"),
@@ -464,15 +483,13 @@ impl Daemon {
             restarting: self.restarting,
             forwarding_preserved: true,
         });
-        if p.password.is_some() {
-            tracing::warn!(peer = %p.name,
-                "this peer has a password, but TCP MD5 signatures are not supported by this build; the session will fail if the peer requires one");
-        }
+        let password = self.password_of(&p);
         let endpoint = Endpoint {
             address: p.address,
             port: p.port,
             source: p.source_address,
-            ttl: p.ttl_security.map(|_| 255),
+            ttl_security: p.ttl_security,
+            password: password.clone(),
         };
         let session = session::spawn(key, endpoint, cfg, self.events_tx.clone());
         let info = self.peer_info(&p, None);
@@ -498,6 +515,7 @@ impl Daemon {
                 dirty: DirtyQueue::default(),
                 eor_pending: Vec::new(),
                 eor_awaited: Vec::new(),
+                password,
                 stale_until: None,
             },
         );
@@ -526,6 +544,48 @@ impl Daemon {
             },
             allow_local_as: p.allow_local_as,
         }
+    }
+
+    /// The peer's password, read now; `None` (reported) when it cannot be read, as confd.
+    fn password_of(&self, p: &PeerIntent) -> Option<Password> {
+        let r = p.password.as_ref()?;
+        match self.secrets.read(r) {
+            Ok(pw) => Some(pw),
+            Err(e) => {
+                tracing::warn!(peer = %p.name, error = %e, "cannot read the peer's password; the session runs without one");
+                None
+            }
+        }
+    }
+
+    /// Keeps the listener's MD5 keys equal to the peers' passwords.
+    fn sync_listener_keys(&mut self) {
+        let Some(l) = &mut self.listener else { return };
+        l.keys.sync(
+            self.peers
+                .values()
+                .filter_map(|p| Some((p.intent.address, p.password.as_ref()?))),
+        );
+    }
+
+    /// Reads every password again; a session whose password changed (a rotated secret)
+    /// starts again with the new one.
+    fn refresh_passwords(&mut self) {
+        let stale: Vec<PeerKey> = self
+            .peers
+            .values()
+            .filter(|p| p.intent.password.is_some() && self.password_of(&p.intent) != p.password)
+            .map(|p| p.key)
+            .collect();
+        for k in stale {
+            if let Some(p) = self.peers.get(&k) {
+                tracing::info!(peer = %p.intent.name, "the peer's password changed: restarting the session");
+                let intent = p.intent.clone();
+                self.remove_peer(k, Notification::other_config_change());
+                self.add_peer(intent);
+            }
+        }
+        self.sync_listener_keys();
     }
 
     fn remove_peer(&mut self, key: PeerKey, why: Notification) {
@@ -582,6 +642,12 @@ impl Daemon {
         let ip = canonical(from.ip());
         match self.peers.values().find(|p| p.intent.address == ip) {
             Some(p) => {
+                if let Some(hops) = p.intent.ttl_security
+                    && let Err(e) = sockopt::set_ttl_security(&stream, ip, hops)
+                {
+                    tracing::warn!(peer = %p.intent.name, error = %e, "refusing the connection");
+                    return;
+                }
                 let _ = p
                     .session
                     .commands
@@ -1061,6 +1127,10 @@ impl Daemon {
             self.next_resync = now + KERNEL_RESYNC;
             self.kernel.resync();
         }
+        if now >= self.next_password_check {
+            self.next_password_check = now + PASSWORD_CHECK;
+            self.refresh_passwords();
+        }
         if !self.reconciled && self.intent.is_some() {
             let all_in = self
                 .peers
@@ -1254,10 +1324,19 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The BGP listening socket.
+struct Listener {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+    keys: ListenerKeys,
+}
+
+/// Listens on `addr`, handing connections to `tx`; also returns a second descriptor of the
+/// socket, for its MD5 keys.
 async fn listen(
     addr: SocketAddr,
     tx: mpsc::Sender<(tokio::net::TcpStream, SocketAddr)>,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
+) -> std::io::Result<(tokio::task::JoinHandle<()>, std::os::fd::OwnedFd)> {
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
@@ -1265,7 +1344,8 @@ async fn listen(
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     let listener = socket.listen(64)?;
-    Ok(tokio::spawn(async move {
+    let fd = std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned()?;
+    let task = tokio::spawn(async move {
         loop {
             match listener.accept().await {
                 Ok((stream, from)) => {
@@ -1279,7 +1359,8 @@ async fn listen(
                 }
             }
         }
-    }))
+    });
+    Ok((task, fd))
 }
 
 #[cfg(test)]

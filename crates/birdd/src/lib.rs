@@ -13,4 +13,6 @@ pub mod daemon;
 pub mod dirty;
 pub mod kernel;
 pub mod metrics;
+pub mod secrets;
 pub mod session;
+pub mod sockopt;

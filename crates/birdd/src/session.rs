@@ -29,6 +29,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::secrets::Password;
+use crate::sockopt;
+
 /// The daemon's number for a peer.
 pub type PeerKey = u32;
 
@@ -39,8 +42,11 @@ pub struct Endpoint {
     pub port: u16,
     /// Our address for the connection (Calico's `source address`, the node IP).
     pub source: Option<IpAddr>,
-    /// IP TTL for outgoing packets (GTSM sets 255); `None` = the system default.
-    pub ttl: Option<u32>,
+    /// GTSM: the peer is this many hops away; we send with TTL 255 and drop what arrives
+    /// with less than 256 - hops. `None`: the system's TTL, nothing checked.
+    pub ttl_security: Option<u8>,
+    /// The TCP MD5 key of the session.
+    pub password: Option<Password>,
 }
 
 /// What a session tells the daemon.
@@ -623,12 +629,16 @@ async fn connect(ep: Endpoint) -> std::io::Result<TcpStream> {
     {
         socket.bind(SocketAddr::new(src, 0))?;
     }
+    // Both before the SYN: it must be signed, and the peer's SYN-ACK already checked.
+    if let Some(pw) = &ep.password {
+        sockopt::set_md5_key(&socket, target.is_ipv6(), ep.address, Some(pw.bytes()))?;
+    }
+    if let Some(hops) = ep.ttl_security {
+        sockopt::set_ttl_security(&socket, ep.address, hops)?;
+    }
     let stream = tokio::time::timeout(Duration::from_secs(5), socket.connect(target))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connection timed out"))??;
-    if let Some(ttl) = ep.ttl {
-        stream.set_ttl(ttl)?;
-    }
     Ok(stream)
 }
 

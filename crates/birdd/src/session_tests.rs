@@ -75,7 +75,8 @@ async fn crossed_connections(
         address: IpAddr::from([127, 0, 0, 1]),
         port,
         source: None,
-        ttl: None,
+        ttl_security: None,
+        password: None,
     };
     let session = spawn(1, endpoint, cfg, events_tx);
     let (mut our_conn, _) = tokio::time::timeout(STEP, peer.accept())

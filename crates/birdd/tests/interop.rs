@@ -543,6 +543,124 @@ spec: {{peerIP: 10.99.0.254, asNumber: {TOR_AS}, filters: [tor-ops]}}
     assert_eq!(r.as_path, vec![TOR_AS]);
 }
 
+/// Whether birdd's session with `address` is Established.
+fn session_up(b: &Birdd, node: &Node, address: &str) -> bool {
+    b.peers(node)
+        .iter()
+        .any(|p| p.address == address && p.state == SessionState::Established as i32)
+}
+
+/// Asserts the session with `address` stays down for `d`.
+fn stays_down(b: &Birdd, node: &Node, address: &str, d: Duration, why: &str) {
+    let until = std::time::Instant::now() + d;
+    while std::time::Instant::now() < until {
+        assert!(!session_up(b, node, address), "{why}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn a_password_signs_the_session_and_a_rotated_wrong_one_keeps_it_down() {
+    let (node, _) = node_peering_with_tor();
+    write_secret(&node, "bgp-passwords", "tor", "s3cret\n");
+    apply(
+        &node,
+        &format!(
+            r#"
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {{name: tor-v4}}
+spec:
+  peerIP: 10.99.0.254
+  asNumber: {TOR_AS}
+  password: {{secretKeyRef: {{name: bgp-passwords, key: tor}}}}
+"#
+        ),
+    );
+    // BIRD signs the IPv4 session (its connections to us and ours to it); IPv6 has none.
+    let conf = BIRD_CONF.replace("ADD_PATHS", "").replace(
+        "  neighbor 10.99.0.1 as 64512;",
+        "  neighbor 10.99.0.1 as 64512;\n  password \"s3cret\";",
+    );
+    let bird = Bird::start(&node, &conf);
+    let birdd = Birdd::start(&node);
+    established(&birdd, &node, 2);
+    let protos = bird.birdc(&node, "show protocols all node4");
+    assert!(protos.contains("Established"), "{protos}");
+
+    // The secret is rotated to a value BIRD does not have: birdd restarts the session with
+    // the new key and BIRD's kernel drops every segment, so it stays down.
+    write_secret(&node, "bgp-passwords", "tor", "wrong");
+    wait_for(
+        "birdd to restart the session with the new key",
+        Duration::from_secs(30),
+        || (!session_up(&birdd, &node, "10.99.0.254")).then_some(()),
+    );
+    stays_down(
+        &birdd,
+        &node,
+        "10.99.0.254",
+        Duration::from_secs(6),
+        "a session whose MD5 keys differ must not come up",
+    );
+    assert!(
+        session_up(&birdd, &node, "fd99::fe"),
+        "the IPv6 session is not concerned"
+    );
+
+    // And back: the session returns.
+    write_secret(&node, "bgp-passwords", "tor", "s3cret");
+    wait_for(
+        "the session to come back with the right key",
+        Duration::from_secs(40),
+        || session_up(&birdd, &node, "10.99.0.254").then_some(()),
+    );
+}
+
+#[test]
+fn ttl_security_refuses_a_peer_whose_packets_may_have_come_from_afar() {
+    let (node, _) = node_peering_with_tor();
+    apply(
+        &node,
+        &format!(
+            r#"
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {{name: tor-v4}}
+spec: {{peerIP: 10.99.0.254, asNumber: {TOR_AS}, ttlSecurity: 1}}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {{name: tor-v6}}
+spec: {{peerIP: "fd99::fe", asNumber: {TOR_AS}, ttlSecurity: 1}}
+"#
+        ),
+    );
+    let base = BIRD_CONF.replace("ADD_PATHS", "");
+    let birdd = Birdd::start(&node);
+    // BIRD sends with its usual TTL: birdd drops its packets.
+    {
+        let _bird = Bird::start(&node, &base);
+        stays_down(
+            &birdd,
+            &node,
+            "10.99.0.254",
+            Duration::from_secs(6),
+            "GTSM must drop packets that arrive with a TTL below 255",
+        );
+        assert!(!session_up(&birdd, &node, "fd99::fe"));
+    }
+    // With `ttl security on` BIRD sends with 255 as well: both sessions come up.
+    let gtsm = base.replace(
+        "  graceful restart on;",
+        "  graceful restart on;\n  ttl security on;",
+    );
+    let bird = Bird::start(&node, &gtsm);
+    established(&birdd, &node, 2);
+    let protos = bird.birdc(&node, "show protocols");
+    assert!(protos.matches("Established").count() >= 2, "{protos}");
+}
+
 #[test]
 fn a_two_octet_bird_session_carries_four_octet_paths_in_as4_path() {
     let node = Node::start(NodeOptions::new(&bin_dir()));

@@ -42,6 +42,15 @@ struct Args {
     /// again, are removed (sooner once every peer has sent End-of-RIB).
     #[arg(long, default_value_t = 120)]
     reconcile_after: u64,
+    /// Where the Kubernetes secrets named by BGP passwords (BGPPeer `password.secretKeyRef`,
+    /// BGPConfiguration `nodeMeshPassword`) are mounted: each secret as a directory of its
+    /// keys, as a Secret volume lays them out.
+    #[arg(
+        long,
+        env = "BIRDD_SECRETS_DIR",
+        default_value = "/etc/calico/bgp-secrets"
+    )]
+    secrets_dir: PathBuf,
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides.
     #[arg(long, env = "BIRDD_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -73,6 +82,7 @@ async fn main() -> Result<()> {
         kernel_protocol: args.kernel_protocol,
         listen_port: args.port,
         reconcile_after: Duration::from_secs(args.reconcile_after),
+        secrets_dir: args.secrets_dir,
     };
     let stop = CancellationToken::new();
     calico_proto::lifecycle::stop_on_signal(stop.clone());

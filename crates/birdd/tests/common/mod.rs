@@ -37,11 +37,12 @@ impl Birdd {
             .append(true)
             .open(&log)
             .expect("log file");
-        let (bin, endpoint, name, sock) = (
+        let (bin, endpoint, name, sock, secrets) = (
             bin_dir().join("birdd"),
             node.etcd_endpoint(),
             node.name.clone(),
             socket.clone(),
+            secrets_dir(node),
         );
         let child = node.ns.run(move || {
             Command::new(bin)
@@ -50,6 +51,8 @@ impl Birdd {
                 .env("RUST_LOG", "info,birdd=debug")
                 .args(["--nodename", &name, "--http-listen", "127.0.0.1:9900"])
                 .args(["--reconcile-after", "20"])
+                .arg("--secrets-dir")
+                .arg(&secrets)
                 .arg("--control-socket")
                 .arg(&sock)
                 .stdin(Stdio::null())
@@ -119,6 +122,18 @@ impl Drop for Birdd {
             eprintln!("--- birdd.log:\n{}", self.log_text());
         }
     }
+}
+
+/// Where the node's birdd finds mounted secrets.
+pub fn secrets_dir(node: &Node) -> PathBuf {
+    node.dir.path().join("secrets")
+}
+
+/// Writes a secret's key as a Secret volume would show it to birdd.
+pub fn write_secret(node: &Node, name: &str, key: &str, value: &str) {
+    let dir = secrets_dir(node).join(name);
+    std::fs::create_dir_all(&dir).expect("the secret's directory");
+    std::fs::write(dir.join(key), value).expect("writing the secret");
 }
 
 /// Applies Calico YAML through the node's datastore.
