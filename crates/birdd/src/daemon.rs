@@ -25,7 +25,7 @@ use crate::dirty::DirtyQueue;
 use anyhow::{Context, Result};
 use calico_bgp::fsm::{DownReason, GracefulRestartConfig, Negotiated, SessionConfig, State};
 use calico_bgp::rib::{Change, PeerId, PeerInfo, Rib, RibConfig};
-use calico_bgp::types::{AttrEdits, Attrs, Family, FastMap, FastSet, LargeCommunity, Nlri, Origin};
+use calico_bgp::types::{AttrEdits, Attrs, Family, FastMap, FastSet, Nlri, Origin};
 use calico_bgp::wire::{self, AddPathMode, Notification, RouteRefresh};
 use calico_datastore::Datastore;
 use calico_datastore::syncer::{SyncEvent, SyncStatus, Syncer, SyncerConfig};
@@ -38,7 +38,7 @@ use crate::calico::{self, BgpIntent, ClusterState, FilterVerdict, KernelAction, 
 use crate::control::{self, PeerStatus, Query, RouteView};
 use crate::kernel::{self, KernelConfig, KernelHandle, NextHop};
 use crate::metrics::Metrics;
-use crate::secrets::{ListenerKeys, Password, SecretStore};
+use crate::secrets::{ListenerKeys, Password, Passwords, SecretStore};
 use crate::session::{self, Endpoint, PeerKey, SessionCommand, SessionEvent, SessionHandle};
 use crate::sockopt;
 
@@ -151,7 +151,7 @@ struct Daemon {
     changed: Vec<Change>,
     events_tx: mpsc::Sender<SessionEvent>,
     listener: Option<Listener>,
-    secrets: SecretStore,
+    passwords: Passwords,
     next_password_check: Instant,
     accepted_tx: mpsc::Sender<(tokio::net::TcpStream, SocketAddr)>,
     started: Instant,
@@ -212,7 +212,7 @@ pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken)
         changed: Vec::new(),
         events_tx,
         listener: None,
-        secrets,
+        passwords: Passwords::new(secrets),
         next_password_check: Instant::now() + PASSWORD_CHECK,
         accepted_tx,
         started: Instant::now(),
@@ -376,6 +376,8 @@ impl Daemon {
             };
             self.add_peer(p);
         }
+        // The listener checks the new peers' connections before anything else runs.
+        self.sync_listener_keys();
         self.update_originated();
         if kernel_changed {
             // Which pools birdd programs may differ now: every best route again.
@@ -483,7 +485,7 @@ impl Daemon {
             restarting: self.restarting,
             forwarding_preserved: true,
         });
-        let password = self.password_of(&p);
+        let password = p.password.as_ref().and_then(|r| self.passwords.get(r));
         let endpoint = Endpoint {
             address: p.address,
             port: p.port,
@@ -546,18 +548,6 @@ impl Daemon {
         }
     }
 
-    /// The peer's password, read now; `None` (reported) when it cannot be read, as confd.
-    fn password_of(&self, p: &PeerIntent) -> Option<Password> {
-        let r = p.password.as_ref()?;
-        match self.secrets.read(r) {
-            Ok(pw) => Some(pw),
-            Err(e) => {
-                tracing::warn!(peer = %p.name, error = %e, "cannot read the peer's password; the session runs without one");
-                None
-            }
-        }
-    }
-
     /// Keeps the listener's MD5 keys equal to the peers' passwords.
     fn sync_listener_keys(&mut self) {
         let Some(l) = &mut self.listener else { return };
@@ -571,10 +561,19 @@ impl Daemon {
     /// Reads every password again; a session whose password changed (a rotated secret)
     /// starts again with the new one.
     fn refresh_passwords(&mut self) {
+        self.passwords.refresh(
+            self.peers
+                .values()
+                .filter_map(|p| p.intent.password.as_ref()),
+        );
+        let passwords = &mut self.passwords;
         let stale: Vec<PeerKey> = self
             .peers
             .values()
-            .filter(|p| p.intent.password.is_some() && self.password_of(&p.intent) != p.password)
+            .filter(|p| {
+                p.intent.password.is_some()
+                    && p.intent.password.as_ref().and_then(|r| passwords.get(r)) != p.password
+            })
             .map(|p| p.key)
             .collect();
         for k in stale {
@@ -607,18 +606,15 @@ impl Daemon {
     fn update_originated(&mut self) {
         let Some(intent) = &self.intent else { return };
         let mut want: HashMap<IpNet, Arc<Attrs>> = HashMap::new();
+        // Communities are not stored with the route: the export filter adds them per peer,
+        // as Calico's `apply_communities()` does, so a BGPFilter export rule that accepts a
+        // route first sends it without them, as BIRD would.
+        let plain = Arc::new(Attrs {
+            origin: Origin::Igp,
+            ..Attrs::default()
+        });
         for e in &intent.exports {
-            let attrs = Attrs {
-                origin: Origin::Igp,
-                communities: e.communities.clone(),
-                large_communities: e
-                    .large_communities
-                    .iter()
-                    .map(|(a, b, c)| LargeCommunity(*a, *b, *c))
-                    .collect(),
-                ..Attrs::default()
-            };
-            want.insert(e.prefix, Arc::new(attrs));
+            want.insert(e.prefix, plain.clone());
         }
         let Some(rib) = &mut self.rib else { return };
         let mut changes = Vec::new();
@@ -642,6 +638,12 @@ impl Daemon {
         let ip = canonical(from.ip());
         match self.peers.values().find(|p| p.intent.address == ip) {
             Some(p) => {
+                if let Some(pw) = &p.password
+                    && !self.listener.as_ref().is_some_and(|l| l.keys.has(ip, pw))
+                {
+                    tracing::warn!(peer = %p.intent.name, "refusing a connection the listener could not check against the peer's password");
+                    return;
+                }
                 if let Some(hops) = p.intent.ttl_security
                     && let Err(e) = sockopt::set_ttl_security(&stream, ip, hops)
                 {
@@ -757,6 +759,11 @@ impl Daemon {
         let mut edited: Vec<(AttrEdits, Vec<Nlri>)> = Vec::new();
         if let Some(a) = &u.attrs {
             let mut route = calico::RouteInfo::of_path(IpNet::V4(Default::default()), a);
+            if !p.intent.is_ibgp() {
+                // An external peer's LOCAL_PREF is dropped as it arrives; BIRD's default
+                // stands in before the filters run.
+                route.local_pref = Some(100);
+            }
             for n in &u.announced {
                 route.prefix = n.prefix;
                 match intent.import_verdict_for(&p.intent, &route) {
@@ -970,16 +977,35 @@ impl Daemon {
             // each path; a refused one comes back as a withdrawal. Without BGPFilters the
             // verdict needs only the prefix and where the route came from.
             let (peer_intent, has_filters) = (&p.intent, !p.intent.filters.is_empty());
+            // The filters' view of the last path seen: neighbouring prefixes mostly share
+            // one stored path, turned into a RouteInfo once. (While the RIB is borrowed no
+            // stored path is freed, so its address identifies it.)
+            let mut seen: Option<(*const Attrs, calico::RouteInfo)> = None;
             let mut policy = |prefix: IpNet, attrs: &Attrs, from: Option<&PeerInfo>| {
-                let route = match from {
-                    None => calico::RouteInfo::originated(prefix),
-                    Some(_) if has_filters => calico::RouteInfo::of_path(prefix, attrs),
-                    Some(_) => calico::RouteInfo {
-                        local_pref: Some(attrs.effective_local_pref()),
-                        ..calico::RouteInfo::learned(prefix)
-                    },
+                let verdict = match from {
+                    None => intent
+                        .export_verdict_for(peer_intent, &calico::RouteInfo::originated(prefix)),
+                    Some(_) if has_filters => {
+                        let route = match &mut seen {
+                            Some((ptr, route)) if std::ptr::eq(*ptr, attrs) => route,
+                            slot => {
+                                &mut slot
+                                    .insert((attrs, calico::RouteInfo::of_path(prefix, attrs)))
+                                    .1
+                            }
+                        };
+                        route.prefix = prefix;
+                        intent.export_verdict_for(peer_intent, route)
+                    }
+                    Some(_) => intent.export_verdict_for(
+                        peer_intent,
+                        &calico::RouteInfo {
+                            local_pref: Some(attrs.effective_local_pref()),
+                            ..calico::RouteInfo::learned(prefix)
+                        },
+                    ),
                 };
-                match intent.export_verdict_for(peer_intent, &route) {
+                match verdict {
                     FilterVerdict::Accept(mut e) => {
                         // LOCAL_PREF never reaches an eBGP peer, and an iBGP peer gets the
                         // path's own anyway: no edit, so the path keeps its shared copy.
@@ -1342,6 +1368,7 @@ async fn listen(
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
     socket.set_reuseaddr(true)?;
+    sockopt::set_listener_ttl(&socket, addr.is_ipv6())?;
     socket.bind(addr)?;
     let listener = socket.listen(64)?;
     let fd = std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned()?;
@@ -1366,6 +1393,31 @@ async fn listen(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether a client that requires TTL 255 (GTSM, one hop) can connect to `addr`.
+    async fn gtsm_client_connects(addr: SocketAddr) -> bool {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        sockopt::set_ttl_security(&socket, addr.ip(), 1).unwrap();
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), socket.connect(addr)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    #[tokio::test]
+    async fn the_listener_answers_with_ttl_255_so_a_gtsm_peer_takes_its_syn_ack() {
+        // A plain listener answers with the system TTL: the client drops its SYN-ACK.
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(!gtsm_client_connects(plain.local_addr().unwrap()).await);
+
+        let (tx, _rx) = mpsc::channel(1);
+        let (task, fd) = listen("127.0.0.1:0".parse().unwrap(), tx).await.unwrap();
+        let addr: nix::sys::socket::SockaddrIn =
+            nix::sys::socket::getsockname(std::os::fd::AsRawFd::as_raw_fd(&fd)).unwrap();
+        let addr = SocketAddr::V4(addr.into());
+        assert!(gtsm_client_connects(addr).await);
+        task.abort();
+    }
 
     #[test]
     fn only_the_last_change_of_a_prefix_is_exported_in_the_order_of_last_changes() {

@@ -1,9 +1,12 @@
 //! BGP passwords. Calico keeps them in Kubernetes Secrets (BGPPeer `password.secretKeyRef`,
 //! BGPConfiguration `nodeMeshPassword`); birdd reads them where the secrets are mounted, the
-//! layout of a Secret volume: `<dir>/<secret name>/<key>`. Like confd, a password that cannot
-//! be read is reported and the session runs without one (the peer then refuses it, which
-//! `calicoctl node status` shows).
+//! layout of a Secret volume: `<dir>/<secret name>/<key>`. Like confd, a password that was
+//! never readable is reported and the session runs without one (the peer then refuses it,
+//! which `calicoctl node status` shows). Unlike confd, a secret that goes missing later
+//! (an unmount, a half-finished rotation) keeps its last password: a session never drops
+//! its signature because a file disappeared.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -100,6 +103,69 @@ impl SecretStore {
     }
 }
 
+/// Passwords by reference: the last value read of each, read again on [`Passwords::refresh`].
+#[derive(Debug)]
+pub struct Passwords {
+    store: SecretStore,
+    known: HashMap<PasswordRef, Password>,
+    /// The last error of each reference that fails, so it is reported once, not per read.
+    failing: HashMap<PasswordRef, String>,
+}
+
+impl Passwords {
+    pub fn new(store: SecretStore) -> Passwords {
+        Passwords {
+            store,
+            known: HashMap::new(),
+            failing: HashMap::new(),
+        }
+    }
+
+    /// The password `r` names: the last one read, else read now.
+    pub fn get(&mut self, r: &PasswordRef) -> Option<Password> {
+        match self.known.get(r) {
+            Some(pw) => Some(pw.clone()),
+            None => self.read(r),
+        }
+    }
+
+    /// Reads every reference in `in_use` again and forgets the others.
+    pub fn refresh<'a>(&mut self, in_use: impl IntoIterator<Item = &'a PasswordRef>) {
+        let in_use: std::collections::HashSet<&PasswordRef> = in_use.into_iter().collect();
+        self.known.retain(|r, _| in_use.contains(r));
+        self.failing.retain(|r, _| in_use.contains(r));
+        for r in in_use {
+            self.read(r);
+        }
+    }
+
+    fn read(&mut self, r: &PasswordRef) -> Option<Password> {
+        match self.store.read(r) {
+            Ok(pw) => {
+                if self.failing.remove(r).is_some() {
+                    tracing::info!(secret = %r.secret_name, key = %r.key, "the BGP password can be read again");
+                }
+                self.known.insert(r.clone(), pw.clone());
+                Some(pw)
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if self.failing.get(r) != Some(&msg) {
+                    let kept = self.known.contains_key(r);
+                    tracing::warn!(secret = %r.secret_name, key = %r.key, error = %msg,
+                    "cannot read a BGP password; {}", if kept {
+                        "its sessions keep the last password read"
+                    } else {
+                        "its sessions run without one until it can be read"
+                    });
+                    self.failing.insert(r.clone(), msg);
+                }
+                self.known.get(r).cloned()
+            }
+        }
+    }
+}
+
 /// The MD5 keys on the listening socket, kept equal to the configured peers' passwords so
 /// that their connections to us are signed and checked (accepted connections inherit them).
 #[derive(Debug)]
@@ -132,9 +198,14 @@ impl ListenerKeys {
             .copied()
             .collect();
         for ip in gone {
-            self.installed.remove(&ip);
-            if let Err(e) = sockopt::set_md5_key(&self.socket, self.v6, ip, None) {
-                tracing::warn!(peer = %ip, error = %e, "removing a TCP MD5 key from the listener");
+            // A key that cannot be removed stays listed, to be tried again.
+            match sockopt::set_md5_key(&self.socket, self.v6, ip, None) {
+                Ok(()) => {
+                    self.installed.remove(&ip);
+                }
+                Err(e) => {
+                    tracing::warn!(peer = %ip, error = %e, "removing a TCP MD5 key from the listener")
+                }
             }
         }
         for (ip, pw) in want {
@@ -146,10 +217,17 @@ impl ListenerKeys {
                     self.installed.insert(ip, pw.clone());
                 }
                 Err(e) => {
-                    tracing::error!(peer = %ip, error = %e, "the peer's connections to us will fail")
+                    self.installed.remove(&ip);
+                    tracing::error!(peer = %ip, error = %e,
+                        "connections from the peer are refused until its key is on the listener; ours to it are still signed")
                 }
             }
         }
+    }
+
+    /// Whether connections from `ip` arrive checked against `pw` (and so may be used).
+    pub fn has(&self, ip: IpAddr, pw: &Password) -> bool {
+        self.installed.get(&ip) == Some(pw)
     }
 }
 
@@ -205,8 +283,33 @@ mod tests {
         let pw = Password::new(b"one");
         keys.sync([(a, &pw), (b, &pw)]);
         // An IPv6 peer cannot reach an IPv4 listener: no key for it.
-        assert_eq!(keys.installed.len(), 1);
+        assert!(keys.has(a, &pw) && !keys.has(b, &pw));
+        assert!(!keys.has(a, &Password::new(b"two")));
         keys.sync([]);
-        assert!(keys.installed.is_empty());
+        assert!(!keys.has(a, &pw));
+    }
+
+    #[test]
+    fn a_password_that_goes_missing_keeps_its_last_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s/k");
+        std::fs::create_dir(dir.path().join("s")).unwrap();
+        let mut pws = Passwords::new(SecretStore::new(dir.path().to_path_buf()));
+        let k = r("s", "k");
+        assert_eq!(pws.get(&k), None, "never readable: no password");
+        std::fs::write(&file, "one").unwrap();
+        pws.refresh([&k]);
+        assert_eq!(pws.get(&k), Some(Password::new(b"one")));
+        std::fs::remove_file(&file).unwrap();
+        pws.refresh([&k]);
+        assert_eq!(pws.get(&k), Some(Password::new(b"one")));
+        std::fs::write(&file, "two").unwrap();
+        pws.refresh([&k]);
+        assert_eq!(pws.get(&k), Some(Password::new(b"two")));
+        pws.refresh([]);
+        assert!(
+            pws.known.is_empty(),
+            "references no longer used are forgotten"
+        );
     }
 }

@@ -154,6 +154,16 @@ pub fn set_ttl_security(sock: &impl AsFd, peer: IpAddr, hops: u8) -> Result<(), 
 
 const _: () = assert!(std::mem::size_of::<TcpMd5SigRequest>() == 216);
 
+/// TTL (and hop limit) 255 on all a listener's connections send, before any peer is known:
+/// a GTSM peer already checks our SYN-ACK. Harmless to the others; BIRD does the same.
+pub fn set_listener_ttl(sock: &impl AsFd, v6_socket: bool) -> std::io::Result<()> {
+    setsockopt(sock, Ipv4Ttl, &255)?;
+    if v6_socket {
+        setsockopt(sock, Ipv6Ttl, &255)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,5 +199,6 @@ mod tests {
             set_md5_key(&v6, true, "::2".parse().unwrap(), Some(b"s3cret")).unwrap();
         }
         set_ttl_security(&v4, peer, 1).unwrap();
+        set_listener_ttl(&v4, false).unwrap();
     }
 }

@@ -1,6 +1,6 @@
-//! A Calico node-to-node mesh of three birdd nodes configured only by the datastore: the
-//! blocks exchanged and in each kernel, and a BGPPeer added and removed live without
-//! disturbing the mesh.
+//! A Calico node-to-node mesh of three birdd nodes configured only by the datastore, signed
+//! with `nodeMeshPassword` (TCP MD5): the blocks exchanged and in each kernel, and a BGPPeer
+//! added and removed live without disturbing the mesh.
 
 mod common;
 
@@ -17,6 +17,19 @@ fn three_nodes_mesh_and_install_each_others_blocks() {
     for n in &cluster.nodes {
         let ip = claim_block(&cluster.nodes[0], &n.name, 1, 0)[0];
         blocks.push(ipnet::IpNet::new(ip, 26).expect("prefix").trunc());
+    }
+    apply(
+        &cluster.nodes[0],
+        r#"
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec:
+  nodeMeshPassword: {secretKeyRef: {name: bgp-passwords, key: mesh}}
+"#,
+    );
+    for n in &cluster.nodes {
+        write_secret(n, "bgp-passwords", "mesh", "mesh-s3cret");
     }
     let daemons: Vec<Birdd> = cluster.nodes.iter().map(Birdd::start).collect();
 
@@ -50,6 +63,33 @@ fn three_nodes_mesh_and_install_each_others_blocks() {
             },
         );
         assert!(!routes.contains(&blocks[i].to_string()), "{routes}");
+        // Calico's export filter maps the metric to LOCAL_PREF: 2^31-1 - 1024 for a block.
+        let learned = d.routes(n);
+        for j in (0..3).filter(|j| *j != i) {
+            let r = learned
+                .iter()
+                .find(|r| r.prefix == blocks[j].to_string())
+                .expect("the other node's block in the RIB");
+            assert_eq!(r.local_pref, 2_147_482_623, "{r:?}");
+        }
+    }
+
+    // Half of each session was accepted by a listener, which checks the key: a connection
+    // without one, from an address that has one, is dropped by the kernel for want of it.
+    for (from, to) in [(0, 1), (1, 0), (2, 0)] {
+        let target = std::net::SocketAddr::new(cluster.nodes[to].v4, 179);
+        let before = md5_not_found(&cluster.nodes[to]);
+        let connected = cluster.nodes[from]
+            .ns
+            .run(|| std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1)).is_ok());
+        assert!(
+            !connected,
+            "node {to} accepted an unsigned connection from node {from}"
+        );
+        assert!(
+            md5_not_found(&cluster.nodes[to]) > before,
+            "node {to}'s kernel should count the unsigned SYN as missing its MD5 signature"
+        );
     }
 
     // Ready (calico-node's -bird-ready): every session up.
@@ -116,4 +156,19 @@ spec: {node: node-a, peerIP: 10.99.0.200, asNumber: 65010}
     wait_for("the peer to go", Duration::from_secs(10), || {
         (daemons[0].peers(&cluster.nodes[0]).len() == 4).then_some(())
     });
+}
+
+/// The node kernel's count of segments dropped for a missing TCP MD5 signature.
+fn md5_not_found(n: &calico_lab::Node) -> u64 {
+    let stats = ns_out(&n.ns, "cat", &["/proc/net/netstat"]);
+    let mut tcp_ext = stats.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (tcp_ext.next(), tcp_ext.next()) else {
+        panic!("no TcpExt counters in /proc/net/netstat:\n{stats}");
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "TCPMD5NotFound")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or_else(|| panic!("no TCPMD5NotFound counter:\n{stats}"))
 }

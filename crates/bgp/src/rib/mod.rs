@@ -728,10 +728,12 @@ impl Rib {
         } else {
             attrs
         };
+        // The loop checks look at the path as received (BIRD's run at decode): an import
+        // filter that prepends our own AS does not make it a loop.
+        let rejected = import_check(&self.config, info, &attrs);
         if let Some(e) = edits.filter(|e| !e.is_empty()) {
             e.apply(Arc::make_mut(&mut attrs));
         }
-        let rejected = import_check(&self.config, info, &attrs);
         let igp_cost = attrs
             .next_hop
             .and_then(|nh| self.igp_costs.get(&nh).copied())

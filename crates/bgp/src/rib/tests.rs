@@ -1561,3 +1561,24 @@ fn an_import_filter_sets_local_pref_on_an_ebgp_path_whose_own_is_dropped() {
         })
     );
 }
+
+#[test]
+fn an_import_filter_prepending_our_own_as_does_not_make_a_loop() {
+    let mut rib = rib(config(), &[(1, ebgp(1, 65001))]);
+    let prepend = AttrEdits {
+        prepend: vec![AS],
+        ..AttrEdits::default()
+    };
+    rib.apply_edited(
+        PeerId(1),
+        &[],
+        &[Nlri::new(p1())],
+        Some(Arc::new(route(&[65001], 1))),
+        Some(&prepend),
+    )
+    .unwrap();
+    let best = rib
+        .best(p1())
+        .expect("accepted: the loop check saw the path as received");
+    assert_eq!(best.attrs.as_path.flat(), [AS, 65001]);
+}

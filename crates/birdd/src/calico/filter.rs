@@ -200,7 +200,8 @@ struct Rule {
 }
 
 impl Rule {
-    fn matches(&self, route: &RouteInfo, is_same_as: bool) -> bool {
+    /// `local_pref`: the route's LOCAL_PREF as the filter sees it at this point.
+    fn matches(&self, route: &RouteInfo, local_pref: Option<u32>, is_same_as: bool) -> bool {
         if self.ibgp.is_some_and(|want| want != is_same_as) {
             return false;
         }
@@ -231,7 +232,7 @@ impl Rule {
             return false;
         }
         if let Some(lp) = self.local_pref
-            && route.local_pref != Some(lp)
+            && local_pref != Some(lp)
         {
             return false;
         }
@@ -420,6 +421,7 @@ fn run_filters(
     filters: &BTreeMap<String, CompiledFilter>,
     peer: &PeerIntent,
     route: &RouteInfo,
+    local_pref: Option<u32>,
     import: bool,
     edits: &mut AttrEdits,
 ) -> Option<bool> {
@@ -430,7 +432,7 @@ fn run_filters(
         if let Some(rule) = f
             .rules(import, v6)
             .iter()
-            .find(|r| r.matches(route, is_same_as))
+            .find(|r| r.matches(route, local_pref, is_same_as))
         {
             for op in &rule.operations {
                 match op {
@@ -457,7 +459,7 @@ pub(crate) fn import(
     route: &RouteInfo,
 ) -> FilterVerdict {
     let mut edits = AttrEdits::default();
-    match run_filters(filters, peer, route, true, &mut edits) {
+    match run_filters(filters, peer, route, route.local_pref, true, &mut edits) {
         Some(false) => FilterVerdict::Reject,
         _ => FilterVerdict::Accept(edits),
     }
@@ -472,28 +474,25 @@ pub(crate) fn export(
     route: &RouteInfo,
 ) -> FilterVerdict {
     let normal = policy.normal_route_priority(route.prefix.addr().is_ipv6());
-    let mut r = route.clone();
     // A route learned over BGP keeps its LOCAL_PREF and derives the metric from it; a local
     // route derives LOCAL_PREF from its metric (default: the normal priority).
-    let (metric, local_pref) = match (r.source, r.local_pref) {
+    let (metric, local_pref) = match (route.source, route.local_pref) {
         (RouteSource::Bgp, Some(lp)) => (BIRD_INT_MAX.saturating_sub(lp), lp),
         _ => {
-            let m = r.krt_metric.unwrap_or(normal);
+            let m = route.krt_metric.unwrap_or(normal);
             (m, BIRD_INT_MAX.saturating_sub(m))
         }
     };
-    r.krt_metric = Some(metric);
-    r.local_pref = Some(local_pref);
     let mut edits = AttrEdits {
         local_pref: Some(local_pref),
         ..AttrEdits::default()
     };
-    match run_filters(filters, peer, &r, false, &mut edits) {
+    match run_filters(filters, peer, route, Some(local_pref), false, &mut edits) {
         Some(true) => return FilterVerdict::Accept(edits),
         Some(false) => return FilterVerdict::Reject,
         None => {}
     }
-    match policy.export_to_peers(&r, metric, peer.is_ibgp()) {
+    match policy.export_to_peers(route, metric, peer.is_ibgp()) {
         Some(cs) => {
             for c in cs {
                 add_community(&mut edits, c);
