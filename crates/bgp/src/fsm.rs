@@ -33,6 +33,10 @@ pub enum Incoming {
     Track,
     /// Close it with Cease "connection collision resolution".
     Refuse,
+    /// The peer restarted while the session was up (RFC 4724 §4.2: a new connection from a
+    /// graceful-restart peer in Established): end the session as a lost connection, so its
+    /// routes stay as stale, with `Input::Closed`, then run the session on the new one.
+    Restart,
 }
 
 /// RFC 4271 session states.
@@ -306,6 +310,14 @@ impl Session {
                 Some(n) if self.peer_is_dominant(n.peer_router_id) => Incoming::Take,
                 _ => Incoming::Refuse,
             },
+            State::Established
+                if self
+                    .negotiated
+                    .as_ref()
+                    .is_some_and(|n| n.peer_graceful_restart.is_some()) =>
+            {
+                Incoming::Restart
+            }
             State::Established => Incoming::Refuse,
         }
     }

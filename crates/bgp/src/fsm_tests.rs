@@ -402,3 +402,29 @@ fn a_collision_replaces_the_connection_without_an_error_wait() {
     assert!(matches!(sent(&out)[0], Message::Open(_)));
     assert_eq!(s.state(), State::OpenSent);
 }
+
+#[test]
+fn a_new_connection_from_a_graceful_restart_peer_while_established_is_its_restart() {
+    let (mut s, _) = established(Session::new(cfg()));
+    assert_eq!(s.incoming(false), Incoming::Restart);
+    assert_eq!(s.incoming(true), Incoming::Restart);
+    // What the session does then: the old connection ends as lost, routes kept as stale.
+    let out = s.handle(Input::Closed("the peer connected again".into()));
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Down { stale_families, restart_time: 120, .. } if stale_families == &[Family::Ipv4Unicast]
+    )));
+    assert_eq!(s.incoming(false), Incoming::Take);
+
+    // Without graceful restart an Established session keeps its connection.
+    let mut without = Session::new(cfg());
+    without.handle(Input::Start);
+    without.handle(Input::Connected);
+    let mut open = peer_open(64512, "10.0.0.2", 90);
+    open.capabilities
+        .retain(|c| !matches!(c, Capability::GracefulRestart(_)));
+    without.handle(Input::Frame(&encode_open(&open)));
+    without.handle(Input::Frame(&encode_keepalive()));
+    assert_eq!(without.state(), State::Established);
+    assert_eq!(without.incoming(false), Incoming::Refuse);
+}

@@ -313,6 +313,19 @@ impl Shell {
                         }
                         Err(e) => tracing::debug!(error = %e, "a connection from the peer"),
                     },
+                    Incoming::Restart => {
+                        tracing::info!(peer = %self.endpoint.address,
+                            "the peer connected again while the session was up: it restarted (graceful restart), its routes are kept as stale");
+                        if let Some(r) = self.rival.take() {
+                            r.conn.cease_collision();
+                        }
+                        self.handle(Input::Closed(
+                            "the peer connected again (graceful restart)".into(),
+                        ))
+                        .await;
+                        self.connecting = None;
+                        self.adopt(stream, false).await;
+                    }
                     Incoming::Refuse => {
                         tracing::debug!(peer = %self.endpoint.address, "refusing a second connection");
                         let _ = stream.try_write(&collision_notification());

@@ -672,6 +672,97 @@ spec: {{peerIP: "[fd99::fe]:1790", asNumber: {TOR_AS}, ttlSecurity: 1}}
 }
 
 #[test]
+fn a_peer_that_restarts_behind_a_silent_connection_is_taken_back_at_once() {
+    let (node, _) = node_peering_with_tor();
+    let bird = Bird::start(&node, &BIRD_CONF.replace("ADD_PATHS", ""));
+    let birdd = Birdd::start(&node);
+    established(&birdd, &node, 2);
+    let in_kernel =
+        || ns_out(&node.ns, "ip", &["route", "show", "proto", "bird"]).contains("192.168.50.0/24");
+    wait_for(
+        "BIRD's route in the kernel",
+        Duration::from_secs(15),
+        || in_kernel().then_some(()),
+    );
+    let since = |b: &Birdd| {
+        b.peers(&node)
+            .iter()
+            .find(|p| p.address == "10.99.0.254")
+            .map(|p| (p.state, p.since_unix_seconds))
+    };
+    let before = since(&birdd);
+
+    // The IPv4 connection goes silent (a router rebooting behind a dead link): nothing of it
+    // crosses the fabric any more, not even the reset BIRD's kernel sends when it dies.
+    let conns = ns_out(
+        &node.fabric,
+        "ss",
+        &["-Htn", "state", "established", "dst", "10.99.0.1"],
+    );
+    let tuple = conns
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local = f.get(2)?.strip_prefix("10.99.0.254:")?;
+            let remote = f.get(3)?.strip_prefix("10.99.0.1:")?;
+            Some((local.to_string(), remote.to_string()))
+        })
+        .unwrap_or_else(|| panic!("BIRD's IPv4 connection in:\n{conns}"));
+    let (lp, rp) = (tuple.0.as_str(), tuple.1.as_str());
+    for rule in [
+        [
+            "OUTPUT",
+            "-s",
+            "10.99.0.254",
+            "--sport",
+            lp,
+            "-d",
+            "10.99.0.1",
+            "--dport",
+            rp,
+        ],
+        [
+            "INPUT",
+            "-s",
+            "10.99.0.1",
+            "--sport",
+            rp,
+            "-d",
+            "10.99.0.254",
+            "--dport",
+            lp,
+        ],
+    ] {
+        let mut args = vec!["-w", "-A", rule[0], "-p", "tcp"];
+        args.extend(&rule[1..]);
+        args.extend(["-j", "DROP"]);
+        node.fabric.exec("iptables", &args);
+    }
+    drop(bird);
+
+    // BIRD comes back and connects while birdd still has the old session up: RFC 4724 says
+    // that is the peer's restart. The session starts again at once (not after the hold
+    // time) and the route never leaves the kernel.
+    let _bird = Bird::start(&node, &BIRD_CONF.replace("ADD_PATHS", ""));
+    wait_for(
+        "birdd to take BIRD's new connection",
+        Duration::from_secs(20),
+        || {
+            let now = since(&birdd)?;
+            (now.0 == SessionState::Established as i32 && Some(now) != before).then_some(())
+        },
+    );
+    assert!(in_kernel(), "the route must be kept through the restart");
+    assert!(
+        birdd
+            .log_text()
+            .contains("graceful restart), its routes are kept as stale"),
+        "{}",
+        birdd.log_text()
+    );
+}
+
+#[test]
 fn a_two_octet_bird_session_carries_four_octet_paths_in_as4_path() {
     let node = Node::start(NodeOptions::new(&bin_dir()));
     node.fabric
