@@ -121,6 +121,7 @@ pub fn spawn(
         pending: VecDeque::new(),
         pending_bytes: 0,
         buf: Vec::with_capacity(64 * 1024),
+        established_at: None,
     };
     // Detached: the session ends when the daemon drops `commands`.
     tokio::spawn(shell.run(rx));
@@ -184,7 +185,14 @@ struct Shell {
     pending_bytes: usize,
     /// Bytes read and not yet framed.
     buf: Vec<u8>,
+    /// When the session last reached Established.
+    established_at: Option<Instant>,
 }
+
+/// A peer's connection this soon after Established is the tail of a connection collision
+/// (its half of a simultaneous open, accepted late), not a restart: a restarting router
+/// takes longer than this to come back.
+const RESTART_GUARD: Duration = Duration::from_secs(2);
 
 enum Wake {
     Command(Option<SessionCommand>),
@@ -313,7 +321,11 @@ impl Shell {
                         }
                         Err(e) => tracing::debug!(error = %e, "a connection from the peer"),
                     },
-                    Incoming::Restart => {
+                    Incoming::Restart
+                        if self
+                            .established_at
+                            .is_some_and(|t| t.elapsed() >= RESTART_GUARD) =>
+                    {
                         tracing::info!(peer = %self.endpoint.address,
                             "the peer connected again while the session was up: it restarted (graceful restart), its routes are kept as stale");
                         if let Some(r) = self.rival.take() {
@@ -326,7 +338,7 @@ impl Shell {
                         self.connecting = None;
                         self.adopt(stream, false).await;
                     }
-                    Incoming::Refuse => {
+                    Incoming::Refuse | Incoming::Restart => {
                         tracing::debug!(peer = %self.endpoint.address, "refusing a second connection");
                         let _ = stream.try_write(&collision_notification());
                     }
@@ -519,6 +531,7 @@ impl Shell {
                 .await;
             }
             Output::Established(n) => {
+                self.established_at = Some(Instant::now());
                 let local = self
                     .conn
                     .as_ref()

@@ -1,6 +1,7 @@
 //! birdd against the BGP daemons operators run: BIRD 2 and GoBGP as a top-of-rack router
 //! in the fabric namespace, peering with a lab node configured from the datastore (mesh off,
-//! one global BGPPeer per family), as Calico users peer with their fabric.
+//! one global BGPPeer per family), as Calico users peer with their fabric. Sessions with
+//! each of them are signed with TCP MD5 somewhere here, as BGPPeer passwords ask.
 
 mod common;
 
@@ -48,6 +49,25 @@ spec: {{peerIP: "fd99::fe", asNumber: {TOR_AS}}}
     );
     let ips = claim_block(&node, &node.name, 1, 1);
     (node, ips)
+}
+
+/// The IPv4 BGPPeer to the router, signed with `password` (TCP MD5) from a mounted secret.
+fn sign_tor_v4(node: &Node, password: &str) {
+    write_secret(node, "tor-password", "password", password);
+    apply(
+        node,
+        &format!(
+            r#"
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {{name: tor-v4}}
+spec:
+  peerIP: 10.99.0.254
+  asNumber: {TOR_AS}
+  password: {{secretKeyRef: {{name: tor-password, key: password}}}}
+"#
+        ),
+    );
 }
 
 fn block_of(ip: std::net::IpAddr) -> String {
@@ -290,6 +310,7 @@ const GOBGP_CONF: &str = r#"
   [neighbors.config]
     neighbor-address = "10.99.0.1"
     peer-as = 64512
+    auth-password = "gobgp-s3cret"
   [neighbors.graceful-restart.config]
     enabled = true
     restart-time = 120
@@ -301,8 +322,9 @@ const GOBGP_CONF: &str = r#"
 "#;
 
 #[test]
-fn gobgp_exchanges_routes_with_communities() {
+fn gobgp_exchanges_routes_with_communities_on_a_signed_session() {
     let (node, ips) = node_peering_with_tor();
+    sign_tor_v4(&node, "gobgp-s3cret");
     let gobgpd = require("gobgpd", "gobgpd");
     let conf = node.dir.path().join("gobgp.toml");
     std::fs::write(&conf, GOBGP_CONF).expect("writing GoBGP's config");
@@ -902,8 +924,9 @@ spec: {node: node-a, peerIP: 10.99.0.3, asNumber: 64512}
 }
 
 #[test]
-fn frr_exchanges_routes() {
+fn frr_exchanges_routes_on_a_signed_session() {
     let (node, ips) = node_peering_with_tor();
+    sign_tor_v4(&node, "frr-s3cret");
     let zebra = require("zebra", "frr");
     let bgpd = require("bgpd", "frr");
     let pathspace = format!("calico-rs-{}", std::process::id());
@@ -925,6 +948,7 @@ router bgp 64513
  no bgp ebgp-requires-policy
  no bgp network import-check
  neighbor 10.99.0.1 remote-as 64512
+ neighbor 10.99.0.1 password frr-s3cret
  address-family ipv4 unicast
   network 192.168.70.0/24
  exit-address-family
