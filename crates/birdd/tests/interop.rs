@@ -584,26 +584,18 @@ fn stays_down(b: &Birdd, node: &Node, address: &str, d: Duration, why: &str) {
 #[test]
 fn a_password_signs_the_session_and_a_rotated_wrong_one_keeps_it_down() {
     let (node, _) = node_peering_with_tor();
-    write_secret(&node, "bgp-passwords", "tor", "s3cret\n");
+    sign_tor_v4(&node, "s3cret\n");
     apply(
         &node,
         &format!(
             r#"
 apiVersion: projectcalico.org/v3
 kind: BGPPeer
-metadata: {{name: tor-v4}}
-spec:
-  peerIP: 10.99.0.254
-  asNumber: {TOR_AS}
-  password: {{secretKeyRef: {{name: bgp-passwords, key: tor}}}}
----
-apiVersion: projectcalico.org/v3
-kind: BGPPeer
 metadata: {{name: tor-v6}}
 spec:
   peerIP: "[fd99::fe]:1790"
   asNumber: {TOR_AS}
-  password: {{secretKeyRef: {{name: bgp-passwords, key: tor}}}}
+  password: {{secretKeyRef: {{name: tor-password, key: password}}}}
 "#
         ),
     );
@@ -627,7 +619,7 @@ spec:
 
     // The secret is rotated to a value BIRD does not have: birdd restarts the session with
     // the new key and BIRD's kernel drops every segment, so it stays down.
-    write_secret(&node, "bgp-passwords", "tor", "wrong");
+    write_secret(&node, "tor-password", "password", "wrong");
     wait_for(
         "birdd to restart the session with the new key",
         Duration::from_secs(30),
@@ -643,7 +635,7 @@ spec:
     assert!(!session_up(&birdd, &node, "fd99::fe"));
 
     // And back: both sessions return, the IPv6 one through the listener again.
-    write_secret(&node, "bgp-passwords", "tor", "s3cret");
+    write_secret(&node, "tor-password", "password", "s3cret");
     established(&birdd, &node, 2);
 }
 
