@@ -983,8 +983,9 @@ impl Daemon {
             let mut seen: Option<(*const Attrs, calico::RouteInfo)> = None;
             let mut policy = |prefix: IpNet, attrs: &Attrs, from: Option<&PeerInfo>| {
                 let verdict = match from {
-                    None => intent
-                        .export_verdict_for(peer_intent, &calico::RouteInfo::originated(prefix)),
+                    None => {
+                        intent.export_verdict_for(peer_intent, &intent.originated_route(prefix))
+                    }
                     Some(_) if has_filters => {
                         let route = match &mut seen {
                             Some((ptr, route)) if std::ptr::eq(*ptr, attrs) => route,

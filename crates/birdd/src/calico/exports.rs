@@ -218,6 +218,10 @@ pub enum ExportOrigin {
 pub struct ExportRoute {
     pub prefix: IpNet,
     pub origin: ExportOrigin,
+    /// Where BIRD would have learned it: the kernel (Felix's workload route, with its
+    /// interface) or a static route (blackholed block, service range).
+    pub source: RouteSource,
+    pub interface: Option<String>,
     /// Standard communities, `aa << 16 | nn`.
     pub communities: Vec<u32>,
     pub large_communities: Vec<(u32, u32, u32)>,
@@ -526,6 +530,8 @@ pub(crate) fn originated(v: &View<'_>, policy: &ExportPolicy) -> Vec<ExportRoute
                 ExportRoute {
                     prefix,
                     origin,
+                    source: route.source,
+                    interface: route.interface,
                     communities,
                     large_communities,
                 },

@@ -286,10 +286,23 @@ impl BgpIntent {
             .is_some_and(|p| self.exports_to(p, prefix, originated))
     }
 
+    /// The filters' view of a route this node originates: its source and interface as BIRD
+    /// learned it (a workload's kernel route on its `cali` interface, a static blackhole or
+    /// service range); a prefix that is not one of the exports is taken as static.
+    pub fn originated_route(&self, prefix: IpNet) -> RouteInfo {
+        match self.exports.binary_search_by(|e| e.prefix.cmp(&prefix)) {
+            Ok(i) => RouteInfo {
+                interface: self.exports[i].interface.clone(),
+                ..RouteInfo::new(prefix, self.exports[i].source)
+            },
+            Err(_) => RouteInfo::originated(prefix),
+        }
+    }
+
     /// Whether `prefix` may go to `p` (`originated`: one of this node's own exports).
     pub fn exports_to(&self, p: &PeerIntent, prefix: &IpNet, originated: bool) -> bool {
         let route = if originated {
-            RouteInfo::originated(*prefix)
+            self.originated_route(*prefix)
         } else {
             RouteInfo::learned(*prefix)
         };

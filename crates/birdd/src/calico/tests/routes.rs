@@ -689,3 +689,30 @@ fn bird_patterns() {
     assert!(glob_match("eth?", "eth0") && !glob_match("eth?", "eth10"));
     assert!(glob_match("*", "") && glob_match("tunl0", "tunl0"));
 }
+
+#[test]
+fn originated_routes_reach_the_filters_with_their_source_and_interface() {
+    let pods_out = r#"
+---
+kind: BGPFilter
+apiVersion: projectcalico.org/v3
+metadata: {name: no-pods}
+spec:
+  exportV4: [{interface: "cali*", action: Reject}]
+---
+kind: BGPPeer
+apiVersion: projectcalico.org/v3
+metadata: {name: tor}
+spec: {peerIP: 192.0.2.9, asNumber: 65000, filters: [no-pods]}
+"#;
+    let i = intent(&routes_state(pods_out), "kube-master").unwrap();
+    // A borrowed address is Felix's kernel route on the pod's interface, as BIRD sees it.
+    let pod = i.originated_route(net("192.168.2.7/32"));
+    assert_eq!(pod.source, RouteSource::Kernel);
+    assert_eq!(pod.interface.as_deref(), Some("caliborrowed"));
+    let block = i.originated_route(net("192.168.1.0/26"));
+    assert_eq!((block.source, block.interface), (RouteSource::Static, None));
+    // So an interface rule keeps pod routes from the peer and lets the block through.
+    assert!(!i.filter_export("Global_192_0_2_9", &net("192.168.2.7/32")));
+    assert!(i.filter_export("Global_192_0_2_9", &net("192.168.1.0/26")));
+}
