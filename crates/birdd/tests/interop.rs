@@ -305,7 +305,7 @@ const GOBGP_CONF: &str = r#"
 [global.config]
   as = 64513
   router-id = "10.99.0.254"
-  local-address-list = ["10.99.0.254"]
+  local-address-list = ["10.99.0.254", "fd99::fe"]
 [[neighbors]]
   [neighbors.config]
     neighbor-address = "10.99.0.1"
@@ -319,10 +319,17 @@ const GOBGP_CONF: &str = r#"
       afi-safi-name = "ipv4-unicast"
     [neighbors.afi-safis.mp-graceful-restart.config]
       enabled = true
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "fd99::1"
+    peer-as = 64512
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv6-unicast"
 "#;
 
 #[test]
-fn gobgp_exchanges_routes_with_communities_on_a_signed_session() {
+fn gobgp_exchanges_routes_of_both_families_with_communities_on_a_signed_session() {
     let (node, ips) = node_peering_with_tor();
     sign_tor_v4(&node, "gobgp-s3cret");
     let gobgpd = require("gobgpd", "gobgpd");
@@ -341,20 +348,32 @@ fn gobgp_exchanges_routes_with_communities_on_a_signed_session() {
     });
     let _gobgp = Daemon(child);
     let birdd = Birdd::start(&node);
-    established(&birdd, &node, 1);
+    established(&birdd, &node, 2);
     let gobgp = |args: &[&str]| ns_out(&node.fabric, "gobgp", args);
     wait_for(
-        "GoBGP to see the session Established",
+        "GoBGP to see both sessions Established",
         Duration::from_secs(20),
-        || gobgp(&["neighbor"]).contains("Establ").then_some(()),
+        || (gobgp(&["neighbor"]).matches("Establ").count() == 2).then_some(()),
     );
-    let b4 = block_of(ips[0]);
+    for (block, family) in [(block_of(ips[0]), "ipv4"), (block_of(ips[1]), "ipv6")] {
+        wait_for(
+            &format!("GoBGP to learn {block}"),
+            Duration::from_secs(15),
+            || {
+                gobgp(&["global", "rib", "-a", family])
+                    .contains(&block)
+                    .then_some(())
+            },
+        );
+    }
+    // An IPv6 route from GoBGP, next hop its session address.
+    gobgp(&["global", "rib", "add", "fd60::/48", "-a", "ipv6"]);
     wait_for(
-        &format!("GoBGP to learn {b4}"),
+        "GoBGP's IPv6 route in the kernel",
         Duration::from_secs(15),
         || {
-            gobgp(&["global", "rib", "-a", "ipv4"])
-                .contains(&b4)
+            ns_out(&node.ns, "ip", &["-6", "route", "show", "proto", "bird"])
+                .contains("fd60::/48 via fd99::fe")
                 .then_some(())
         },
     );
@@ -917,7 +936,7 @@ spec: {node: node-a, peerIP: 10.99.0.3, asNumber: 64512}
 }
 
 #[test]
-fn frr_exchanges_routes_on_a_signed_session() {
+fn frr_exchanges_routes_of_both_families_on_a_signed_session() {
     let (node, ips) = node_peering_with_tor();
     sign_tor_v4(&node, "frr-s3cret");
     let zebra = require("zebra", "frr");
@@ -942,8 +961,14 @@ router bgp 64513
  no bgp network import-check
  neighbor 10.99.0.1 remote-as 64512
  neighbor 10.99.0.1 password frr-s3cret
+ neighbor fd99::1 remote-as 64512
  address-family ipv4 unicast
   network 192.168.70.0/24
+  no neighbor fd99::1 activate
+ exit-address-family
+ address-family ipv6 unicast
+  network fd70::/48
+  neighbor fd99::1 activate
  exit-address-family
 "#,
     )
@@ -994,32 +1019,43 @@ router bgp 64513
         ],
     ));
     let birdd = Birdd::start(&node);
-    wait_for("the IPv4 session with FRR", Duration::from_secs(30), || {
-        birdd
-            .peers(&node)
-            .iter()
-            .any(|p| p.address == "10.99.0.254" && p.state == SessionState::Established as i32)
-            .then_some(())
-    });
-    wait_for("FRR's route in the kernel", Duration::from_secs(15), || {
-        ns_out(&node.ns, "ip", &["route", "show", "proto", "bird"])
-            .contains("192.168.70.0/24 via 10.99.0.254")
-            .then_some(())
-    });
-    let b4 = block_of(ips[0]);
-    wait_for(
-        &format!("FRR to learn {b4}"),
-        Duration::from_secs(15),
-        || {
-            ns_out(
-                &node.fabric,
-                "vtysh",
-                &["-N", &pathspace, "-c", "show bgp ipv4 unicast"],
-            )
-            .contains(&b4)
-            .then_some(())
-        },
-    );
+    established(&birdd, &node, 2);
+    for (family, route) in [
+        ("", "192.168.70.0/24 via 10.99.0.254"),
+        ("-6", "fd70::/48 via fd99::fe"),
+    ] {
+        wait_for(
+            &format!("FRR's {route} in the kernel"),
+            Duration::from_secs(15),
+            || {
+                let args: Vec<&str> = [family, "route", "show", "proto", "bird"]
+                    .into_iter()
+                    .filter(|a| !a.is_empty())
+                    .collect();
+                ns_out(&node.ns, "ip", &args).contains(route).then_some(())
+            },
+        );
+    }
+    for (block, family) in [(block_of(ips[0]), "ipv4"), (block_of(ips[1]), "ipv6")] {
+        wait_for(
+            &format!("FRR to learn {block}"),
+            Duration::from_secs(15),
+            || {
+                ns_out(
+                    &node.fabric,
+                    "vtysh",
+                    &[
+                        "-N",
+                        &pathspace,
+                        "-c",
+                        &format!("show bgp {family} unicast"),
+                    ],
+                )
+                .contains(&block)
+                .then_some(())
+            },
+        );
+    }
     let _ = std::fs::remove_dir_all(&run);
 }
 
