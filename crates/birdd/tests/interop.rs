@@ -328,25 +328,29 @@ const GOBGP_CONF: &str = r#"
       afi-safi-name = "ipv6-unicast"
 "#;
 
-#[test]
-fn gobgp_exchanges_routes_of_both_families_with_communities_on_a_signed_session() {
-    let (node, ips) = node_peering_with_tor();
-    sign_tor_v4(&node, "gobgp-s3cret");
+/// gobgpd in `ns` with the TOML config `conf`, its API on the namespace's loopback.
+fn start_gobgp(ns: &NetNs, dir: &std::path::Path, conf: &str) -> Daemon {
     let gobgpd = require("gobgpd", "gobgpd");
-    let conf = node.dir.path().join("gobgp.toml");
-    std::fs::write(&conf, GOBGP_CONF).expect("writing GoBGP's config");
-    let child = node.fabric.run(|| {
+    let path = dir.join("gobgp.toml");
+    std::fs::write(&path, conf).expect("writing GoBGP's config");
+    Daemon(ns.run(|| {
         Command::new(gobgpd)
             .arg("-f")
-            .arg(&conf)
+            .arg(&path)
             .args(["-t", "toml", "--api-hosts", "127.0.0.1:50051"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("starting gobgpd")
-    });
-    let _gobgp = Daemon(child);
+    }))
+}
+
+#[test]
+fn gobgp_exchanges_routes_of_both_families_with_communities_on_a_signed_session() {
+    let (node, ips) = node_peering_with_tor();
+    sign_tor_v4(&node, "gobgp-s3cret");
+    let _gobgp = start_gobgp(&node.fabric, node.dir.path(), GOBGP_CONF);
     let birdd = Birdd::start(&node);
     established(&birdd, &node, 2);
     let gobgp = |args: &[&str]| ns_out(&node.fabric, "gobgp", args);
@@ -869,10 +873,25 @@ protocol bgp reflector {
 }
 "#;
 
+const GOBGP_RR_CLIENT: &str = r#"
+[global.config]
+  as = 64512
+  router-id = "10.99.0.3"
+  local-address-list = ["10.99.0.3"]
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "10.99.0.1"
+    peer-as = 64512
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv4-unicast"
+"#;
+
 #[test]
-fn birdd_reflects_routes_between_bird_clients() {
-    // node-a runs birdd as a route reflector; node-b and node-c stand in for two clients
-    // running BIRD (the lab's node namespaces on one bridge, nothing Calico in them).
+fn birdd_reflects_routes_between_bird_and_gobgp_clients() {
+    // node-a runs birdd as a route reflector; node-b and node-c stand in for two clients,
+    // one running BIRD and one GoBGP (the lab's node namespaces on one bridge, nothing
+    // Calico in them).
     let cluster = Cluster::start(3, NodeOptions::new(&bin_dir()));
     let rr = &cluster.nodes[0];
     apply(
@@ -909,49 +928,138 @@ spec: {node: node-a, peerIP: 10.99.0.3, asNumber: 64512}
         &conf("10.99.0.2", "10.244.1.0/26"),
         "c1",
     );
-    let c2 = Bird::start_in(
-        &cluster.nodes[2].ns,
-        cluster.nodes[2].dir.path(),
-        &conf("10.99.0.3", "10.244.2.0/26"),
-        "c2",
-    );
+    let c2 = &cluster.nodes[2];
+    let _gobgp = start_gobgp(&c2.ns, c2.dir.path(), GOBGP_RR_CLIENT);
+    let gobgp = |args: &[&str]| ns_out(&c2.ns, "gobgp", args);
     let birdd = Birdd::start(rr);
     established(&birdd, rr, 2);
+    gobgp(&["global", "rib", "add", "10.244.2.0/26", "-a", "ipv4"]);
     // Each client hears the other's route through the reflector, marked as reflected (a
     // Calico reflector passes on routes inside its IP pools, as Calico's export filter says).
-    for (client, prefix, originator) in [
-        (&c2, "10.244.1.0/26", "10.99.0.2"),
-        (&c1, "10.244.2.0/26", "10.99.0.3"),
-    ] {
-        let seen = wait_for("a reflected route", Duration::from_secs(15), || {
-            let r = client.birdc(rr, &format!("show route {prefix} all"));
-            r.contains(&format!("BGP.originator_id: {originator}"))
-                .then_some(r)
-        });
-        assert!(seen.contains("BGP.cluster_list: 1.1.1.1"), "{seen}");
-    }
+    let seen = wait_for(
+        "BIRD's route reflected to GoBGP",
+        Duration::from_secs(15),
+        || {
+            let r = gobgp(&["global", "rib", "-a", "ipv4", "10.244.1.0/26", "-j"]);
+            r.contains("10.244.1.0/26").then_some(r)
+        },
+    );
+    // ORIGINATOR_ID (type 9) is the BIRD client, CLUSTER_LIST (type 10) our cluster id.
+    assert!(
+        seen.contains(r#""type":9,"value":"10.99.0.2""#)
+            && seen.contains(r#""type":10,"value":["1.1.1.1"]"#),
+        "{seen}"
+    );
+    let seen = wait_for(
+        "GoBGP's route reflected to BIRD",
+        Duration::from_secs(15),
+        || {
+            let r = c1.birdc(rr, "show route 10.244.2.0/26 all");
+            r.contains("BGP.originator_id: 10.99.0.3").then_some(r)
+        },
+    );
+    assert!(seen.contains("BGP.cluster_list: 1.1.1.1"), "{seen}");
     // The originator never hears its own route back.
     let own = c1.birdc(rr, "show route 10.244.1.0/26 all");
     assert!(!own.contains("BGP.originator_id"), "{own}");
+}
+
+/// FRR (zebra and bgpd) in `ns` with `conf`, in its own pathspace; stopped and its run
+/// directory removed on drop.
+struct Frr {
+    _bgpd: Daemon,
+    _zebra: Daemon,
+    ns: String,
+    pathspace: String,
+    run: std::path::PathBuf,
+}
+
+impl Frr {
+    fn start_in(ns: &NetNs, dir: &std::path::Path, name: &str, conf: &str) -> Frr {
+        let zebra = require("zebra", "frr");
+        let bgpd = require("bgpd", "frr");
+        let pathspace = format!("calico-rs-{}-{name}", std::process::id());
+        let run = std::path::PathBuf::from("/var/run/frr").join(&pathspace);
+        std::fs::create_dir_all(&run).expect("FRR's run directory");
+        let _ = Command::new("chown")
+            .args(["-R", "frr:frr"])
+            .arg(&run)
+            .status();
+        let (bgp_conf, zebra_conf) = (
+            dir.join(format!("{name}-frr.conf")),
+            dir.join(format!("{name}-zebra.conf")),
+        );
+        std::fs::write(&bgp_conf, conf).expect("FRR config");
+        std::fs::write(&zebra_conf, format!("hostname {name}\n")).expect("zebra config");
+        let _ = Command::new("chmod").args(["-R", "a+rX"]).arg(dir).status();
+        let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
+        let spawn = |prog: &std::path::Path, extra: &[&str], conf: &std::path::Path, pid: &str| {
+            let mut args: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+            args.extend([
+                "-N".into(),
+                pathspace.clone(),
+                "-f".into(),
+                s(conf),
+                "-i".into(),
+                s(&run.join(pid)),
+                "-A".into(),
+                "127.0.0.1".into(),
+            ]);
+            let prog = prog.to_path_buf();
+            Daemon(ns.run(move || {
+                Command::new(prog)
+                    .args(args)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("starting an FRR daemon")
+            }))
+        };
+        let zebra = spawn(&zebra, &[], &zebra_conf, "zebra.pid");
+        std::thread::sleep(Duration::from_millis(500));
+        let bgpd = spawn(&bgpd, &["-S", "-n"], &bgp_conf, "bgpd.pid");
+        Frr {
+            _bgpd: bgpd,
+            _zebra: zebra,
+            ns: ns.name().to_string(),
+            pathspace,
+            run,
+        }
+    }
+
+    fn vtysh(&self, cmd: &str) -> String {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns,
+                "vtysh",
+                "-N",
+                &self.pathspace,
+                "-c",
+                cmd,
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Frr {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.run);
+    }
 }
 
 #[test]
 fn frr_exchanges_routes_of_both_families_on_a_signed_session() {
     let (node, ips) = node_peering_with_tor();
     sign_tor_v4(&node, "frr-s3cret");
-    let zebra = require("zebra", "frr");
-    let bgpd = require("bgpd", "frr");
-    let pathspace = format!("calico-rs-{}", std::process::id());
-    let run = std::path::PathBuf::from("/var/run/frr").join(&pathspace);
-    std::fs::create_dir_all(&run).expect("FRR's run directory");
-    let _ = Command::new("chown")
-        .args(["-R", "frr:frr"])
-        .arg(&run)
-        .status();
-    let dir = node.dir.path();
-    let conf = dir.join("frr.conf");
-    std::fs::write(
-        &conf,
+    let frr = Frr::start_in(
+        &node.fabric,
+        node.dir.path(),
+        "tor",
         r#"
 frr defaults datacenter
 hostname tor
@@ -971,53 +1079,7 @@ router bgp 64513
   neighbor fd99::1 activate
  exit-address-family
 "#,
-    )
-    .expect("FRR config");
-    let zconf = dir.join("zebra.conf");
-    std::fs::write(&zconf, "hostname tor\n").expect("zebra config");
-    let _ = Command::new("chmod").args(["-R", "a+rX"]).arg(dir).status();
-    let spawn = |prog: &std::path::Path, args: Vec<String>| {
-        let prog = prog.to_path_buf();
-        node.fabric.run(move || {
-            Command::new(prog)
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("starting an FRR daemon")
-        })
-    };
-    let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
-    let _zebra = Daemon(spawn(
-        &zebra,
-        vec![
-            "-N".into(),
-            pathspace.clone(),
-            "-f".into(),
-            s(&zconf),
-            "-i".into(),
-            s(&run.join("zebra.pid")),
-            "-A".into(),
-            "127.0.0.1".into(),
-        ],
-    ));
-    std::thread::sleep(Duration::from_millis(500));
-    let _bgpd = Daemon(spawn(
-        &bgpd,
-        vec![
-            "-S".into(),
-            "-n".into(),
-            "-N".into(),
-            pathspace.clone(),
-            "-f".into(),
-            s(&conf),
-            "-i".into(),
-            s(&run.join("bgpd.pid")),
-            "-A".into(),
-            "127.0.0.1".into(),
-        ],
-    ));
+    );
     let birdd = Birdd::start(&node);
     established(&birdd, &node, 2);
     for (family, route) in [
@@ -1041,28 +1103,21 @@ router bgp 64513
             &format!("FRR to learn {block}"),
             Duration::from_secs(15),
             || {
-                ns_out(
-                    &node.fabric,
-                    "vtysh",
-                    &[
-                        "-N",
-                        &pathspace,
-                        "-c",
-                        &format!("show bgp {family} unicast"),
-                    ],
-                )
-                .contains(&block)
-                .then_some(())
+                frr.vtysh(&format!("show bgp {family} unicast"))
+                    .contains(&block)
+                    .then_some(())
             },
         );
     }
-    let _ = std::fs::remove_dir_all(&run);
 }
 
-#[test]
-fn birdd_nodes_reach_each_other_through_a_bird_route_reflector() {
-    // Calico's "disable the mesh, peer every node with a reflector" setup, with BIRD as the
-    // reflector on the fabric.
+/// Calico's "disable the mesh, peer every node with a reflector" setup: two birdd nodes whose
+/// only peer is the reflector `start_reflector` runs on the fabric at 10.99.0.254 (cluster id
+/// 2.2.2.2, both nodes its clients). Each node's block must reach the other through it, next
+/// hop unchanged, into the kernel; returns the reflector and node-a's block.
+fn nodes_reach_each_other_through_a_reflector<R>(
+    start_reflector: impl FnOnce(&Cluster) -> R,
+) -> (Cluster, Vec<Birdd>, R, String) {
     let cluster = Cluster::start(2, NodeOptions::new(&bin_dir()));
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
     apply(
@@ -1081,10 +1136,40 @@ spec: {peerIP: 10.99.0.254, asNumber: 64512}
     );
     let block = |n: &calico_lab::Node| block_of(claim_block(a, &n.name, 1, 0)[0]);
     let (block_a, block_b) = (block(a), block(b));
-    let rr = Bird::start_in(
-        &cluster.fabric,
-        a.dir.path(),
-        r#"
+    let rr = start_reflector(&cluster);
+    let birdds: Vec<Birdd> = cluster.nodes.iter().map(Birdd::start).collect();
+    for (n, d) in cluster.nodes.iter().zip(&birdds) {
+        established(d, n, 1);
+    }
+    for (n, other_block, via) in [(a, &block_b, "10.99.0.2"), (b, &block_a, "10.99.0.1")] {
+        wait_for(
+            "the reflected block in the kernel",
+            Duration::from_secs(20),
+            || {
+                ns_out(&n.ns, "ip", &["route", "show", "proto", "bird"])
+                    .contains(&format!("{other_block} via {via}"))
+                    .then_some(())
+            },
+        );
+    }
+    // What node-b learned is node-a's path, best and installed.
+    let routes = birdds[1].routes(b);
+    let r = routes
+        .iter()
+        .find(|r| r.prefix == block_a)
+        .expect("node-a's block at node-b");
+    assert_eq!(r.next_hop, "10.99.0.1");
+    assert!(r.best && r.installed, "{r:?}");
+    (cluster, birdds, rr, block_a)
+}
+
+#[test]
+fn birdd_nodes_reach_each_other_through_a_bird_route_reflector() {
+    let (cluster, _birdds, rr, block_a) = nodes_reach_each_other_through_a_reflector(|c| {
+        Bird::start_in(
+            &c.fabric,
+            c.nodes[0].dir.path(),
+            r#"
 router id 10.99.0.254;
 protocol device { }
 protocol direct { ipv4; interface "br0"; }
@@ -1097,25 +1182,10 @@ template bgp clients {
 protocol bgp node_a from clients { neighbor 10.99.0.1 as 64512; }
 protocol bgp node_b from clients { neighbor 10.99.0.2 as 64512; }
 "#,
-        "reflector",
-    );
-    let birdds: Vec<Birdd> = cluster.nodes.iter().map(Birdd::start).collect();
-    for (n, d) in cluster.nodes.iter().zip(&birdds) {
-        established(d, n, 1);
-    }
-    // Each node's block reaches the other through the reflector, next hop unchanged, and
-    // goes into its kernel.
-    for (n, other_block, via) in [(a, &block_b, "10.99.0.2"), (b, &block_a, "10.99.0.1")] {
-        wait_for(
-            "the reflected block in the kernel",
-            Duration::from_secs(20),
-            || {
-                ns_out(&n.ns, "ip", &["route", "show", "proto", "bird"])
-                    .contains(&format!("{other_block} via {via}"))
-                    .then_some(())
-            },
-        );
-    }
+            "reflector",
+        )
+    });
+    let a = &cluster.nodes[0];
     let seen = rr.birdc(a, &format!("show route {block_a} all"));
     assert!(
         seen.contains("BGP.as_path"),
@@ -1124,7 +1194,7 @@ protocol bgp node_b from clients { neighbor 10.99.0.2 as 64512; }
     // The reflector also sends its connected subnet, the nodes' own: it must not replace
     // the nodes' link route (BIRD's `direct` protocol would win; birdd never overwrites a
     // route that is not its own).
-    for n in [a, b] {
+    for n in &cluster.nodes {
         let r = ns_out(&n.ns, "ip", &["route", "show", "10.99.0.0/24"]);
         assert!(
             r.contains("proto kernel"),
@@ -1132,12 +1202,35 @@ protocol bgp node_b from clients { neighbor 10.99.0.2 as 64512; }
             n.name
         );
     }
-    // What node-b learned carries the reflection attributes.
-    let routes = birdds[1].routes(b);
-    let r = routes
-        .iter()
-        .find(|r| r.prefix == block_a)
-        .expect("node-a's block at node-b");
-    assert_eq!(r.next_hop, "10.99.0.1");
-    assert!(r.best && r.installed, "{r:?}");
+}
+
+#[test]
+fn birdd_nodes_reach_each_other_through_an_frr_route_reflector() {
+    let (_cluster, birdds, rr, block_a) = nodes_reach_each_other_through_a_reflector(|c| {
+        Frr::start_in(
+            &c.fabric,
+            c.nodes[0].dir.path(),
+            "reflector",
+            r#"
+frr defaults datacenter
+hostname reflector
+router bgp 64512
+ bgp router-id 10.99.0.254
+ bgp cluster-id 2.2.2.2
+ neighbor 10.99.0.1 remote-as 64512
+ neighbor 10.99.0.2 remote-as 64512
+ address-family ipv4 unicast
+  neighbor 10.99.0.1 route-reflector-client
+  neighbor 10.99.0.2 route-reflector-client
+ exit-address-family
+"#,
+        )
+    });
+    let seen = rr.vtysh(&format!("show bgp ipv4 unicast {block_a}"));
+    // From a client, with Calico's LOCAL_PREF for a block (2^31-1 - 1024).
+    assert!(
+        seen.contains("Received from a RR-client") && seen.contains("localpref 2147482623"),
+        "FRR reflects node-a's block from a client:\n{seen}"
+    );
+    drop(birdds);
 }
