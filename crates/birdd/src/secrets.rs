@@ -121,10 +121,12 @@ impl Passwords {
         }
     }
 
-    /// The password `r` names: the last one read, else read now.
+    /// The password `r` names: the last one read, else read now (once: a reference that
+    /// failed waits for the next [`Passwords::refresh`]).
     pub fn get(&mut self, r: &PasswordRef) -> Option<Password> {
         match self.known.get(r) {
             Some(pw) => Some(pw.clone()),
+            None if self.failing.contains_key(r) => None,
             None => self.read(r),
         }
     }

@@ -297,12 +297,29 @@ impl Shell {
             }
             SessionCommand::Incoming(stream) => {
                 let ours = self.conn.as_ref().is_some_and(|c| c.outgoing);
-                match self.fsm.incoming(ours) {
-                    Incoming::Take => {
+                let decision = match self.fsm.incoming(ours) {
+                    Incoming::Restart
+                        if self
+                            .established_at
+                            .is_none_or(|t| t.elapsed() < RESTART_GUARD) =>
+                    {
+                        Incoming::Refuse
+                    }
+                    d => d,
+                };
+                match decision {
+                    Incoming::Take | Incoming::Restart => {
                         if let Some(r) = self.rival.take() {
                             r.conn.cease_collision();
                         }
-                        if self.conn.is_some() {
+                        if decision == Incoming::Restart {
+                            tracing::info!(peer = %self.endpoint.address,
+                                "the peer connected again while the session was up: it restarted (graceful restart), its routes are kept as stale");
+                            self.handle(Input::Closed(
+                                "the peer connected again (graceful restart)".into(),
+                            ))
+                            .await;
+                        } else if self.conn.is_some() {
                             self.handle(Input::Collision).await;
                         }
                         self.connecting = None;
@@ -321,24 +338,7 @@ impl Shell {
                         }
                         Err(e) => tracing::debug!(error = %e, "a connection from the peer"),
                     },
-                    Incoming::Restart
-                        if self
-                            .established_at
-                            .is_some_and(|t| t.elapsed() >= RESTART_GUARD) =>
-                    {
-                        tracing::info!(peer = %self.endpoint.address,
-                            "the peer connected again while the session was up: it restarted (graceful restart), its routes are kept as stale");
-                        if let Some(r) = self.rival.take() {
-                            r.conn.cease_collision();
-                        }
-                        self.handle(Input::Closed(
-                            "the peer connected again (graceful restart)".into(),
-                        ))
-                        .await;
-                        self.connecting = None;
-                        self.adopt(stream, false).await;
-                    }
-                    Incoming::Refuse | Incoming::Restart => {
+                    Incoming::Refuse => {
                         tracing::debug!(peer = %self.endpoint.address, "refusing a second connection");
                         let _ = stream.try_write(&collision_notification());
                     }

@@ -183,7 +183,7 @@ mod tests {
     }
 
     #[test]
-    fn keys_are_set_and_removed_on_sockets_of_both_families() {
+    fn keys_are_set_and_removed_and_a_long_key_is_refused() {
         let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let peer: IpAddr = "127.0.0.2".parse().unwrap();
         set_md5_key(&v4, false, peer, Some(b"s3cret")).unwrap();
@@ -194,10 +194,6 @@ mod tests {
             set_md5_key(&v4, false, peer, Some(&too_long)),
             Err(SockoptError::KeyTooLong { len: 81, .. })
         ));
-        if let Ok(v6) = std::net::TcpListener::bind("[::1]:0") {
-            set_md5_key(&v6, true, peer, Some(b"s3cret")).unwrap();
-            set_md5_key(&v6, true, "::2".parse().unwrap(), Some(b"s3cret")).unwrap();
-        }
         set_ttl_security(&v4, peer, 1).unwrap();
         set_listener_ttl(&v4, false).unwrap();
     }

@@ -227,6 +227,16 @@ pub struct ExportRoute {
     pub large_communities: Vec<(u32, u32, u32)>,
 }
 
+impl ExportRoute {
+    /// The route as the filters see it.
+    pub fn route_info(&self) -> RouteInfo {
+        RouteInfo {
+            interface: self.interface.clone(),
+            ..RouteInfo::new(self.prefix, self.source)
+        }
+    }
+}
+
 pub(crate) fn split_communities(cs: &[Community]) -> (Vec<u32>, Vec<(u32, u32, u32)>) {
     let mut std = Vec::new();
     let mut large = Vec::new();

@@ -281,32 +281,26 @@ impl BgpIntent {
     /// [`BgpIntent::export_verdict`] for a route known only by prefix: one of
     /// [`BgpIntent::exports`] is taken as originated here, anything else as learned over BGP.
     pub fn filter_export(&self, peer_name: &str, prefix: &IpNet) -> bool {
-        let originated = self.exports.iter().any(|e| e.prefix == *prefix);
+        let route = self
+            .export_of(*prefix)
+            .map_or_else(|| RouteInfo::learned(*prefix), ExportRoute::route_info);
         self.peer(peer_name)
-            .is_some_and(|p| self.exports_to(p, prefix, originated))
+            .is_some_and(|p| self.export_verdict_for(p, &route).is_accept())
     }
 
     /// The filters' view of a route this node originates: its source and interface as BIRD
     /// learned it (a workload's kernel route on its `cali` interface, a static blackhole or
     /// service range); a prefix that is not one of the exports is taken as static.
     pub fn originated_route(&self, prefix: IpNet) -> RouteInfo {
-        match self.exports.binary_search_by(|e| e.prefix.cmp(&prefix)) {
-            Ok(i) => RouteInfo {
-                interface: self.exports[i].interface.clone(),
-                ..RouteInfo::new(prefix, self.exports[i].source)
-            },
-            Err(_) => RouteInfo::originated(prefix),
-        }
+        self.export_of(prefix)
+            .map_or_else(|| RouteInfo::originated(prefix), ExportRoute::route_info)
     }
 
-    /// Whether `prefix` may go to `p` (`originated`: one of this node's own exports).
-    pub fn exports_to(&self, p: &PeerIntent, prefix: &IpNet, originated: bool) -> bool {
-        let route = if originated {
-            self.originated_route(*prefix)
-        } else {
-            RouteInfo::learned(*prefix)
-        };
-        self.export_verdict_for(p, &route).is_accept()
+    fn export_of(&self, prefix: IpNet) -> Option<&ExportRoute> {
+        self.exports
+            .binary_search_by(|e| e.prefix.cmp(&prefix))
+            .ok()
+            .map(|i| &self.exports[i])
     }
 
     /// Whether and how to program a route learned with BGP next hop `next_hop`.
