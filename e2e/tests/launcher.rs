@@ -4,6 +4,7 @@
 //! under its own lab name, so a lab someone has up on this machine is not touched.
 
 use std::process::{Command, Output};
+use std::time::Duration;
 
 const LAB: &str = env!("CARGO_BIN_EXE_lab");
 
@@ -68,10 +69,13 @@ fn the_lab_command_builds_a_cluster_that_outlives_each_command_and_removes_it() 
     ] {
         assert!(status.contains(want), "status lacks {want}");
     }
-    let grid = ok(&name, &["probe"]);
-    assert!(grid.contains("2 of 2 reached"), "{grid}");
-    let grid = ok(&name, &["probe", "--udp", "--port", "5353"]);
-    assert!(grid.contains("2 of 2 reached"), "{grid}");
+    // Each node's felixd learns the other's new block on its own time, so a probe right
+    // after `pod add` may run before the route across is there: probe until it is.
+    for args in [&["probe"][..], &["probe", "--udp", "--port", "5353"]] {
+        calico_e2e::eventually(Duration::from_secs(30), "both pods reached", || {
+            ok(&name, args).contains("2 of 2 reached")
+        });
+    }
 
     // exec runs in the pod: its eth0 holds the address the lab recorded.
     let state: serde_json::Value = serde_json::from_str(
