@@ -9,23 +9,24 @@
 //!  control queries ▶ ┘   Rib, Adj-RIB-Out per peer
 //! ```
 //!
-//! Output to peers is coalesced per destination: the RIB's changes since the last flush
-//! are handed to every established peer whose session has room, and only each prefix's
-//! last change is exported, from the best path it carries (every RIB call that changes a
-//! best path hands its change in, so the last one is the RIB's state at the flush). A peer
-//! whose session is busy queues the prefixes; when it has room, what to send is computed
-//! from the RIB as it is then. Either way only the latest state goes on the wire.
+//! Output to peers is coalesced per destination: each best-path change puts the prefix's
+//! RIB slot in every established peer's queue, once however often it changes, and when the
+//! peer's session has room a slice of the queue is exported from the RIB as it is then, so
+//! only the latest state goes on the wire. Queues, Adj-RIB-Out and the kernel's bookkeeping
+//! are indexed by slot ([`DestId`]), not hashed by prefix; a slot whose prefix lost its last
+//! path is freed once no peer still has to hear of it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::dirty::DirtyQueue;
+use crate::adj_out::AdjRibOut;
+use crate::dirty::{DirtyQueue, SlotBits};
 use anyhow::{Context, Result};
 use calico_bgp::fsm::{DownReason, GracefulRestartConfig, Negotiated, SessionConfig, State};
-use calico_bgp::rib::{Change, PeerId, PeerInfo, Rib, RibConfig};
-use calico_bgp::types::{AttrEdits, Attrs, Family, FastMap, FastSet, Nlri, Origin};
+use calico_bgp::rib::{Change, DestId, PeerId, PeerInfo, Rib, RibConfig};
+use calico_bgp::types::{AttrEdits, Attrs, Family, FastMap, Nlri, Origin};
 use calico_bgp::wire::{self, AddPathMode, Notification, RouteRefresh};
 use calico_datastore::Datastore;
 use calico_datastore::syncer::{SyncEvent, SyncStatus, Syncer, SyncerConfig};
@@ -71,36 +72,6 @@ pub struct Options {
 /// How often passwords are read again (a rotated secret restarts its sessions).
 const PASSWORD_CHECK: Duration = Duration::from_secs(10);
 
-/// What a peer was told about one prefix: one path (no ADD-PATH) without an allocation of
-/// its own, or several.
-#[derive(Debug)]
-enum Sent {
-    One((u32, Arc<Attrs>)),
-    Many(Box<[(u32, Arc<Attrs>)]>),
-}
-
-impl Sent {
-    fn paths(&self) -> &[(u32, Arc<Attrs>)] {
-        match self {
-            Sent::One(p) => std::slice::from_ref(p),
-            Sent::Many(v) => v,
-        }
-    }
-}
-
-impl From<Vec<(u32, Arc<Attrs>)>> for Sent {
-    fn from(mut v: Vec<(u32, Arc<Attrs>)>) -> Sent {
-        match (v.len(), v.pop()) {
-            (1, Some(p)) => Sent::One(p),
-            (_, Some(p)) => {
-                v.push(p);
-                Sent::Many(v.into_boxed_slice())
-            }
-            (_, None) => Sent::Many(Box::new([])),
-        }
-    }
-}
-
 /// A peer the daemon runs.
 struct Peer {
     key: PeerKey,
@@ -110,10 +81,8 @@ struct Peer {
     since: SystemTime,
     info: String,
     negotiated: Option<Negotiated>,
-    /// Adj-RIB-Out: what the peer was last told, per prefix (path id, attributes).
-    sent: FastMap<IpNet, Sent>,
-    /// Paths in `sent`, kept as it changes (the metric would otherwise walk it).
-    advertised: usize,
+    /// Adj-RIB-Out: what the peer was last told.
+    sent: AdjRibOut,
     /// Prefixes whose export may have changed since the last flush.
     dirty: DirtyQueue,
     /// End-of-RIB still to send after the initial table.
@@ -146,9 +115,10 @@ struct Daemon {
     /// Routes we originate, as given to the RIB.
     originated: HashMap<IpNet, Arc<Attrs>>,
     kernel: KernelHandle,
-    kernel_routes: FastSet<IpNet>,
-    /// Prefixes whose best path changed since the last flush, for every established peer.
-    changed: Vec<Change>,
+    /// Slots whose best route this daemon put in the kernel.
+    kernel_routes: SlotBits,
+    /// Slots whose best path changed since the last flush, for every established peer.
+    changed: Vec<DestId>,
     events_tx: mpsc::Sender<SessionEvent>,
     listener: Option<Listener>,
     passwords: Passwords,
@@ -208,7 +178,7 @@ pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken)
         next_key: 1,
         originated: HashMap::new(),
         kernel,
-        kernel_routes: FastSet::default(),
+        kernel_routes: SlotBits::default(),
         changed: Vec::new(),
         events_tx,
         listener: None,
@@ -382,9 +352,10 @@ impl Daemon {
         if kernel_changed {
             // Which pools birdd programs may differ now: every best route again.
             let all: Vec<Change> = self.rib.as_ref().map_or(Vec::new(), |r| {
-                r.routes()
-                    .map(|(prefix, _)| Change {
+                r.ids()
+                    .map(|(id, prefix)| Change {
                         prefix,
+                        id,
                         best: r.best(prefix),
                     })
                     .collect()
@@ -395,7 +366,7 @@ impl Daemon {
         }
         if filters_changed || export_changed {
             // Export may now say otherwise about anything: re-evaluate every prefix.
-            let all = self.prefixes(&Family::ALL);
+            let all = self.ids(&Family::ALL);
             for p in self.peers.values_mut().filter(|p| p.established()) {
                 p.dirty.extend(all.iter().copied());
             }
@@ -512,8 +483,7 @@ impl Daemon {
                 since: SystemTime::now(),
                 info: String::new(),
                 negotiated: None,
-                sent: FastMap::default(),
-                advertised: 0,
+                sent: AdjRibOut::default(),
                 dirty: DirtyQueue::default(),
                 eor_pending: Vec::new(),
                 eor_awaited: Vec::new(),
@@ -688,11 +658,13 @@ impl Daemon {
             SessionEvent::Update { peer, update } => self.update(peer, *update),
             SessionEvent::RouteRefresh { peer, request } => {
                 let family = request.family;
-                let all = self.prefixes(&[family]);
-                if let Some(p) = self.peers.get_mut(&peer) {
+                let all = self.ids(&[family]);
+                if let (Some(p), Some(rib)) = (self.peers.get_mut(&peer), &self.rib) {
                     tracing::info!(peer = %p.intent.name, %family, "route refresh requested");
-                    p.sent.retain(|n, _| Family::of(n) != family);
-                    p.advertised = p.sent.values().map(|s| s.paths().len()).sum();
+                    p.sent.forget(|id| {
+                        rib.prefix(id)
+                            .is_some_and(|prefix| Family::of(&prefix) == family)
+                    });
                     p.dirty.extend(all);
                     p.eor_pending.push(family);
                 }
@@ -725,13 +697,12 @@ impl Daemon {
             }
         }
         self.changes(changes);
-        let all = self.prefixes(&n.families);
+        let all = self.ids(&n.families);
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
         tracing::info!(peer = %p.intent.name, hold = n.hold_time, families = ?n.families, "established");
         p.sent.clear();
-        p.advertised = 0;
         p.dirty.clear();
         p.dirty.extend(all);
         p.eor_pending = n.families.clone();
@@ -829,7 +800,6 @@ impl Daemon {
         tracing::warn!(peer = %p.intent.name, %reason, graceful = !stale.is_empty(), "session down");
         p.negotiated = None;
         p.sent.clear();
-        p.advertised = 0;
         p.dirty.clear();
         p.eor_pending.clear();
         let mut changes = Vec::new();
@@ -882,30 +852,29 @@ impl Daemon {
         for c in &changes {
             self.program_kernel(c);
         }
-        // One list for every peer; flush hands it to each, and exports from the best paths
-        // it carries without looking each prefix up again.
-        self.changed.extend(changes);
+        // One list for every peer; flush queues it for each.
+        self.changed.extend(changes.iter().map(|c| c.id));
     }
 
     /// Puts a prefix's best route into the kernel, or takes it out.
     fn program_kernel(&mut self, c: &Change) {
         let hops = self.kernel_next_hops(c);
         if hops.is_empty() {
-            if self.kernel_routes.remove(&c.prefix) {
+            if self.kernel_routes.remove(c.id) {
                 self.kernel.set(c.prefix, Vec::new());
             }
         } else {
-            self.kernel_routes.insert(c.prefix);
+            self.kernel_routes.insert(c.id);
             self.kernel.set(c.prefix, hops);
         }
     }
 
-    /// Every prefix in the RIB of these families.
-    fn prefixes(&self, families: &[Family]) -> Vec<IpNet> {
+    /// The slot of every prefix in the RIB of these families.
+    fn ids(&self, families: &[Family]) -> Vec<DestId> {
         self.rib.as_ref().map_or(Vec::new(), |r| {
-            r.routes()
-                .map(|(p, _)| p)
-                .filter(|p| families.contains(&Family::of(p)))
+            r.ids()
+                .filter(|(_, p)| families.contains(&Family::of(p)))
+                .map(|(id, _)| id)
                 .collect()
         })
     }
@@ -944,33 +913,19 @@ impl Daemon {
         let (Some(rib), Some(intent)) = (&self.rib, &self.intent) else {
             return;
         };
-        let all_changes = std::mem::take(&mut self.changed);
-        let changed = latest_changes(&all_changes);
+        let changed = std::mem::take(&mut self.changed);
         for p in self.peers.values_mut() {
             if !p.established() {
                 continue;
             }
-            // A peer with nothing queued takes the shared list as it is; one that is behind
-            // adds it to its own backlog.
-            let mut shared = None;
-            if !changed.is_empty() {
-                if p.dirty.is_empty() && changed.len() <= FLUSH_SLICE {
-                    shared = Some(&changed);
-                } else {
-                    p.dirty.extend(changed.iter().map(|c| c.prefix));
-                }
-            }
-            if shared.is_none() && p.dirty.is_empty() && p.eor_pending.is_empty() {
+            p.dirty.extend(changed.iter().copied());
+            if p.dirty.is_empty() && p.eor_pending.is_empty() {
                 continue;
             }
             let Some(n) = &p.negotiated else { continue };
-            let codec = n.codec;
-            let families = n.families.clone();
+            let (codec, families) = (n.codec, &n.families);
             let Ok(permit) = p.session.commands.try_reserve() else {
-                // The session is busy: keep coalescing.
-                if let Some(set) = shared {
-                    p.dirty.extend(set.iter().map(|c| c.prefix));
-                }
+                // The session is busy: the queue keeps coalescing.
                 continue;
             };
             // The export filter (BGPFilter export rules, then Calico's export policy) runs on
@@ -1020,85 +975,37 @@ impl Daemon {
                     FilterVerdict::Reject => None,
                 }
             };
-            let ours = |prefix: &IpNet| families.contains(&Family::of(prefix));
-            // One export pass for the slice, so prefixes sharing attributes share the
-            // rewritten copy (and one group below).
-            let wanted = match shared {
-                Some(list) => rib.export_changes(
-                    PeerId(p.key),
-                    list.iter()
-                        .filter(|c| ours(&c.prefix))
-                        .map(|c| (c.prefix, c.best.as_ref())),
-                    &mut policy,
-                ),
-                None => {
-                    // A bounded slice per round keeps the loop responsive during a full-table
-                    // send.
-                    let dirty = p.dirty.take(FLUSH_SLICE);
-                    rib.export_many(
-                        PeerId(p.key),
-                        dirty.into_iter().filter(|prefix| ours(prefix)),
-                        &mut policy,
-                    )
-                }
-            };
+            // A bounded slice per round keeps the loop responsive during a full-table send;
+            // one export pass for it, so prefixes sharing attributes share the rewritten
+            // copy (and one UPDATE below).
+            let slice = p.dirty.take(FLUSH_SLICE);
+            let ours = slice.into_iter().filter(|id| {
+                rib.prefix(*id)
+                    .is_some_and(|prefix| families.contains(&Family::of(&prefix)))
+            });
             let mut groups: Vec<(Arc<Attrs>, Vec<Nlri>)> = Vec::new();
-            let mut group_of: FastMap<*const Attrs, usize> = FastMap::default();
+            let mut group_of: FastMap<usize, usize> = FastMap::default();
             let mut withdrawn: [Vec<Nlri>; 2] = [Vec::new(), Vec::new()];
-            for (prefix, want) in wanted {
+            let sent = &mut p.sent;
+            rib.export_ids(PeerId(p.key), ours, &mut policy, &mut |id, prefix, want| {
                 let family = Family::of(&prefix);
-                // One lookup per prefix: the entry is read, then replaced or removed in place.
-                let entry = p.sent.entry(prefix);
-                let had: &[(u32, Arc<Attrs>)] = match &entry {
-                    std::collections::hash_map::Entry::Occupied(e) => e.get().paths(),
-                    std::collections::hash_map::Entry::Vacant(_) => &[],
-                };
-                let mut advertised = p.advertised - had.len();
-                for (path_id, _) in had {
-                    if !want.iter().any(|(id, _)| id == path_id) {
-                        withdrawn[family.index()].push(Nlri {
-                            prefix,
-                            path_id: *path_id,
-                        });
-                    }
-                }
-                let mut changed = false;
-                for (path_id, attrs) in &want {
-                    let unchanged = had
-                        .iter()
-                        .any(|(id, a)| id == path_id && (Arc::ptr_eq(a, attrs) || a == attrs));
-                    if unchanged {
-                        continue;
-                    }
-                    changed = true;
-                    let nlri = Nlri {
-                        prefix,
-                        path_id: *path_id,
-                    };
-                    let g = *group_of.entry(Arc::as_ptr(attrs)).or_insert_with(|| {
-                        groups.push((attrs.clone(), Vec::new()));
-                        groups.len() - 1
-                    });
-                    groups[g].1.push(nlri);
-                }
-                advertised += want.len();
-                p.advertised = advertised;
-                match entry {
-                    std::collections::hash_map::Entry::Occupied(e) if want.is_empty() => {
-                        e.remove();
-                    }
-                    std::collections::hash_map::Entry::Occupied(mut e) => {
-                        if changed || e.get().paths().len() != want.len() {
-                            e.insert(Sent::from(want));
-                        }
-                    }
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        if !want.is_empty() {
-                            e.insert(Sent::from(want));
-                        }
-                    }
-                }
-            }
+                let withdrawn = &mut withdrawn[family.index()];
+                sent.replace(
+                    id,
+                    codec.add_path_tx[family.index()],
+                    want,
+                    |path_id| withdrawn.push(Nlri { prefix, path_id }),
+                    |path_id, attrs| {
+                        let g = *group_of
+                            .entry(Arc::as_ptr(attrs) as usize)
+                            .or_insert_with(|| {
+                                groups.push((attrs.clone(), Vec::new()));
+                                groups.len() - 1
+                            });
+                        groups[g].1.push(Nlri { prefix, path_id });
+                    },
+                );
+            });
             let mut msgs = Vec::new();
             for w in withdrawn.iter().filter(|w| !w.is_empty()) {
                 msgs.extend(wire::encode_withdraw(w, &codec));
@@ -1125,6 +1032,26 @@ impl Daemon {
                 permit.send(SessionCommand::Send(msgs));
             }
         }
+        self.release_slots();
+    }
+
+    /// Frees the RIB slots of prefixes that lost their last path once every peer has heard
+    /// (checked only when no peer has anything queued: a slow peer's backlog is not
+    /// re-scanned on every round).
+    fn release_slots(&mut self) {
+        let Some(rib) = &mut self.rib else {
+            return;
+        };
+        if !self.changed.is_empty() || self.peers.values().any(|p| !p.dirty.is_empty()) {
+            return;
+        }
+        let (peers, kernel) = (&self.peers, &self.kernel_routes);
+        rib.release_empty(|id| {
+            kernel.contains(id)
+                || peers
+                    .values()
+                    .any(|p| p.sent.holds(id) || p.dirty.contains(id))
+        });
     }
 
     // ===== timers =====
@@ -1179,7 +1106,7 @@ impl Daemon {
                 .map(|k| r.paths_from(PeerId(*k)) as u64)
                 .sum()
         });
-        let advertised = self.peers.values().map(|p| p.advertised as u64).sum();
+        let advertised = self.peers.values().map(|p| p.sent.paths() as u64).sum();
         self.metrics.observe(
             self.peers.values().map(|p| p.state),
             self.kernel.installed(),
@@ -1233,7 +1160,7 @@ impl Daemon {
                             .rib
                             .as_ref()
                             .map_or(0, |r| r.paths_from(PeerId(p.key)) as u64),
-                        advertised: p.advertised as u64,
+                        advertised: p.sent.paths() as u64,
                     })
                     .collect();
                 let _ = tx.send(peers);
@@ -1309,24 +1236,14 @@ impl Daemon {
                 .unwrap_or_default(),
             attrs: attrs.clone(),
             best,
-            installed: best && self.kernel_routes.contains(&prefix),
+            installed: best
+                && self
+                    .rib
+                    .as_ref()
+                    .and_then(|r| r.id(prefix))
+                    .is_some_and(|id| self.kernel_routes.contains(id)),
         }
     }
-}
-
-/// The last change of each prefix, in the order of those last changes: a prefix that
-/// changed twice between flushes is exported once, as it is now (its earlier state is
-/// never sent after its later one).
-fn latest_changes(changes: &[Change]) -> Vec<&Change> {
-    let mut seen: FastSet<IpNet> = FastSet::default();
-    seen.reserve(changes.len());
-    let mut latest: Vec<&Change> = changes
-        .iter()
-        .rev()
-        .filter(|c| seen.insert(c.prefix))
-        .collect();
-    latest.reverse();
-    latest
 }
 
 /// BIRD's info column: the state, then what went wrong last ("Active Socket: Connection
@@ -1418,32 +1335,5 @@ mod tests {
         let addr = SocketAddr::V4(addr.into());
         assert!(gtsm_client_connects(addr).await);
         task.abort();
-    }
-
-    #[test]
-    fn only_the_last_change_of_a_prefix_is_exported_in_the_order_of_last_changes() {
-        let net = |s: &str| s.parse::<IpNet>().unwrap();
-        let change = |p: &str, best: bool| Change {
-            prefix: net(p),
-            best: best.then(|| calico_bgp::rib::BestPath {
-                peer: PeerId(1),
-                path_id: 0,
-                attrs: Arc::new(Attrs::default()),
-                multipath: Vec::new(),
-            }),
-        };
-        // a announced then withdrawn, b announced, a announced again: sending a's first
-        // state after its withdrawal would leave the peer with the wrong one.
-        let all = [
-            change("10.0.0.0/24", true),
-            change("10.0.0.0/24", false),
-            change("10.0.1.0/24", true),
-            change("10.0.0.0/24", true),
-        ];
-        let latest = latest_changes(&all);
-        assert_eq!(latest.len(), 2);
-        assert_eq!(latest[0].prefix, net("10.0.1.0/24"));
-        assert_eq!(latest[1].prefix, net("10.0.0.0/24"));
-        assert!(latest[1].best.is_some());
     }
 }

@@ -1,20 +1,63 @@
-//! Prefixes waiting to be exported to a peer whose session was busy (its backlog).
+//! Prefixes waiting to be exported to a peer, by RIB slot ([`DestId`]).
 //!
-//! Peers that keep up never use it: they take the daemon's shared list of changes as it is.
-//! A backlog is a queue in arrival order with each prefix at most once: a prefix that
-//! changes ten times while the peer is behind is exported once, as it is when its turn
-//! comes (measured: allowing duplicates here made a ten-sender withdrawal four times
-//! slower).
+//! Every best-path change goes into each established peer's queue; each flush exports a
+//! bounded slice from the front, reading the RIB as it is then. A queue holds each prefix at
+//! most once, so a prefix that changes ten times while the peer is behind is exported
+//! once, in its latest state (measured: allowing duplicates made a ten-sender withdrawal
+//! four times slower), and a state is never sent after a later one.
 
 use std::collections::VecDeque;
 
-use calico_bgp::types::FastSet;
-use ipnet::IpNet;
+use calico_bgp::rib::DestId;
+
+/// A set of slots as bits: one bit per slot, no hashing.
+#[derive(Debug, Default)]
+pub struct SlotBits {
+    words: Vec<u64>,
+}
+
+impl SlotBits {
+    pub fn contains(&self, id: DestId) -> bool {
+        let i = id.index();
+        self.words
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    /// Adds `id`; false when it was there already.
+    pub fn insert(&mut self, id: DestId) -> bool {
+        let i = id.index();
+        if i / 64 >= self.words.len() {
+            self.words.resize(i / 64 + 1, 0);
+        }
+        let w = &mut self.words[i / 64];
+        let bit = 1 << (i % 64);
+        let new = *w & bit == 0;
+        *w |= bit;
+        new
+    }
+
+    /// Removes `id`; false when it was not there.
+    pub fn remove(&mut self, id: DestId) -> bool {
+        let i = id.index();
+        let Some(w) = self.words.get_mut(i / 64) else {
+            return false;
+        };
+        let bit = 1 << (i % 64);
+        let had = *w & bit != 0;
+        *w &= !bit;
+        had
+    }
+
+    pub fn clear(&mut self) {
+        self.words = Vec::new();
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct DirtyQueue {
-    queue: VecDeque<IpNet>,
-    queued: FastSet<IpNet>,
+    queue: VecDeque<DestId>,
+    queued: SlotBits,
 }
 
 impl DirtyQueue {
@@ -22,29 +65,33 @@ impl DirtyQueue {
         self.queue.is_empty()
     }
 
-    pub fn clear(&mut self) {
-        self.queue = VecDeque::new();
-        self.queued = FastSet::default();
+    pub fn contains(&self, id: DestId) -> bool {
+        self.queued.contains(id)
     }
 
-    /// Queues the prefixes not queued yet, after those already waiting.
-    pub fn extend(&mut self, prefixes: impl IntoIterator<Item = IpNet>) {
-        for p in prefixes {
-            if self.queued.insert(p) {
-                self.queue.push_back(p);
+    pub fn clear(&mut self) {
+        self.queue = VecDeque::new();
+        self.queued.clear();
+    }
+
+    /// Queues the slots not queued yet, after those already waiting.
+    pub fn extend(&mut self, ids: impl IntoIterator<Item = DestId>) {
+        for id in ids {
+            if self.queued.insert(id) {
+                self.queue.push_back(id);
             }
         }
     }
 
-    /// Takes up to `n` prefixes from the front.
-    pub fn take(&mut self, n: usize) -> Vec<IpNet> {
+    /// Takes up to `n` slots from the front.
+    pub fn take(&mut self, n: usize) -> Vec<DestId> {
         let n = n.min(self.queue.len());
-        let slice: Vec<IpNet> = self.queue.drain(..n).collect();
+        let slice: Vec<DestId> = self.queue.drain(..n).collect();
         if self.queue.is_empty() {
             self.clear();
         } else {
-            for p in &slice {
-                self.queued.remove(p);
+            for id in &slice {
+                self.queued.remove(*id);
             }
         }
         slice
@@ -55,24 +102,35 @@ impl DirtyQueue {
 mod tests {
     use super::*;
 
-    fn net(i: u32) -> IpNet {
-        IpNet::new(std::net::Ipv4Addr::from(i << 8).into(), 24).unwrap()
-    }
-
     #[test]
     fn order_is_kept_and_a_prefix_waits_once() {
         let mut q = DirtyQueue::default();
-        q.extend((0..10).map(net));
-        assert_eq!(q.take(3), vec![net(0), net(1), net(2)]);
+        q.extend((0..10).map(DestId));
+        assert_eq!(q.take(3), [0, 1, 2].map(DestId));
         assert_eq!(q.queue.len(), 7);
+        assert!(q.contains(DestId(3)) && !q.contains(DestId(2)));
         // Churned while the peer is behind: each prefix still waits once.
         for _ in 0..50 {
-            q.extend((0..1000).map(net));
+            q.extend((0..1000).map(DestId));
         }
         assert_eq!(q.queue.len(), 1000);
-        assert_eq!(q.take(7), [3, 4, 5, 6, 7, 8, 9].map(net));
+        assert_eq!(q.take(7), [3, 4, 5, 6, 7, 8, 9].map(DestId));
         // Taken prefixes can be queued again.
-        q.extend([net(3)]);
+        q.extend([DestId(3)]);
         assert_eq!(q.queue.len(), 994);
+        q.take(usize::MAX);
+        assert!(q.is_empty() && !q.contains(DestId(3)));
+    }
+
+    #[test]
+    fn bits_grow_on_demand_and_answer_for_any_slot() {
+        let mut b = SlotBits::default();
+        assert!(!b.contains(DestId(1_000_000)));
+        assert!(!b.remove(DestId(5)));
+        assert!(b.insert(DestId(130)));
+        assert!(!b.insert(DestId(130)));
+        assert!(b.contains(DestId(130)) && !b.contains(DestId(129)));
+        assert!(b.remove(DestId(130)));
+        assert!(!b.contains(DestId(130)));
     }
 }

@@ -7,6 +7,7 @@
 //! - [`kernel`]: learned routes in the kernel's main table with protocol `bird`, in batches;
 //! - [`control`]: the gRPC socket `calicoctl node status` reads, health and metrics.
 
+pub mod adj_out;
 pub mod calico;
 pub mod control;
 pub mod daemon;

@@ -153,16 +153,19 @@ pub(super) struct Ctx<'a> {
     pub peers: &'a crate::types::FastMap<PeerId, PeerInfo>,
 }
 
-/// The outcome for one prefix.
-#[derive(Debug)]
-pub(super) struct Ranking {
-    /// Indices into the paths: the best, then the losers that lasted longest first (ties in
-    /// input order), then the refused ones.
+/// Why each path lost, per input index (`None` for the best), for [`Rib::explain`](super::Rib::explain).
+pub(super) type Lost = Vec<Option<LostBecause>>;
+
+/// Buffers the decision reuses from prefix to prefix: an UPDATE decides thousands of
+/// prefixes, and allocating its working lists each time was a tenth of a ten-sender feed.
+#[derive(Debug, Default)]
+pub(super) struct Scratch {
+    alive: Vec<Cand>,
+    dropped: Vec<(usize, LostBecause)>,
+    mins: Vec<Option<u32>>,
+    /// Indices into the paths after [`select`]: the best, then the losers that lasted
+    /// longest first (ties in input order), then the refused ones.
     pub order: Vec<usize>,
-    /// The best plus the paths still standing after step 7; 0 without a usable path.
-    pub multipath: usize,
-    /// Per input index: `None` for the best, else why it lost.
-    pub lost: Vec<Option<LostBecause>>,
 }
 
 /// One candidate with every value the steps compare.
@@ -228,12 +231,13 @@ impl Cand {
 
 /// The candidates still standing and the paths dropped so far, in the order dropped.
 #[derive(Debug)]
-struct Elimination {
-    alive: Vec<Cand>,
-    dropped: Vec<(usize, LostBecause)>,
+struct Elimination<'s> {
+    alive: &'s mut Vec<Cand>,
+    dropped: &'s mut Vec<(usize, LostBecause)>,
+    mins: &'s mut Vec<Option<u32>>,
 }
 
-impl Elimination {
+impl Elimination<'_> {
     /// Keeps the candidates with the smallest `key`; the others lose with `why(theirs, min)`.
     fn keep_min<K: Ord + Copy>(
         &mut self,
@@ -243,7 +247,7 @@ impl Elimination {
         let Some(min) = self.alive.iter().map(&key).min() else {
             return;
         };
-        let dropped = &mut self.dropped;
+        let dropped = &mut *self.dropped;
         self.alive.retain(|c| {
             let k = key(c);
             if k == min {
@@ -264,15 +268,17 @@ impl Elimination {
                 .map(|c| c.med)
                 .min()
         };
-        let mins: Vec<Option<u32>> = self
-            .alive
-            .iter()
-            .map(|c| c.neighbor_as.and_then(|asn| lowest(&self.alive, asn)))
-            .collect();
-        let dropped = &mut self.dropped;
-        let mut mins = mins.into_iter();
+        self.mins.clear();
+        let alive = &*self.alive;
+        self.mins.extend(
+            alive
+                .iter()
+                .map(|c| c.neighbor_as.and_then(|asn| lowest(alive, asn))),
+        );
+        let dropped = &mut *self.dropped;
+        let mut mins = self.mins.iter();
         self.alive.retain(|c| {
-            let min = mins.next().flatten();
+            let min = mins.next().copied().flatten();
             let Some(asn) = c.neighbor_as else {
                 return true;
             };
@@ -293,28 +299,27 @@ impl Elimination {
     }
 }
 
-/// Ranks the paths of one prefix.
-pub(super) fn rank(paths: &[PathEntry], ctx: &Ctx<'_>) -> Ranking {
-    let mut lost: Vec<Option<LostBecause>> = paths
-        .iter()
-        .map(|p| p.rejected.map(LostBecause::Rejected))
-        .collect();
+/// Ranks the paths of one prefix into `s.order`; returns how many lead it as the best and
+/// its ties through the IGP-cost step (0 without a usable path).
+pub(super) fn select(paths: &[PathEntry], ctx: &Ctx<'_>, s: &mut Scratch) -> usize {
+    s.order.clear();
+    s.dropped.clear();
     if let [only] = paths {
-        return Ranking {
-            order: vec![0],
-            multipath: usize::from(only.rejected.is_none()),
-            lost,
-        };
+        s.order.push(0);
+        return usize::from(only.rejected.is_none());
     }
-
-    let mut e = Elimination {
-        alive: paths
+    s.alive.clear();
+    s.alive.extend(
+        paths
             .iter()
             .enumerate()
             .filter(|(_, p)| p.rejected.is_none())
-            .map(|(i, p)| Cand::new(i, p, ctx))
-            .collect(),
-        dropped: Vec::new(),
+            .map(|(i, p)| Cand::new(i, p, ctx)),
+    );
+    let mut e = Elimination {
+        alive: &mut s.alive,
+        dropped: &mut s.dropped,
+        mins: &mut s.mins,
     };
     e.keep_min(
         |c| Reverse(c.local_pref),
@@ -356,27 +361,33 @@ pub(super) fn rank(paths: &[PathEntry], ctx: &Ctx<'_>) -> Ranking {
         |path, winner| LostBecause::PathId { path, winner },
     );
 
-    let mut order: Vec<usize> = Vec::with_capacity(paths.len());
-    order.extend(e.alive.iter().map(|c| c.idx));
+    s.order.extend(s.alive.iter().map(|c| c.idx));
     // Those dropped later lasted longer: rank them first (stable, so ties stay in input
     // order).
-    e.dropped.sort_by_key(|(_, why)| Reverse(why.step()));
-    order.extend(e.dropped.iter().map(|(i, _)| *i));
-    order.extend(
+    s.dropped.sort_by_key(|(_, why)| Reverse(why.step()));
+    s.order.extend(s.dropped.iter().map(|(i, _)| *i));
+    s.order.extend(
         paths
             .iter()
             .enumerate()
             .filter(|(_, p)| p.rejected.is_some())
             .map(|(i, _)| i),
     );
-    for (i, why) in e.dropped {
+    multipath
+}
+
+/// Why each path of one prefix is not its best (`None`: it is), in input order.
+pub(super) fn explain(paths: &[PathEntry], ctx: &Ctx<'_>) -> Lost {
+    let mut s = Scratch::default();
+    select(paths, ctx, &mut s);
+    let mut lost: Lost = paths
+        .iter()
+        .map(|p| p.rejected.map(LostBecause::Rejected))
+        .collect();
+    for (i, why) in s.dropped {
         if let Some(slot) = lost.get_mut(i) {
             *slot = Some(why);
         }
     }
-    Ranking {
-        order,
-        multipath,
-        lost,
-    }
+    lost
 }

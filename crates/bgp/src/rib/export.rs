@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use super::{Dest, PathEntry, PeerId, PeerInfo, Rib};
+use super::{Dest, DestId, PathEntry, PeerId, PeerInfo, Rib};
 use crate::types::{AttrEdits, Attrs, Family, NO_ADVERTISE, NO_EXPORT, NO_EXPORT_SUBCONFED};
 
 /// What one peer should have for one prefix: (path id, attributes) pairs, path id 0
@@ -77,17 +77,19 @@ impl ExportPolicy for ExportAll {
     }
 }
 
+/// Where export hands what one peer should have for one prefix: its slot, the prefix, and
+/// the (path id, attributes) pairs (empty = withdraw). The slice is only valid during the
+/// call: export reuses one buffer for every prefix.
+pub type ExportSink<'s> = dyn FnMut(DestId, IpNet, &[(u32, Arc<Attrs>)]) + 's;
+
 impl Rib {
     /// What `to` should have for `prefix` without an export filter: (path id, attributes)
     /// pairs; empty = withdraw.
     pub fn export(&self, to: PeerId, prefix: IpNet) -> Advertised {
-        let mut all = ExportAll;
-        let (Some(mut ex), Some(dest)) =
-            (Exporter::new(self, to, &mut all), self.dests.get(&prefix))
-        else {
-            return Vec::new();
-        };
-        ex.dest(prefix, dest)
+        self.export_many(to, [prefix], &mut ExportAll)
+            .pop()
+            .map(|(_, paths)| paths)
+            .unwrap_or_default()
     }
 
     /// [`Rib::export`] for many prefixes at once through `policy`, sharing the rewritten
@@ -103,56 +105,40 @@ impl Rib {
             .into_iter()
             .map(|prefix| {
                 let paths = match (&mut ex, self.dests.get(&prefix)) {
-                    (Some(ex), Some(dest)) => ex.dest(prefix, dest),
+                    (Some(ex), Some(dest)) => {
+                        ex.dest(dest);
+                        ex.buf.clone()
+                    }
                     _ => Vec::new(),
                 };
                 (prefix, paths)
             })
             .collect()
     }
-}
 
-impl Rib {
-    /// [`Rib::export_many`] for prefixes whose current best path the caller already holds
-    /// (the last [`Change`](super::Change) of each): no RIB lookup per prefix unless `to`
-    /// takes ADD-PATH, which needs every path. Each prefix must appear once and carry the
-    /// RIB's current best: an older change exported after a newer one would leave the peer
-    /// with a stale route.
-    pub fn export_changes<'c>(
+    /// What `to` should have for each slot in `ids`, through `policy`, handed to `sink` in
+    /// order. Prefixes sharing stored attributes share one rewritten `Arc`, so the caller
+    /// can group them into UPDATEs by pointer.
+    pub fn export_ids(
         &self,
         to: PeerId,
-        changes: impl IntoIterator<Item = (IpNet, Option<&'c super::BestPath>)>,
+        ids: impl IntoIterator<Item = DestId>,
         policy: &mut dyn ExportPolicy,
-    ) -> Vec<(IpNet, Advertised)> {
+        sink: &mut ExportSink<'_>,
+    ) {
         let mut ex = Exporter::new(self, to, policy);
-        changes
-            .into_iter()
-            .map(|(prefix, best)| {
-                let family = Family::of(&prefix);
-                let paths = match &mut ex {
-                    None => Vec::new(),
-                    Some(ex) if ex.to.add_path_tx[family.index()] => self
-                        .dests
-                        .get(&prefix)
-                        .map(|d| ex.dest(prefix, d))
-                        .unwrap_or_default(),
-                    Some(ex) => {
-                        debug_assert!(
-                            self.dests
-                                .get(&prefix)
-                                .and_then(Dest::best)
-                                .map(|p| (p.peer, &p.attrs))
-                                == best.map(|b| (b.peer, &b.attrs)),
-                            "{prefix}: the change handed to export_changes is not the current best"
-                        );
-                        best.and_then(|b| ex.path_of(prefix, b.peer, &b.attrs, None))
-                            .map(|a| vec![(0, a)])
-                            .unwrap_or_default()
-                    }
-                };
-                (prefix, paths)
-            })
-            .collect()
+        for id in ids {
+            let Some(dest) = self.dests.at(id) else {
+                continue;
+            };
+            match &mut ex {
+                Some(ex) => {
+                    ex.dest(dest);
+                    sink(id, dest.prefix, &ex.buf);
+                }
+                None => sink(id, dest.prefix, &[]),
+            }
+        }
     }
 }
 
@@ -173,6 +159,8 @@ struct Exporter<'a, 'p> {
     /// The last unedited answer: neighbouring prefixes mostly share attributes, so most
     /// lookups end here without hashing.
     last: Option<(RewriteKey, Option<Arc<Attrs>>)>,
+    /// What [`Exporter::dest`] found, reused from prefix to prefix.
+    buf: Vec<(u32, Arc<Attrs>)>,
 }
 
 impl<'a, 'p> Exporter<'a, 'p> {
@@ -189,22 +177,25 @@ impl<'a, 'p> Exporter<'a, 'p> {
             rewritten: Default::default(),
             edited: Default::default(),
             last: None,
+            buf: Vec::new(),
         })
     }
 
-    fn dest(&mut self, prefix: IpNet, dest: &Dest) -> Advertised {
-        let family = Family::of(&prefix);
-        if self.to.add_path_tx[family.index()] {
-            dest.paths
-                .iter()
-                .filter_map(|p| Some((p.tx_path_id, self.path(prefix, p)?)))
-                .collect()
-        } else {
-            dest.best()
-                .and_then(|p| self.path(prefix, p))
-                .map(|a| vec![(0, a)])
-                .unwrap_or_default()
+    /// Puts what `self.to` should have for `dest` into `self.buf`.
+    fn dest(&mut self, dest: &Dest) {
+        let prefix = dest.prefix;
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        if self.to.add_path_tx[Family::of(&prefix).index()] {
+            buf.extend(
+                dest.paths
+                    .iter()
+                    .filter_map(|p| Some((p.tx_path_id, self.path(prefix, p)?))),
+            );
+        } else if let Some(a) = dest.best().and_then(|p| self.path(prefix, p)) {
+            buf.push((0, a));
         }
+        self.buf = buf;
     }
 
     /// `p` as `self.to` should get it, or `None` when it must not be sent.

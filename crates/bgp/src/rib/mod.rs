@@ -3,15 +3,19 @@
 //!
 //! It never opens a socket, reads a clock or spawns a task: the session hands it the NLRI of
 //! one UPDATE ([`Rib::apply`]) and gets back the prefixes whose best path changed
-//! ([`Change`]); the caller asks [`Rib::export`] what each established peer should now have
-//! for those prefixes, and diffs that against what it last sent (Adj-RIB-Out lives in the
-//! caller, as in RustyBGP).
+//! ([`Change`]); the caller asks [`Rib::export_ids`] what each established peer should now
+//! have for those prefixes, and diffs that against what it last sent (Adj-RIB-Out lives in
+//! the caller, as in RustyBGP).
 //!
 //! # Layout
 //!
-//! - One `Dest` per prefix in a `HashMap`: a small vector of [`PathEntry`] (source peer,
-//!   received path id, our own ADD-PATH send id, IGP cost, the attributes as an `Arc`, the
-//!   stale flag and, for a path refused on import, why). Listings sort on the way out.
+//! - One `Dest` per prefix in a slot of one vector, found by prefix through an index
+//!   (`table.rs`); the slot's [`DestId`] is handed out with each [`Change`] so callers keep
+//!   their per-prefix state (Adj-RIB-Out, export queues) in vectors, and stays the prefix's
+//!   until the caller lets [`Rib::release_empty`] free it. A `Dest` holds a small vector of
+//!   [`PathEntry`] (source peer, received path id, our own ADD-PATH send id, IGP cost, the
+//!   attributes as an `Arc`, the stale flag and, for a path refused on import, why).
+//!   Listings sort on the way out.
 //! - The vector is kept ranked: the best path first, then the paths that tie with it through
 //!   the IGP-cost step (the ECMP set), then the other losers, those
 //!   that lasted longest in the decision first, then the refused ones.
@@ -56,6 +60,7 @@
 
 mod decision;
 mod export;
+mod table;
 #[cfg(test)]
 mod tests;
 
@@ -70,7 +75,9 @@ use crate::types::{AttrEdits, Attrs, Family, FastMap, FastSet, Nlri};
 
 use decision::Ctx;
 pub use decision::LostBecause;
-pub use export::{Advertised, ExportAll, ExportPolicy};
+pub use export::{Advertised, ExportAll, ExportPolicy, ExportSink};
+pub use table::DestId;
+use table::Table;
 
 // ---------------------------------------------------------------------------------------
 // Vocabulary
@@ -241,6 +248,8 @@ pub struct BestPath {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     pub prefix: IpNet,
+    /// The prefix's slot, valid until the caller lets [`Rib::release_empty`] free it.
+    pub id: DestId,
     pub best: Option<BestPath>,
 }
 
@@ -261,8 +270,9 @@ pub enum RibError {
 // ---------------------------------------------------------------------------------------
 
 /// Every path of one prefix, ranked (see the module doc).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Dest {
+    prefix: IpNet,
     paths: Vec<PathEntry>,
     /// How many leading paths are the best plus its ties through the IGP-cost step; 0 when
     /// no path is usable.
@@ -270,6 +280,14 @@ struct Dest {
 }
 
 impl Dest {
+    fn new(prefix: IpNet) -> Dest {
+        Dest {
+            prefix,
+            paths: Vec::new(),
+            multipath: 0,
+        }
+    }
+
     fn best(&self) -> Option<&PathEntry> {
         self.selected().first()
     }
@@ -302,12 +320,16 @@ impl Dest {
         })
     }
 
-    fn selection(&self) -> Selection {
-        let mut members = self.multipath_members().map(SelKey::of);
-        Selection {
-            best: members.next(),
-            rest: members.collect(),
-        }
+    /// Writes who is selected now into `out`: the best, then the other ECMP members.
+    fn selection_into(&self, out: &mut Vec<SelKey>) {
+        out.clear();
+        out.extend(self.multipath_members().map(SelKey::of));
+    }
+
+    /// Whether the selection is still `before` ([`Dest::selection_into`]).
+    fn selected_as(&self, before: &[SelKey]) -> bool {
+        let mut now = self.multipath_members().map(SelKey::of);
+        before.iter().all(|b| now.next() == Some(*b)) && now.next().is_none()
     }
 
     /// The smallest ADD-PATH send id, from 1, no path of this prefix uses.
@@ -317,37 +339,30 @@ impl Dest {
             .unwrap_or(u32::MAX)
     }
 
-    /// Puts the paths in the order `ranking` found.
-    fn apply_ranking(&mut self, ranking: &decision::Ranking) {
-        self.multipath = u32::try_from(ranking.multipath).unwrap_or(u32::MAX);
-        if ranking.order.iter().enumerate().all(|(i, &j)| i == j) {
-            return;
+    /// Puts the paths in `order` (a permutation: new position i takes old path `order[i]`),
+    /// in place.
+    fn reorder(&mut self, order: &[usize]) {
+        for i in 0..order.len().min(self.paths.len()) {
+            // Where the path wanted here went: swapped forward by an earlier step.
+            let mut j = order[i];
+            while j < i {
+                j = order[j];
+            }
+            self.paths.swap(i, j);
         }
-        let mut old: Vec<Option<PathEntry>> = std::mem::take(&mut self.paths)
-            .into_iter()
-            .map(Some)
-            .collect();
-        self.paths = ranking
-            .order
-            .iter()
-            .filter_map(|&i| old.get_mut(i).and_then(Option::take))
-            .collect();
     }
 }
 
-/// What a [`Change`] is about: who is selected, with which attributes. Compared before and
-/// after each edit; allocation-free unless there is ECMP.
-#[derive(Debug, PartialEq, Eq)]
-struct Selection {
-    best: Option<SelKey>,
-    rest: Vec<SelKey>,
-}
-
-#[derive(Debug)]
+/// Who a selection holds: source, received path id and stored attributes (by address:
+/// compared before and after one edit, while the `before` attributes are still held or
+/// were freed only after the new ones were allocated, so equal addresses are the same
+/// attributes). Interning makes equal attributes one allocation; a pair of equal copies
+/// costs at most a spurious [`Change`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct SelKey {
     peer: PeerId,
     path_id: u32,
-    attrs: Arc<Attrs>,
+    attrs: usize,
 }
 
 impl SelKey {
@@ -355,20 +370,17 @@ impl SelKey {
         SelKey {
             peer: p.peer,
             path_id: p.path_id,
-            attrs: Arc::clone(&p.attrs),
+            attrs: Arc::as_ptr(&p.attrs) as usize,
         }
     }
 }
 
-impl PartialEq for SelKey {
-    fn eq(&self, other: &SelKey) -> bool {
-        self.peer == other.peer
-            && self.path_id == other.path_id
-            && (Arc::ptr_eq(&self.attrs, &other.attrs) || self.attrs == other.attrs)
-    }
+/// Buffers reused by every decision.
+#[derive(Debug, Default)]
+struct Scratch {
+    decision: decision::Scratch,
+    before: Vec<SelKey>,
 }
-
-impl Eq for SelKey {}
 
 /// Paths stored per source, for [`Rib::paths_from`] and [`Rib::rejected_from`].
 #[derive(Debug, Default, Clone, Copy)]
@@ -448,7 +460,7 @@ pub struct Rib {
     config: RibConfig,
     peers: FastMap<PeerId, PeerInfo>,
     counts: FastMap<PeerId, Counts>,
-    dests: FastMap<IpNet, Dest>,
+    dests: Table,
     /// Equal attribute sets share one allocation, whichever UPDATE brought them: less
     /// memory, and export groups more prefixes per UPDATE (BIRD's `rta_lookup`).
     interned: Interner,
@@ -456,7 +468,8 @@ pub struct Rib {
     igp_costs: HashMap<IpAddr, u32>,
     /// Some peer has `add_path_tx` on: record path-set changes.
     track_path_sets: bool,
-    path_set_changes: Vec<IpNet>,
+    path_set_changes: Vec<DestId>,
+    scratch: Scratch,
 }
 
 impl Rib {
@@ -465,11 +478,12 @@ impl Rib {
             config,
             peers: FastMap::default(),
             counts: FastMap::default(),
-            dests: FastMap::default(),
+            dests: Table::default(),
             interned: Interner::default(),
             igp_costs: HashMap::new(),
             track_path_sets: false,
             path_set_changes: Vec::new(),
+            scratch: Scratch::default(),
         }
     }
 
@@ -613,8 +627,8 @@ impl Rib {
     /// compete as usual.
     pub fn mark_stale(&mut self, peer: PeerId, family: Family) -> usize {
         let mut marked = 0;
-        for (prefix, dest) in &mut self.dests {
-            if Family::of(prefix) != family {
+        for (_, dest) in self.dests.iter_mut() {
+            if Family::of(&dest.prefix) != family {
                 continue;
             }
             for p in dest.paths.iter_mut().filter(|p| p.peer == peer) {
@@ -651,7 +665,10 @@ impl Rib {
 
     /// Prefixes with a usable path.
     pub fn prefix_count(&self) -> usize {
-        self.dests.values().filter(|d| d.best().is_some()).count()
+        self.dests
+            .iter()
+            .filter(|(_, d)| d.best().is_some())
+            .count()
     }
 
     /// Paths from `peer` that passed the import checks.
@@ -675,7 +692,36 @@ impl Rib {
 
     /// Every prefix with its ranked paths, in no particular order (sort to list).
     pub fn routes(&self) -> impl Iterator<Item = (IpNet, &[PathEntry])> {
-        self.dests.iter().map(|(p, d)| (*p, d.paths.as_slice()))
+        self.dests
+            .iter()
+            .map(|(_, d)| (d.prefix, d.paths.as_slice()))
+    }
+
+    /// Every prefix with a path, with its slot.
+    pub fn ids(&self) -> impl Iterator<Item = (DestId, IpNet)> {
+        self.dests.iter().map(|(id, d)| (id, d.prefix))
+    }
+
+    /// The slot of `prefix`, while it has one.
+    pub fn id(&self, prefix: IpNet) -> Option<DestId> {
+        self.dests.id(&prefix)
+    }
+
+    /// The prefix in slot `id`.
+    pub fn prefix(&self, id: DestId) -> Option<IpNet> {
+        self.dests.at(id).map(|d| d.prefix)
+    }
+
+    /// How long a vector indexed by [`DestId`] must be to hold every slot.
+    pub fn id_capacity(&self) -> usize {
+        self.dests.capacity()
+    }
+
+    /// Frees the slots of prefixes that lost their last path, except those `in_use` says the
+    /// caller still holds (a withdrawal not yet sent): their ids may then name other
+    /// prefixes. Returns how many were freed.
+    pub fn release_empty(&mut self, in_use: impl FnMut(DestId) -> bool) -> usize {
+        self.dests.release(in_use)
     }
 
     /// Each path of `prefix`, ranked, with why it is not the best (`None`: it is).
@@ -683,14 +729,14 @@ impl Rib {
         let Some(dest) = self.dests.get(&prefix) else {
             return Vec::new();
         };
-        let ranking = decision::rank(&dest.paths, &self.ctx());
-        dest.paths.iter().zip(ranking.lost).collect()
+        let lost = decision::explain(&dest.paths, &self.ctx());
+        dest.paths.iter().zip(lost).collect()
     }
 
-    /// Prefixes whose set of paths changed since the last call, sorted, recorded only while
+    /// Slots whose set of paths changed since the last call, sorted, recorded only while
     /// some peer has ADD-PATH send on: a non-best path coming or going changes what those
     /// peers get without producing a [`Change`].
-    pub fn take_path_set_changes(&mut self) -> Vec<IpNet> {
+    pub fn take_path_set_changes(&mut self) -> Vec<DestId> {
         let mut v = std::mem::take(&mut self.path_set_changes);
         v.sort_unstable();
         v.dedup();
@@ -754,14 +800,19 @@ impl Rib {
             dests,
             track_path_sets,
             path_set_changes,
+            scratch,
             ..
         } = self;
-        let dest = match new {
-            Some(_) => dests.entry(nlri.prefix).or_default(),
-            None => match dests.get_mut(&nlri.prefix) {
-                Some(d) => d,
+        let ctx = Ctx { config, peers };
+        let id = match new {
+            Some(_) => dests.entry(nlri.prefix),
+            None => match dests.id(&nlri.prefix) {
+                Some(id) => id,
                 None => return,
             },
+        };
+        let Some(dest) = dests.at_mut(id) else {
+            return;
         };
         let pos = dest
             .paths
@@ -779,17 +830,17 @@ impl Rib {
                 if same {
                     return;
                 }
-                let before = dest.selection();
+                dest.selection_into(&mut scratch.before);
                 let p = &mut dest.paths[i];
                 counts.forget(p);
                 p.attrs = Arc::clone(&imp.attrs);
                 p.rejected = imp.rejected;
                 p.igp_cost = imp.igp_cost;
                 counts.record(p);
-                settle(&Ctx { config, peers }, nlri.prefix, dest, before, changes);
+                settle(&ctx, scratch, id, dest, changes);
             }
             (None, Some(imp)) => {
-                let before = dest.selection();
+                dest.selection_into(&mut scratch.before);
                 let p = PathEntry {
                     peer,
                     path_id: nlri.path_id,
@@ -800,24 +851,31 @@ impl Rib {
                     rejected: imp.rejected,
                 };
                 counts.record(&p);
-                // Most prefixes have one path: grow one at a time (a plain push would
-                // reserve room for four, 120 bytes per prefix that stay unused).
-                dest.paths.reserve_exact(1);
+                // Most prefixes have one path: room for exactly one (a plain push would
+                // reserve four, 120 bytes per prefix that stay unused); past that, room
+                // grows by half, so ten paths cost six reallocations, not nine.
+                let room = match dest.paths.capacity() {
+                    0 => 1,
+                    c => (c / 2).max(1),
+                };
+                if dest.paths.len() == dest.paths.capacity() {
+                    dest.paths.reserve_exact(room);
+                }
                 dest.paths.push(p);
-                settle(&Ctx { config, peers }, nlri.prefix, dest, before, changes);
+                settle(&ctx, scratch, id, dest, changes);
             }
             (Some(i), None) => {
-                let before = dest.selection();
+                dest.selection_into(&mut scratch.before);
                 let p = dest.paths.remove(i);
                 counts.forget(&p);
-                settle(&Ctx { config, peers }, nlri.prefix, dest, before, changes);
+                settle(&ctx, scratch, id, dest, changes);
                 if dest.paths.is_empty() {
-                    dests.remove(&nlri.prefix);
+                    dests.emptied(id);
                 }
             }
         }
         if *track_path_sets {
-            path_set_changes.push(nlri.prefix);
+            path_set_changes.push(id);
         }
     }
 
@@ -835,17 +893,19 @@ impl Rib {
             dests,
             track_path_sets,
             path_set_changes,
+            scratch,
             ..
         } = self;
         let ctx = Ctx { config, peers };
         let mut changes = Vec::new();
-        dests.retain(|prefix, dest| {
-            if family.is_some_and(|f| f != Family::of(prefix))
+        let mut emptied = Vec::new();
+        for (id, dest) in dests.iter_mut() {
+            if family.is_some_and(|f| f != Family::of(&dest.prefix))
                 || !dest.paths.iter().any(|p| edit(p).is_some())
             {
-                return true;
+                continue;
             }
-            let before = dest.selection();
+            dest.selection_into(&mut scratch.before);
             dest.paths.retain_mut(|p| {
                 let Some(e) = edit(p) else { return true };
                 let c = counts.entry(p.peer).or_default();
@@ -860,12 +920,17 @@ impl Rib {
                     }
                 }
             });
-            settle(&ctx, *prefix, dest, before, &mut changes);
+            settle(&ctx, scratch, id, dest, &mut changes);
             if *track_path_sets {
-                path_set_changes.push(*prefix);
+                path_set_changes.push(id);
             }
-            !dest.paths.is_empty()
-        });
+            if dest.paths.is_empty() {
+                emptied.push(id);
+            }
+        }
+        for id in emptied {
+            dests.emptied(id);
+        }
         changes
     }
 }
@@ -892,23 +957,30 @@ fn import_check(config: &RibConfig, info: &PeerInfo, attrs: &Attrs) -> Option<Im
     None
 }
 
-/// Re-decides `dest` after an edit and reports a [`Change`] if its selection moved.
+/// Re-decides `dest` after an edit and reports a [`Change`] if its selection moved from
+/// `scratch.before`.
 fn settle(
     ctx: &Ctx<'_>,
-    prefix: IpNet,
+    scratch: &mut Scratch,
+    id: DestId,
     dest: &mut Dest,
-    before: Selection,
     changes: &mut Vec<Change>,
 ) {
     if let [only] = dest.paths.as_slice() {
         // One path (most prefixes): selected unless refused, nothing to rank.
         dest.multipath = u32::from(only.rejected.is_none());
     } else {
-        dest.apply_ranking(&decision::rank(&dest.paths, ctx));
+        let multipath = decision::select(&dest.paths, ctx, &mut scratch.decision);
+        dest.multipath = u32::try_from(multipath).unwrap_or(u32::MAX);
+        let order = &scratch.decision.order;
+        if !order.iter().enumerate().all(|(i, &j)| i == j) {
+            dest.reorder(order);
+        }
     }
-    if before != dest.selection() {
+    if !dest.selected_as(&scratch.before) {
         changes.push(Change {
-            prefix,
+            prefix: dest.prefix,
+            id,
             best: dest.best_path(),
         });
     }

@@ -1052,7 +1052,7 @@ fn add_path_export_sends_every_path_under_a_stable_id() {
 
     // A loser goes: no best change, but the ADD-PATH peer must hear of it.
     assert!(withdraw(&mut rib, 2, p1()).is_empty());
-    assert_eq!(rib.take_path_set_changes(), vec![p1()]);
+    assert_eq!(rib.take_path_set_changes(), vec![rib.id(p1()).unwrap()]);
     assert_eq!(
         ids(&rib),
         vec![(1, vec![AS, 65001]), (3, vec![AS, 65003, 3])]
@@ -1096,7 +1096,7 @@ fn add_path_export_sends_every_path_under_a_stable_id() {
 }
 
 #[test]
-fn exporting_from_changes_gives_what_a_lookup_gives_for_every_kind_of_peer() {
+fn exporting_by_slot_gives_what_a_lookup_by_prefix_gives_for_every_kind_of_peer() {
     let ap = PeerInfo {
         add_path_tx: [true, false],
         ..ebgp(9, 65009)
@@ -1120,10 +1120,15 @@ fn exporting_from_changes_gives_what_a_lookup_gives_for_every_kind_of_peer() {
         }
     }
     for to in [1, 2, 3, 9, 42] {
-        let from_changes = rib.export_changes(
+        let mut from_changes = Vec::new();
+        rib.export_ids(
             PeerId(to),
-            last.iter().map(|c| (c.prefix, c.best.as_ref())),
+            last.iter().map(|c| c.id),
             &mut ExportAll,
+            &mut |id, prefix, paths| {
+                assert_eq!(rib.id(prefix), Some(id));
+                from_changes.push((prefix, paths.to_vec()));
+            },
         );
         let looked_up = rib.export_many(PeerId(to), last.iter().map(|c| c.prefix), &mut ExportAll);
         assert_eq!(from_changes, looked_up, "to peer {to}");
@@ -1223,6 +1228,7 @@ fn removing_a_peer_moves_the_best_and_finally_withdraws() {
         changes,
         vec![Change {
             prefix: p1(),
+            id: rib.id(p1()).unwrap(),
             best: None
         }]
     );
@@ -1340,6 +1346,7 @@ fn one_update_withdraws_then_announces_and_missing_attributes_withdraw() {
         changes,
         vec![Change {
             prefix: q,
+            id: rib.id(q).unwrap(),
             best: None
         }]
     );
@@ -1355,6 +1362,7 @@ fn local_routes_can_be_withdrawn() {
         rib.withdraw_local(p1()),
         vec![Change {
             prefix: p1(),
+            id: rib.id(p1()).unwrap(),
             best: None
         }]
     );
@@ -1463,7 +1471,9 @@ fn a_stored_path_stays_compact() {
     // Per path: source, two path ids, IGP cost, one shared attribute set, flags (§6 of the
     // BGP reference: ≤ 100–150 B per path all in).
     assert!(std::mem::size_of::<PathEntry>() <= 40);
-    assert!(std::mem::size_of::<Dest>() <= 32);
+    // Per prefix: its slot (the prefix, the paths, the ECMP count) and an index entry.
+    assert!(std::mem::size_of::<Dest>() <= 48);
+    assert!(std::mem::size_of::<(IpNet, DestId)>() <= 24);
 }
 
 #[test]
@@ -1581,4 +1591,78 @@ fn an_import_filter_prepending_our_own_as_does_not_make_a_loop() {
         .best(p1())
         .expect("accepted: the loop check saw the path as received");
     assert_eq!(best.attrs.as_path.flat(), [AS, 65001]);
+}
+
+#[test]
+fn reordering_in_place_matches_taking_each_path_from_its_old_place() {
+    fn permutations(n: usize) -> Vec<Vec<usize>> {
+        if n == 0 {
+            return vec![Vec::new()];
+        }
+        let mut out = Vec::new();
+        for p in permutations(n - 1) {
+            for at in 0..=p.len() {
+                let mut q = p.clone();
+                q.insert(at, n - 1);
+                out.push(q);
+            }
+        }
+        out
+    }
+    for n in 1..=6 {
+        for order in permutations(n) {
+            let mut dest = Dest::new(p1());
+            for i in 0..n {
+                dest.paths.push(PathEntry {
+                    peer: PeerId(i as u32 + 1),
+                    path_id: 0,
+                    tx_path_id: 0,
+                    igp_cost: 0,
+                    attrs: Arc::new(route(&[65001], 1)),
+                    stale: false,
+                    rejected: None,
+                });
+            }
+            dest.reorder(&order);
+            let got: Vec<u32> = dest.paths.iter().map(|p| p.peer.0 - 1).collect();
+            let want: Vec<u32> = order.iter().map(|&i| i as u32).collect();
+            assert_eq!(got, want, "order {order:?}");
+        }
+    }
+}
+
+#[test]
+fn a_prefix_keeps_its_slot_until_the_caller_lets_it_go() {
+    let mut rib = rib(config(), &[(1, ebgp(1, 65001))]);
+    let q = net("192.168.2.0/24");
+    let c = announce(&mut rib, 1, p1(), route(&[65001], 1));
+    let id = c[0].id;
+    assert_eq!(rib.id(p1()), Some(id));
+    assert_eq!(rib.prefix(id), Some(p1()));
+
+    // Withdrawn: the slot stays the prefix's while the caller holds it.
+    let c = withdraw(&mut rib, 1, p1());
+    assert_eq!((c[0].id, c[0].best.as_ref()), (id, None));
+    assert_eq!(rib.routes().count(), 0);
+    assert_eq!(rib.release_empty(|held| held == id), 0);
+    assert_eq!(rib.id(p1()), Some(id));
+    // Announced again meanwhile: same slot, nothing to free.
+    assert_eq!(announce(&mut rib, 1, p1(), route(&[65001], 1))[0].id, id);
+    assert_eq!(rib.release_empty(|_| false), 0);
+
+    // Let go: the slot is freed, and the next new prefix takes it.
+    withdraw(&mut rib, 1, p1());
+    assert_eq!(rib.release_empty(|_| false), 1);
+    assert_eq!(rib.id(p1()), None);
+    assert_eq!(announce(&mut rib, 1, q, route(&[65001], 1))[0].id, id);
+    assert_eq!(rib.prefix(id), Some(q));
+    assert_eq!(rib.id_capacity(), 1);
+    let ids: Vec<_> = rib.ids().collect();
+    assert_eq!(ids, vec![(id, q)]);
+
+    // A peer's whole table going empties its slots the same way.
+    announce(&mut rib, 1, p1(), route(&[65001], 1));
+    assert_eq!(rib.remove_peer(PeerId(1)).len(), 2);
+    assert_eq!(rib.release_empty(|_| false), 2);
+    assert_eq!(rib.ids().count(), 0);
 }
