@@ -47,6 +47,19 @@ use crate::sockopt;
 /// keepalives flow) while a full table goes out.
 const FLUSH_SLICE: usize = 20_000;
 
+/// How soon a peer whose session had no room for more is tried again.
+const BLOCKED_RETRY: Duration = Duration::from_millis(2);
+
+/// Whether some peer still waits for prefixes after a flush.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backlog {
+    None,
+    /// A peer with queued prefixes whose session can take them.
+    Ready,
+    /// Every peer with queued prefixes has a full session.
+    Blocked,
+}
+
 /// How often the kernel's routes are re-read and repaired if someone changed them.
 const KERNEL_RESYNC: Duration = Duration::from_secs(10);
 
@@ -194,6 +207,7 @@ pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken)
     };
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut backlog = Backlog::None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
@@ -219,11 +233,17 @@ pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken)
                 d.timers();
                 ready.set(d.readiness());
             }
+            // A peer still has prefixes queued past this round's slice: go on once the
+            // other tasks had their turn, or shortly when its session is full (without
+            // this it waited for the next event or tick: 50 ms per slice).
+            _ = tokio::task::yield_now(), if backlog == Backlog::Ready => {}
+            _ = tokio::time::sleep(BLOCKED_RETRY), if backlog == Backlog::Blocked => {}
         }
         if d.config_dirty && d.ds_in_sync {
             d.reconfigure().await;
         }
         d.flush();
+        backlog = d.backlog();
     }
     tracing::info!("birdd stopping; routes stay in the kernel for the next run");
     for p in d.peers.values() {
@@ -1033,6 +1053,21 @@ impl Daemon {
             }
         }
         self.release_slots();
+    }
+
+    /// Whether a peer still has prefixes (or End-of-RIB) to be sent, and can take them.
+    fn backlog(&self) -> Backlog {
+        let mut backlog = Backlog::None;
+        for p in self.peers.values() {
+            if !p.established() || (p.dirty.is_empty() && p.eor_pending.is_empty()) {
+                continue;
+            }
+            if p.session.commands.capacity() > 0 {
+                return Backlog::Ready;
+            }
+            backlog = Backlog::Blocked;
+        }
+        backlog
     }
 
     /// Frees the RIB slots of prefixes that lost their last path once every peer has heard
