@@ -174,7 +174,8 @@ pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken)
         control::serve_http(addr, ready.clone(), metrics.clone(), stop.clone()).await?;
     }
 
-    let (events_tx, mut events_rx) = mpsc::channel::<SessionEvent>(1024);
+    // Bounded so decoded UPDATEs wait in the sockets, not in memory, when the loop is behind.
+    let (events_tx, mut events_rx) = mpsc::channel::<SessionEvent>(256);
     let (accepted_tx, mut accepted_rx) = mpsc::channel(16);
     let nodename = opts.nodename.clone();
     let secrets = SecretStore::new(opts.secrets_dir.clone());

@@ -190,7 +190,7 @@ impl<'a, 'p> Exporter<'a, 'p> {
             buf.extend(
                 dest.paths
                     .iter()
-                    .filter_map(|p| Some((p.tx_path_id, self.path(prefix, p)?))),
+                    .filter_map(|p| Some((u32::from(p.tx_path_id), self.path(prefix, p)?))),
             );
         } else if let Some(a) = dest.best().and_then(|p| self.path(prefix, p)) {
             buf.push((0, a));

@@ -70,6 +70,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use ipnet::IpNet;
+use smallvec::SmallVec;
 
 use crate::types::{AttrEdits, Attrs, Family, FastMap, FastSet, Nlri};
 
@@ -221,8 +222,9 @@ pub struct PathEntry {
     pub peer: PeerId,
     /// The path id the peer sent it under (RFC 7911), 0 without ADD-PATH.
     pub path_id: u32,
-    /// The path id we send it under to ADD-PATH peers (see the module doc).
-    pub tx_path_id: u32,
+    /// The path id we send it under to ADD-PATH peers (see the module doc): the smallest
+    /// free one, so 16 bits are plenty, and the entry stays 32 bytes.
+    pub tx_path_id: u16,
     /// Cost to reach the next hop ([`Rib::set_igp_cost`]), 0 by default.
     pub igp_cost: u32,
     pub attrs: Arc<Attrs>,
@@ -273,7 +275,8 @@ pub enum RibError {
 #[derive(Debug)]
 struct Dest {
     prefix: IpNet,
-    paths: Vec<PathEntry>,
+    /// One path inline (most prefixes have one), more on the heap.
+    paths: SmallVec<[PathEntry; 1]>,
     /// How many leading paths are the best plus its ties through the IGP-cost step; 0 when
     /// no path is usable.
     multipath: u32,
@@ -283,7 +286,7 @@ impl Dest {
     fn new(prefix: IpNet) -> Dest {
         Dest {
             prefix,
-            paths: Vec::new(),
+            paths: SmallVec::new(),
             multipath: 0,
         }
     }
@@ -333,10 +336,10 @@ impl Dest {
     }
 
     /// The smallest ADD-PATH send id, from 1, no path of this prefix uses.
-    fn free_tx_path_id(&self) -> u32 {
-        (1..)
+    fn free_tx_path_id(&self) -> u16 {
+        (1..u16::MAX)
             .find(|id| !self.paths.iter().any(|p| p.tx_path_id == *id))
-            .unwrap_or(u32::MAX)
+            .unwrap_or(u16::MAX)
     }
 
     /// Puts the paths in `order` (a permutation: new position i takes old path `order[i]`),
@@ -851,15 +854,10 @@ impl Rib {
                     rejected: imp.rejected,
                 };
                 counts.record(&p);
-                // Most prefixes have one path: room for exactly one (a plain push would
-                // reserve four, 120 bytes per prefix that stay unused); past that, room
-                // grows by half, so ten paths cost six reallocations, not nine.
-                let room = match dest.paths.capacity() {
-                    0 => 1,
-                    c => (c / 2).max(1),
-                };
+                // Past the one path held inline, room grows by half: ten paths cost six
+                // reallocations (not nine) and leave little room unused.
                 if dest.paths.len() == dest.paths.capacity() {
-                    dest.paths.reserve_exact(room);
+                    dest.paths.reserve_exact((dest.paths.capacity() / 2).max(1));
                 }
                 dest.paths.push(p);
                 settle(&ctx, scratch, id, dest, changes);

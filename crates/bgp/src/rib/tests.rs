@@ -1470,10 +1470,10 @@ fn every_reason_reads_like_a_sentence() {
 fn a_stored_path_stays_compact() {
     // Per path: source, two path ids, IGP cost, one shared attribute set, flags (§6 of the
     // BGP reference: ≤ 100–150 B per path all in).
-    assert!(std::mem::size_of::<PathEntry>() <= 40);
-    // Per prefix: its slot (the prefix, the paths, the ECMP count) and an index entry.
-    assert!(std::mem::size_of::<Dest>() <= 48);
-    assert!(std::mem::size_of::<(IpNet, DestId)>() <= 24);
+    assert!(std::mem::size_of::<PathEntry>() <= 32);
+    // Per prefix: its slot (the prefix, the ECMP count, the paths with one inline) and a
+    // 4-byte index entry.
+    assert!(std::mem::size_of::<Dest>() <= 64);
 }
 
 #[test]
@@ -1665,4 +1665,42 @@ fn a_prefix_keeps_its_slot_until_the_caller_lets_it_go() {
     assert_eq!(rib.remove_peer(PeerId(1)).len(), 2);
     assert_eq!(rib.release_empty(|_| false), 2);
     assert_eq!(rib.ids().count(), 0);
+}
+
+#[test]
+fn slots_past_the_first_chunk_find_their_prefixes_and_are_reused() {
+    let mut rib = rib(config(), &[(1, ebgp(1, 65001))]);
+    let nets: Vec<IpNet> = (0..10_000u32)
+        .map(|i| IpNet::new(Ipv4Addr::from(0x0a00_0000 + (i << 8)).into(), 24).unwrap())
+        .collect();
+    let attrs = Arc::new(route(&[65001], 1));
+    let nlri: Vec<Nlri> = nets.iter().map(|n| Nlri::new(*n)).collect();
+    let changes = rib
+        .apply(PeerId(1), &[], &nlri, Some(attrs.clone()))
+        .unwrap();
+    assert_eq!(changes.len(), nets.len());
+    for c in &changes {
+        assert_eq!(rib.id(c.prefix), Some(c.id));
+        assert_eq!(rib.prefix(c.id), Some(c.prefix));
+    }
+    assert_eq!(rib.id_capacity(), nets.len());
+
+    // Every other prefix goes and its slot is freed; new prefixes take those slots.
+    let gone: Vec<Nlri> = nlri.iter().step_by(2).copied().collect();
+    rib.apply(PeerId(1), &gone, &[], None).unwrap();
+    assert_eq!(rib.release_empty(|_| false), gone.len());
+    let fresh: Vec<Nlri> = (0..gone.len() as u32)
+        .map(|i| Nlri::new(IpNet::new(Ipv4Addr::from(0x0b00_0000 + (i << 8)).into(), 24).unwrap()))
+        .collect();
+    let changes = rib.apply(PeerId(1), &[], &fresh, Some(attrs)).unwrap();
+    assert_eq!(rib.id_capacity(), nets.len(), "no new slot was needed");
+    for c in &changes {
+        assert_eq!(rib.prefix(c.id), Some(c.prefix));
+    }
+    for n in nlri.iter().skip(1).step_by(2) {
+        let id = rib.id(n.prefix).unwrap();
+        assert_eq!(rib.prefix(id), Some(n.prefix));
+        assert_eq!(best_peer(&rib, n.prefix), Some(PeerId(1)));
+    }
+    assert_eq!(rib.ids().count(), nets.len());
 }
