@@ -47,6 +47,11 @@ use crate::sockopt;
 /// keepalives flow) while a full table goes out.
 const FLUSH_SLICE: usize = 20_000;
 
+/// Prefixes edited by a round's UPDATEs before their decisions run anyway: large enough that
+/// ten peers sending the same prefixes are mostly decided once per prefix (bench-bgp B),
+/// small enough that a round's changes stay a few hundred kilobytes (bench-bgp A's B/path).
+const DECIDE_BATCH: usize = 4096;
+
 /// How soon a peer whose session had no room for more is tried again.
 const BLOCKED_RETRY: Duration = Duration::from_millis(2);
 
@@ -174,8 +179,9 @@ pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken)
         control::serve_http(addr, ready.clone(), metrics.clone(), stop.clone()).await?;
     }
 
-    // Bounded so decoded UPDATEs wait in the sockets, not in memory, when the loop is behind.
-    let (events_tx, mut events_rx) = mpsc::channel::<SessionEvent>(256);
+    // Short, so that decoded UPDATEs wait in the sockets rather than in memory when the loop is
+    // behind (each holds up to ~1,000 prefixes).
+    let (events_tx, mut events_rx) = mpsc::channel::<SessionEvent>(32);
     let (accepted_tx, mut accepted_rx) = mpsc::channel(16);
     let nodename = opts.nodename.clone();
     let secrets = SecretStore::new(opts.secrets_dir.clone());
@@ -240,8 +246,10 @@ pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken)
             _ = tokio::task::yield_now(), if backlog == Backlog::Ready => {}
             _ = tokio::time::sleep(BLOCKED_RETRY), if backlog == Backlog::Blocked => {}
         }
+        d.decide();
         if d.config_dirty && d.ds_in_sync {
             d.reconfigure().await;
+            d.decide();
         }
         d.flush();
         backlog = d.backlog();
@@ -312,14 +320,18 @@ impl Daemon {
             for k in keys {
                 self.remove_peer(k, Notification::other_config_change());
             }
-            self.rib = Some(Rib::new(RibConfig {
+            let mut rib = Rib::new(RibConfig {
                 router_id: intent.router_id,
                 local_as: intent.local_as,
                 cluster_id: intent.cluster_id,
-            }));
-            // Changes of the old RIB (its kernel routes are dealt with) must not be
-            // exported from the new one.
+            });
+            // Each round's UPDATEs are decided together, before the flush (Daemon::decide).
+            rib.defer_decisions();
+            self.rib = Some(rib);
+            // Changes of the old RIB (its kernel routes are dealt with: removing the peers
+            // withdrew them) must not be exported from the new one, whose slots are new.
             self.changed.clear();
+            self.kernel_routes.clear();
             self.originated.clear();
         }
         self.ensure_listener(&intent).await;
@@ -799,6 +811,13 @@ impl Daemon {
             }
         }
         self.changes(changes);
+        if self
+            .rib
+            .as_ref()
+            .is_some_and(|r| r.undecided() >= DECIDE_BATCH)
+        {
+            self.decide();
+        }
     }
 
     fn down(
@@ -848,6 +867,12 @@ impl Daemon {
                 }
             }
         }
+        self.changes(changes);
+    }
+
+    /// Runs the decisions the RIB deferred while this round's UPDATEs came in.
+    fn decide(&mut self) {
+        let changes = self.rib.as_mut().map(Rib::decide).unwrap_or_default();
         self.changes(changes);
     }
 
@@ -1006,6 +1031,7 @@ impl Daemon {
             });
             let mut groups: Vec<(Arc<Attrs>, Vec<Nlri>)> = Vec::new();
             let mut group_of: FastMap<usize, usize> = FastMap::default();
+            let mut last_group: Option<(usize, usize)> = None;
             let mut withdrawn: [Vec<Nlri>; 2] = [Vec::new(), Vec::new()];
             let sent = &mut p.sent;
             rib.export_ids(PeerId(p.key), ours, &mut policy, &mut |id, prefix, want| {
@@ -1017,12 +1043,20 @@ impl Daemon {
                     want,
                     |path_id| withdrawn.push(Nlri { prefix, path_id }),
                     |path_id, attrs| {
-                        let g = *group_of
-                            .entry(Arc::as_ptr(attrs) as usize)
-                            .or_insert_with(|| {
-                                groups.push((attrs.clone(), Vec::new()));
-                                groups.len() - 1
-                            });
+                        // Neighbouring prefixes mostly share attributes: the last group
+                        // first, the map only when they differ.
+                        let key = Arc::as_ptr(attrs) as usize;
+                        let g = match last_group {
+                            Some((k, g)) if k == key => g,
+                            _ => {
+                                let g = *group_of.entry(key).or_insert_with(|| {
+                                    groups.push((attrs.clone(), Vec::new()));
+                                    groups.len() - 1
+                                });
+                                last_group = Some((key, g));
+                                g
+                            }
+                        };
                         groups[g].1.push(Nlri { prefix, path_id });
                     },
                 );

@@ -161,6 +161,8 @@ struct Exporter<'a, 'p> {
     last: Option<(RewriteKey, Option<Arc<Attrs>>)>,
     /// What [`Exporter::dest`] found, reused from prefix to prefix.
     buf: Vec<(u32, Arc<Attrs>)>,
+    /// The last source peer looked up.
+    source: Option<(PeerId, &'a PeerInfo)>,
 }
 
 impl<'a, 'p> Exporter<'a, 'p> {
@@ -178,6 +180,7 @@ impl<'a, 'p> Exporter<'a, 'p> {
             edited: Default::default(),
             last: None,
             buf: Vec::new(),
+            source: None,
         })
     }
 
@@ -229,7 +232,15 @@ impl<'a, 'p> Exporter<'a, 'p> {
         let source = if peer.is_local() {
             None
         } else {
-            Some(self.rib.peers.get(&peer)?)
+            // Neighbouring prefixes mostly come from one peer: look it up once for them.
+            match self.source {
+                Some((id, info)) if id == peer => Some(info),
+                _ => {
+                    let info = self.rib.peers.get(&peer)?;
+                    self.source = Some((peer, info));
+                    Some(info)
+                }
+            }
         };
         // RFC 4456 §6: iBGP-learned routes reach other iBGP peers only by reflection.
         let reflect = match source {

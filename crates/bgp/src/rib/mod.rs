@@ -277,6 +277,9 @@ struct Dest {
     prefix: IpNet,
     /// One path inline (most prefixes have one), more on the heap.
     paths: SmallVec<[PathEntry; 1]>,
+    /// Edited since the last [`Rib::decide`] while decisions are deferred: `paths` and
+    /// `multipath` are not ranked yet.
+    undecided: bool,
     /// How many leading paths are the best plus its ties through the IGP-cost step; 0 when
     /// no path is usable.
     multipath: u32,
@@ -287,6 +290,7 @@ impl Dest {
         Dest {
             prefix,
             paths: SmallVec::new(),
+            undecided: false,
             multipath: 0,
         }
     }
@@ -385,6 +389,18 @@ struct Scratch {
     before: Vec<SelKey>,
 }
 
+/// Decisions held back until [`Rib::decide`]: each prefix edited since, with its selection
+/// before its first edit (a range of `keys`).
+#[derive(Debug, Default)]
+struct Deferred {
+    on: bool,
+    undecided: Vec<(DestId, u32, u32)>,
+    keys: Vec<SelKey>,
+    /// The attributes `keys` name, held so that no address in them is reused by other
+    /// attributes before the decision compares them (several edits may come between).
+    held: Vec<Arc<Attrs>>,
+}
+
 /// Paths stored per source, for [`Rib::paths_from`] and [`Rib::rejected_from`].
 #[derive(Debug, Default, Clone, Copy)]
 struct Counts {
@@ -473,6 +489,7 @@ pub struct Rib {
     track_path_sets: bool,
     path_set_changes: Vec<DestId>,
     scratch: Scratch,
+    deferred: Deferred,
 }
 
 impl Rib {
@@ -487,6 +504,7 @@ impl Rib {
             track_path_sets: false,
             path_set_changes: Vec::new(),
             scratch: Scratch::default(),
+            deferred: Deferred::default(),
         }
     }
 
@@ -720,6 +738,53 @@ impl Rib {
         self.dests.capacity()
     }
 
+    /// From now on, announcements and withdrawals only store paths; the decision for each
+    /// prefix they touched runs once, at [`Rib::decide`]. A prefix edited by many UPDATEs
+    /// between two calls (ten peers sending the same table) is decided once, not once per
+    /// path, and reports one [`Change`] at most. Whole-table operations decide what waits
+    /// first. Until `decide` the touched prefixes' best paths and listings are not current.
+    pub fn defer_decisions(&mut self) {
+        self.deferred.on = true;
+    }
+
+    /// Prefixes edited and not decided yet.
+    pub fn undecided(&self) -> usize {
+        self.deferred.undecided.len()
+    }
+
+    /// Decides every prefix edited since the last call (see [`Rib::defer_decisions`]) and
+    /// returns the changes, in the order the prefixes were first edited.
+    pub fn decide(&mut self) -> Vec<Change> {
+        let mut changes = Vec::new();
+        if self.deferred.undecided.is_empty() {
+            return changes;
+        }
+        let Rib {
+            config,
+            peers,
+            dests,
+            scratch,
+            deferred,
+            ..
+        } = self;
+        let ctx = Ctx { config, peers };
+        for (id, start, len) in deferred.undecided.drain(..) {
+            let Some(dest) = dests.at_mut(id) else {
+                continue;
+            };
+            dest.undecided = false;
+            let (start, len) = (start as usize, len as usize);
+            scratch.before.clear();
+            scratch
+                .before
+                .extend_from_slice(&deferred.keys[start..start + len]);
+            settle(&ctx, scratch, id, dest, &mut changes);
+        }
+        deferred.keys.clear();
+        deferred.held.clear();
+        changes
+    }
+
     /// Frees the slots of prefixes that lost their last path, except those `in_use` says the
     /// caller still holds (a withdrawal not yet sent): their ids may then name other
     /// prefixes. Returns how many were freed.
@@ -804,6 +869,7 @@ impl Rib {
             track_path_sets,
             path_set_changes,
             scratch,
+            deferred,
             ..
         } = self;
         let ctx = Ctx { config, peers };
@@ -833,17 +899,17 @@ impl Rib {
                 if same {
                     return;
                 }
-                dest.selection_into(&mut scratch.before);
+                before_edit(deferred, scratch, id, dest);
                 let p = &mut dest.paths[i];
                 counts.forget(p);
                 p.attrs = Arc::clone(&imp.attrs);
                 p.rejected = imp.rejected;
                 p.igp_cost = imp.igp_cost;
                 counts.record(p);
-                settle(&ctx, scratch, id, dest, changes);
+                settle_now(&ctx, deferred, scratch, id, dest, changes);
             }
             (None, Some(imp)) => {
-                dest.selection_into(&mut scratch.before);
+                before_edit(deferred, scratch, id, dest);
                 let p = PathEntry {
                     peer,
                     path_id: nlri.path_id,
@@ -860,13 +926,13 @@ impl Rib {
                     dest.paths.reserve_exact((dest.paths.capacity() / 2).max(1));
                 }
                 dest.paths.push(p);
-                settle(&ctx, scratch, id, dest, changes);
+                settle_now(&ctx, deferred, scratch, id, dest, changes);
             }
             (Some(i), None) => {
-                dest.selection_into(&mut scratch.before);
+                before_edit(deferred, scratch, id, dest);
                 let p = dest.paths.remove(i);
                 counts.forget(&p);
-                settle(&ctx, scratch, id, dest, changes);
+                settle_now(&ctx, deferred, scratch, id, dest, changes);
                 if dest.paths.is_empty() {
                     dests.emptied(id);
                 }
@@ -884,6 +950,8 @@ impl Rib {
         family: Option<Family>,
         edit: impl Fn(&PathEntry) -> Option<Edit>,
     ) -> Vec<Change> {
+        // A whole-table walk decides on ranked paths: what waits is decided first.
+        let mut changes = self.decide();
         let Rib {
             config,
             peers,
@@ -895,7 +963,6 @@ impl Rib {
             ..
         } = self;
         let ctx = Ctx { config, peers };
-        let mut changes = Vec::new();
         let mut emptied = Vec::new();
         for (id, dest) in dests.iter_mut() {
             if family.is_some_and(|f| f != Family::of(&dest.prefix))
@@ -953,6 +1020,44 @@ fn import_check(config: &RibConfig, info: &PeerInfo, attrs: &Attrs) -> Option<Im
         return Some(ImportReject::NoNextHop);
     }
     None
+}
+
+/// Notes the selection of `dest` before an edit: in `scratch.before` to decide at once, or,
+/// while decisions are deferred, with the prefix's first edit since the last decision.
+fn before_edit(deferred: &mut Deferred, scratch: &mut Scratch, id: DestId, dest: &mut Dest) {
+    if !deferred.on {
+        dest.selection_into(&mut scratch.before);
+        return;
+    }
+    if dest.undecided {
+        return;
+    }
+    dest.undecided = true;
+    let start = deferred.keys.len();
+    for p in dest.multipath_members() {
+        deferred.keys.push(SelKey::of(p));
+        deferred.held.push(Arc::clone(&p.attrs));
+    }
+    let len = deferred.keys.len() - start;
+    deferred.undecided.push((
+        id,
+        u32::try_from(start).unwrap_or(u32::MAX),
+        u32::try_from(len).unwrap_or(u32::MAX),
+    ));
+}
+
+/// Decides `dest` after an edit, unless decisions are deferred.
+fn settle_now(
+    ctx: &Ctx<'_>,
+    deferred: &Deferred,
+    scratch: &mut Scratch,
+    id: DestId,
+    dest: &mut Dest,
+    changes: &mut Vec<Change>,
+) {
+    if !deferred.on {
+        settle(ctx, scratch, id, dest, changes);
+    }
 }
 
 /// Re-decides `dest` after an edit and reports a [`Change`] if its selection moved from

@@ -152,7 +152,8 @@ impl Table {
             if !dest.paths.is_empty() || self.id(&prefix) != Some(id) {
                 continue;
             }
-            if in_use(id) {
+            // Not decided yet (its change still to come), or held by the caller.
+            if dest.undecided || in_use(id) {
                 kept.push(id);
                 continue;
             }

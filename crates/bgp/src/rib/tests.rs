@@ -1704,3 +1704,91 @@ fn slots_past_the_first_chunk_find_their_prefixes_and_are_reused() {
     }
     assert_eq!(rib.ids().count(), nets.len());
 }
+
+/// What a prefix's selection is, by value: the best and the ECMP members.
+fn selection_of(rib: &Rib, prefix: IpNet) -> Option<(PeerId, u32, Attrs, Vec<(PeerId, Attrs)>)> {
+    rib.best(prefix).map(|b| {
+        (
+            b.peer,
+            b.path_id,
+            Attrs::clone(&b.attrs),
+            b.multipath
+                .iter()
+                .map(|(p, a)| (*p, Attrs::clone(a)))
+                .collect(),
+        )
+    })
+}
+
+#[test]
+fn deferred_decisions_end_where_immediate_ones_do_and_report_each_moved_prefix_once() {
+    let peers = [
+        (1, ebgp(1, 65001)),
+        (2, ebgp(2, 65002)),
+        (3, ibgp(3)),
+        (4, ebgp(4, 65001)),
+    ];
+    let mut now = rib(config(), &peers);
+    let mut later = rib(config(), &peers);
+    later.defer_decisions();
+    let prefixes: Vec<IpNet> = (0..5).map(|i| net(&format!("192.168.{i}.0/24"))).collect();
+    let variants = |v: u64| -> Attrs {
+        let mut a = route(&[65001, 65010][..1 + (v % 2) as usize], (v % 3) as u8 + 1);
+        a.med = Some((v / 2 % 3) as u32);
+        a.local_pref = (v % 5 == 0).then_some(200);
+        a
+    };
+    // A fixed pseudo-random walk (64-bit LCG): announcements, replacements, withdrawals.
+    let mut seed: u64 = 0x5eed;
+    let mut next = |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let mut decided: Vec<_> = prefixes.iter().map(|p| selection_of(&later, *p)).collect();
+    for round in 0..400 {
+        let peer = next(4) as u32 + 1;
+        let prefix = prefixes[next(5) as usize];
+        if next(4) == 0 {
+            withdraw(&mut now, peer, prefix);
+            assert!(withdraw(&mut later, peer, prefix).is_empty());
+        } else {
+            let a = variants(next(30));
+            announce(&mut now, peer, prefix, a.clone());
+            assert!(announce(&mut later, peer, prefix, a).is_empty());
+        }
+        if next(7) != 0 {
+            continue;
+        }
+        let changes = later.decide();
+        let mut reported: Vec<IpNet> = changes.iter().map(|c| c.prefix).collect();
+        reported.sort();
+        let before = reported.len();
+        reported.dedup();
+        assert_eq!(
+            before,
+            reported.len(),
+            "round {round}: a prefix reported twice"
+        );
+        for (i, p) in prefixes.iter().enumerate() {
+            let sel = selection_of(&later, *p);
+            assert_eq!(sel, selection_of(&now, *p), "round {round}: {p}");
+            let moved = sel != decided[i];
+            assert_eq!(reported.contains(p), moved, "round {round}: {p}");
+            decided[i] = sel;
+        }
+        for c in &changes {
+            assert_eq!(c.best, later.best(c.prefix), "round {round}");
+        }
+    }
+    // A whole-table operation decides what waits first.
+    announce(&mut later, 1, prefixes[0], route(&[65001], 9));
+    let changes = later.remove_peer(PeerId(2));
+    announce(&mut now, 1, prefixes[0], route(&[65001], 9));
+    now.remove_peer(PeerId(2));
+    for p in &prefixes {
+        assert_eq!(selection_of(&later, *p), selection_of(&now, *p));
+    }
+    assert!(changes.iter().all(|c| c.best == later.best(c.prefix)));
+}
