@@ -1705,8 +1705,10 @@ fn slots_past_the_first_chunk_find_their_prefixes_and_are_reused() {
     assert_eq!(rib.ids().count(), nets.len());
 }
 
-/// What a prefix's selection is, by value: the best and the ECMP members.
-fn selection_of(rib: &Rib, prefix: IpNet) -> Option<(PeerId, u32, Attrs, Vec<(PeerId, Attrs)>)> {
+/// A prefix's selection by value: the best (source, path id, attributes) and the ECMP members.
+type SelectionValue = (PeerId, u32, Attrs, Vec<(PeerId, Attrs)>);
+
+fn selection_of(rib: &Rib, prefix: IpNet) -> Option<SelectionValue> {
     rib.best(prefix).map(|b| {
         (
             b.peer,
@@ -1735,7 +1737,7 @@ fn deferred_decisions_end_where_immediate_ones_do_and_report_each_moved_prefix_o
     let variants = |v: u64| -> Attrs {
         let mut a = route(&[65001, 65010][..1 + (v % 2) as usize], (v % 3) as u8 + 1);
         a.med = Some((v / 2 % 3) as u32);
-        a.local_pref = (v % 5 == 0).then_some(200);
+        a.local_pref = v.is_multiple_of(5).then_some(200);
         a
     };
     // A fixed pseudo-random walk (64-bit LCG): announcements, replacements, withdrawals.
