@@ -9,6 +9,10 @@
 //!  control queries ▶ ┘   Rib, Adj-RIB-Out per peer
 //! ```
 //!
+//! Input is decided per round: the RIB stores what a batch of UPDATEs brings and decides
+//! each prefix they touched once, before the flush (or every 4,096 prefixes), so ten peers
+//! sending the same table cost about one decision per prefix per round, not ten.
+//!
 //! Output to peers is coalesced per destination: each best-path change puts the prefix's
 //! RIB slot in every established peer's queue, once however often it changes, and when the
 //! peer's session has room a slice of the queue is exported from the RIB as it is then, so

@@ -42,7 +42,9 @@
 //! A [`Change`] is emitted only when a prefix's best path or its ECMP set (paths tied through
 //! the IGP-cost step, one per distinct next hop) changed; a re-sent identical path, or a loser
 //! that comes and goes without moving the winner, emits nothing. Changes are returned per
-//! call, uncoalesced. Peers receiving ADD-PATH need more than the best: while any peer has
+//! call, uncoalesced, unless the caller deferred decisions ([`Rib::defer_decisions`]): then
+//! UPDATEs only store paths, and [`Rib::decide`] decides each prefix they touched once,
+//! comparing with its selection before the first of those edits (one [`Change`] at most). Peers receiving ADD-PATH need more than the best: while any peer has
 //! `add_path_tx` on, every prefix whose path set changed is also queued for
 //! [`Rib::take_path_set_changes`].
 //!
@@ -55,7 +57,8 @@
 //!
 //! # Cost
 //!
-//! An UPDATE costs one decision per prefix it carries. Whole-table events (removing a peer,
+//! An UPDATE costs one decision per prefix it carries (deferred: per prefix per round,
+//! however many peers' UPDATEs carried it). Whole-table events (removing a peer,
 //! flushing stale paths, changing a peer's settings or an IGP cost) walk every prefix once.
 
 mod decision;
