@@ -963,7 +963,7 @@ impl Daemon {
         let (Some(rib), Some(intent)) = (&self.rib, &self.intent) else {
             return;
         };
-        let changed = std::mem::take(&mut self.changed);
+        let mut changed = std::mem::take(&mut self.changed);
         for p in self.peers.values_mut() {
             if !p.established() {
                 continue;
@@ -1091,6 +1091,9 @@ impl Daemon {
                 permit.send(SessionCommand::Send(msgs));
             }
         }
+        // Kept for the next round, with its room.
+        changed.clear();
+        self.changed = changed;
         self.release_slots();
     }
 
