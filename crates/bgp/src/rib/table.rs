@@ -144,12 +144,11 @@ impl Table {
         let mut freed = 0;
         let mut kept = Vec::new();
         for id in std::mem::take(&mut self.emptied) {
-            let Some(dest) = self.at(id) else {
+            let Some(dest) = slot(&self.chunks, id) else {
                 continue;
             };
-            // Refilled since, or already freed (an id emptied twice is listed twice).
-            let prefix = dest.prefix;
-            if !dest.paths.is_empty() || self.id(&prefix) != Some(id) {
+            // Refilled since: listed again when it empties again.
+            if !dest.paths.is_empty() {
                 continue;
             }
             // Not decided yet (its change still to come), or held by the caller.
@@ -157,10 +156,13 @@ impl Table {
                 kept.push(id);
                 continue;
             }
-            let hash = self.hash(&prefix);
-            if let Ok(e) = self.index.find_entry(hash, |x| *x == id) {
-                e.remove();
-            }
+            // One lookup both checks the slot is still indexed (an id emptied twice is
+            // listed twice) and unindexes it.
+            let hash = self.hash(&dest.prefix);
+            let Ok(entry) = self.index.find_entry(hash, |x| *x == id) else {
+                continue;
+            };
+            entry.remove();
             if let Some(d) = self.at_mut(id) {
                 d.paths = Default::default();
             }
