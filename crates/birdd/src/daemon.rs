@@ -387,7 +387,8 @@ impl Daemon {
         self.sync_listener_keys();
         self.update_originated();
         if kernel_changed {
-            // Which pools birdd programs may differ now: every best route again.
+            // Which pools birdd programs may differ now: every best route again, as decided.
+            self.decide();
             let all: Vec<Change> = self.rib.as_ref().map_or(Vec::new(), |r| {
                 r.ids()
                     .map(|(id, prefix)| Change {
@@ -698,9 +699,12 @@ impl Daemon {
                 let all = self.ids(&[family]);
                 if let (Some(p), Some(rib)) = (self.peers.get_mut(&peer), &self.rib) {
                     tracing::info!(peer = %p.intent.name, %family, "route refresh requested");
+                    // Forgotten: what the peer will be sent again. A prefix that lost its
+                    // last path keeps its entry, so its withdrawal (maybe queued) still goes.
                     p.sent.forget(|id| {
-                        rib.prefix(id)
-                            .is_some_and(|prefix| Family::of(&prefix) == family)
+                        rib.prefix(id).is_some_and(|prefix| {
+                            Family::of(&prefix) == family && !rib.paths(prefix).is_empty()
+                        })
                     });
                     p.dirty.extend(all);
                     p.eor_pending.push(family);
@@ -1101,7 +1105,11 @@ impl Daemon {
     fn backlog(&self) -> Backlog {
         let mut backlog = Backlog::None;
         for p in self.peers.values() {
-            if !p.established() || (p.dirty.is_empty() && p.eor_pending.is_empty()) {
+            // Until the Established event brings the negotiated codec, flush cannot send.
+            if !p.established()
+                || p.negotiated.is_none()
+                || (p.dirty.is_empty() && p.eor_pending.is_empty())
+            {
                 continue;
             }
             if p.session.commands.capacity() > 0 {

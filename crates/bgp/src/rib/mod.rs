@@ -744,8 +744,10 @@ impl Rib {
     /// From now on, announcements and withdrawals only store paths; the decision for each
     /// prefix they touched runs once, at [`Rib::decide`]. A prefix edited by many UPDATEs
     /// between two calls (ten peers sending the same table) is decided once, not once per
-    /// path, and reports one [`Change`] at most. Whole-table operations decide what waits
-    /// first. Until `decide` the touched prefixes' best paths and listings are not current.
+    /// path, and reports one [`Change`] at most. Whole-table operations (removing a peer,
+    /// flushing stale paths, new peer settings, IGP costs) make their edits as part of the
+    /// round and then decide everything waiting, returning those changes. Until `decide` the
+    /// touched prefixes' best paths and listings are not current.
     pub fn defer_decisions(&mut self) {
         self.deferred.on = true;
     }
@@ -790,7 +792,8 @@ impl Rib {
 
     /// Frees the slots of prefixes that lost their last path, except those `in_use` says the
     /// caller still holds (a withdrawal not yet sent): their ids may then name other
-    /// prefixes. Returns how many were freed.
+    /// prefixes. Returns how many were freed. Take [`Rib::take_path_set_changes`] first: the
+    /// ids it lists are not checked here.
     pub fn release_empty(&mut self, in_use: impl FnMut(DestId) -> bool) -> usize {
         self.dests.release(in_use)
     }
@@ -953,8 +956,7 @@ impl Rib {
         family: Option<Family>,
         edit: impl Fn(&PathEntry) -> Option<Edit>,
     ) -> Vec<Change> {
-        // A whole-table walk decides on ranked paths: what waits is decided first.
-        let mut changes = self.decide();
+        let mut changes = Vec::new();
         let Rib {
             config,
             peers,
@@ -963,6 +965,7 @@ impl Rib {
             track_path_sets,
             path_set_changes,
             scratch,
+            deferred,
             ..
         } = self;
         let ctx = Ctx { config, peers };
@@ -973,7 +976,7 @@ impl Rib {
             {
                 continue;
             }
-            dest.selection_into(&mut scratch.before);
+            before_edit(deferred, scratch, id, dest);
             dest.paths.retain_mut(|p| {
                 let Some(e) = edit(p) else { return true };
                 let c = counts.entry(p.peer).or_default();
@@ -988,7 +991,7 @@ impl Rib {
                     }
                 }
             });
-            settle(&ctx, scratch, id, dest, &mut changes);
+            settle_now(&ctx, deferred, scratch, id, dest, &mut changes);
             if *track_path_sets {
                 path_set_changes.push(id);
             }
@@ -998,6 +1001,12 @@ impl Rib {
         }
         for id in emptied {
             dests.emptied(id);
+        }
+        // Deferred: the walk's edits join the round's, and everything waiting is decided
+        // now, after the edits (a departed peer's pending path is never ranked, let alone
+        // reported as best).
+        if self.deferred.on {
+            changes = self.decide();
         }
         changes
     }

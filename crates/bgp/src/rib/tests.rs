@@ -1784,7 +1784,7 @@ fn deferred_decisions_end_where_immediate_ones_do_and_report_each_moved_prefix_o
             assert_eq!(c.best, later.best(c.prefix), "round {round}");
         }
     }
-    // A whole-table operation decides what waits first.
+    // A whole-table operation joins the round and decides everything waiting.
     announce(&mut later, 1, prefixes[0], route(&[65001], 9));
     let changes = later.remove_peer(PeerId(2));
     announce(&mut now, 1, prefixes[0], route(&[65001], 9));
@@ -1793,4 +1793,22 @@ fn deferred_decisions_end_where_immediate_ones_do_and_report_each_moved_prefix_o
         assert_eq!(selection_of(&later, *p), selection_of(&now, *p));
     }
     assert!(changes.iter().all(|c| c.best == later.best(c.prefix)));
+}
+
+#[test]
+fn removing_a_peer_never_reports_its_pending_path_as_best() {
+    let mut rib = rib(config(), &[(1, ebgp(1, 65001)), (2, ebgp(2, 65002))]);
+    rib.defer_decisions();
+    announce(&mut rib, 1, p1(), route(&[65001, 65009], 1));
+    rib.decide();
+    // Peer 2's shorter path waits for a decision when the peer goes.
+    announce(&mut rib, 2, p1(), route(&[65002], 2));
+    let changes = rib.remove_peer(PeerId(2));
+    assert!(
+        changes
+            .iter()
+            .all(|c| c.best.as_ref().is_none_or(|b| b.peer != PeerId(2))),
+        "{changes:?}"
+    );
+    assert_eq!(best_peer(&rib, p1()), Some(PeerId(1)));
 }
