@@ -139,6 +139,10 @@ struct Daemon {
     kernel: KernelHandle,
     /// Slots whose best route this daemon put in the kernel.
     kernel_routes: SlotBits,
+    /// Static routes to peers that are not on a connected subnet (BGPPeer `reachableBy`):
+    /// the peer's address via that gateway. They win over a learned route to the same
+    /// address, as BIRD's static routes (preference 200) win over BGP's (100).
+    peer_routes: HashMap<IpNet, IpAddr>,
     /// Slots whose best path changed since the last flush, for every established peer.
     changed: Vec<DestId>,
     events_tx: mpsc::Sender<SessionEvent>,
@@ -203,6 +207,7 @@ pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken)
         originated: HashMap::new(),
         kernel,
         kernel_routes: SlotBits::default(),
+        peer_routes: HashMap::new(),
         changed: Vec::new(),
         events_tx,
         listener: None,
@@ -385,6 +390,7 @@ impl Daemon {
         }
         // The listener checks the new peers' connections before anything else runs.
         self.sync_listener_keys();
+        self.sync_peer_routes();
         self.update_originated();
         if kernel_changed {
             // Which pools birdd programs may differ now: every best route again, as decided.
@@ -910,8 +916,64 @@ impl Daemon {
         self.changed.extend(changes.iter().map(|c| c.id));
     }
 
+    /// The static routes `reachableBy` asks for, as Calico's BIRD config has them
+    /// (`route <peer>/32 via <gateway>;` in `protocol static`, into the kernel, never
+    /// advertised): added, changed and removed with the peers.
+    fn sync_peer_routes(&mut self) {
+        let wanted: HashMap<IpNet, IpAddr> = self
+            .intent
+            .as_ref()
+            .map(|i| {
+                i.peers
+                    .iter()
+                    .filter_map(|p| Some((IpNet::from(p.address), p.reachable_by?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for prefix in self.peer_routes.keys() {
+            if !wanted.contains_key(prefix) {
+                tracing::info!(%prefix, "static route to a BGP peer removed");
+                self.kernel.set(*prefix, Vec::new());
+            }
+        }
+        for (prefix, gateway) in &wanted {
+            if self.peer_routes.get(prefix) != Some(gateway) {
+                tracing::info!(%prefix, %gateway, "static route to a BGP peer (reachableBy)");
+                self.kernel.set(*prefix, vec![NextHop::via(*gateway)]);
+            }
+        }
+        // A learned route to an address that no longer has a static route goes back in.
+        let freed: Vec<IpNet> = self
+            .peer_routes
+            .keys()
+            .filter(|p| !wanted.contains_key(p))
+            .copied()
+            .collect();
+        self.peer_routes = wanted;
+        let learned: Vec<Change> = self.rib.as_ref().map_or(Vec::new(), |r| {
+            freed
+                .iter()
+                .filter_map(|prefix| {
+                    Some(Change {
+                        prefix: *prefix,
+                        id: r.id(*prefix)?,
+                        best: r.best(*prefix),
+                    })
+                })
+                .collect()
+        });
+        for c in &learned {
+            self.program_kernel(c);
+        }
+    }
+
     /// Puts a prefix's best route into the kernel, or takes it out.
     fn program_kernel(&mut self, c: &Change) {
+        if self.peer_routes.contains_key(&c.prefix) {
+            // The static route to a peer stays.
+            self.kernel_routes.remove(c.id);
+            return;
+        }
         let hops = self.kernel_next_hops(c);
         if hops.is_empty() {
             if self.kernel_routes.remove(c.id) {

@@ -1,5 +1,6 @@
 //! A Calico node-to-node mesh of three birdd nodes configured only by the datastore, signed
 //! with `nodeMeshPassword` (TCP MD5): the blocks exchanged and in each kernel, and a BGPPeer
+//! (with `reachableBy`: its static route in the kernel)
 //! added and removed live without disturbing the mesh.
 
 mod common;
@@ -122,7 +123,7 @@ spec:
 apiVersion: projectcalico.org/v3
 kind: BGPPeer
 metadata: {name: rack-router}
-spec: {node: node-a, peerIP: 10.99.0.200, asNumber: 65010}
+spec: {node: node-a, peerIP: 10.99.0.200, asNumber: 65010, reachableBy: 10.99.0.254}
 "#,
     );
     let peers = wait_for("the new peer on node-a", Duration::from_secs(10), || {
@@ -142,6 +143,19 @@ spec: {node: node-a, peerIP: 10.99.0.200, asNumber: 65010}
         .map(|p| p.since_unix_seconds)
         .collect();
     assert_eq!(mesh_since, before, "the mesh sessions were not touched");
+    // reachableBy: a static route to the peer through that gateway, in the kernel only.
+    let peer_route =
+        |n: &calico_lab::Node| ns_out(&n.ns, "ip", &["-4", "route", "show", "10.99.0.200/32"]);
+    let r = wait_for(
+        "the static route to the peer",
+        Duration::from_secs(10),
+        || {
+            let r = peer_route(&cluster.nodes[0]);
+            r.contains("via 10.99.0.254").then_some(r)
+        },
+    );
+    assert!(r.contains("proto bird"), "{r}");
+    assert!(peer_route(&cluster.nodes[1]).trim().is_empty());
     assert_eq!(
         daemons[1].peers(&cluster.nodes[1]).len(),
         4,
@@ -155,6 +169,12 @@ spec: {node: node-a, peerIP: 10.99.0.200, asNumber: 65010}
     });
     wait_for("the peer to go", Duration::from_secs(10), || {
         (daemons[0].peers(&cluster.nodes[0]).len() == 4).then_some(())
+    });
+    wait_for("its static route to go", Duration::from_secs(10), || {
+        peer_route(&cluster.nodes[0])
+            .trim()
+            .is_empty()
+            .then_some(())
     });
 }
 
