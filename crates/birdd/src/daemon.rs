@@ -396,13 +396,7 @@ impl Daemon {
             // Which pools birdd programs may differ now: every best route again, as decided.
             self.decide();
             let all: Vec<Change> = self.rib.as_ref().map_or(Vec::new(), |r| {
-                r.ids()
-                    .map(|(id, prefix)| Change {
-                        prefix,
-                        id,
-                        best: r.best(prefix),
-                    })
-                    .collect()
+                r.ids().filter_map(|(id, _)| r.current(id)).collect()
             });
             for c in &all {
                 self.program_kernel(c);
@@ -930,11 +924,15 @@ impl Daemon {
                     .collect()
             })
             .unwrap_or_default();
-        for prefix in self.peer_routes.keys() {
-            if !wanted.contains_key(prefix) {
-                tracing::info!(%prefix, "static route to a BGP peer removed");
-                self.kernel.set(*prefix, Vec::new());
-            }
+        let freed: Vec<IpNet> = self
+            .peer_routes
+            .keys()
+            .filter(|p| !wanted.contains_key(p))
+            .copied()
+            .collect();
+        for prefix in &freed {
+            tracing::info!(%prefix, "static route to a BGP peer removed");
+            self.kernel.set(*prefix, Vec::new());
         }
         for (prefix, gateway) in &wanted {
             if self.peer_routes.get(prefix) != Some(gateway) {
@@ -942,24 +940,12 @@ impl Daemon {
                 self.kernel.set(*prefix, vec![NextHop::via(*gateway)]);
             }
         }
-        // A learned route to an address that no longer has a static route goes back in.
-        let freed: Vec<IpNet> = self
-            .peer_routes
-            .keys()
-            .filter(|p| !wanted.contains_key(p))
-            .copied()
-            .collect();
         self.peer_routes = wanted;
+        // A learned route to an address that no longer has a static route goes back in.
         let learned: Vec<Change> = self.rib.as_ref().map_or(Vec::new(), |r| {
             freed
                 .iter()
-                .filter_map(|prefix| {
-                    Some(Change {
-                        prefix: *prefix,
-                        id: r.id(*prefix)?,
-                        best: r.best(*prefix),
-                    })
-                })
+                .filter_map(|prefix| r.current(r.id(*prefix)?))
                 .collect()
         });
         for c in &learned {

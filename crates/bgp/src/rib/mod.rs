@@ -397,7 +397,7 @@ struct Scratch {
 #[derive(Debug, Default)]
 struct Deferred {
     on: bool,
-    undecided: Vec<(DestId, u32, u32)>,
+    undecided: Vec<(DestId, std::ops::Range<usize>)>,
     keys: Vec<SelKey>,
     /// The attributes `keys` name, held so that no address in them is reused by other
     /// attributes before the decision compares them (several edits may come between).
@@ -709,6 +709,17 @@ impl Rib {
         self.dests.get(&prefix)?.best_path()
     }
 
+    /// Slot `id`'s current selection as a [`Change`], for a caller that must apply it again
+    /// (the kernel's rules changed, say).
+    pub fn current(&self, id: DestId) -> Option<Change> {
+        let dest = self.dests.at(id)?;
+        Some(Change {
+            prefix: dest.prefix,
+            id,
+            best: dest.best_path(),
+        })
+    }
+
     /// Every stored path of `prefix`, ranked: best first, refused last.
     pub fn paths(&self, prefix: IpNet) -> &[PathEntry] {
         self.dests.get(&prefix).map_or(&[], |d| &d.paths)
@@ -773,16 +784,13 @@ impl Rib {
             ..
         } = self;
         let ctx = Ctx { config, peers };
-        for (id, start, len) in deferred.undecided.drain(..) {
+        for (id, before) in deferred.undecided.drain(..) {
             let Some(dest) = dests.at_mut(id) else {
                 continue;
             };
             dest.undecided = false;
-            let (start, len) = (start as usize, len as usize);
             scratch.before.clear();
-            scratch
-                .before
-                .extend_from_slice(&deferred.keys[start..start + len]);
+            scratch.before.extend_from_slice(&deferred.keys[before]);
             settle(&ctx, scratch, id, dest, &mut changes);
         }
         deferred.keys.clear();
@@ -1050,12 +1058,7 @@ fn before_edit(deferred: &mut Deferred, scratch: &mut Scratch, id: DestId, dest:
         deferred.keys.push(SelKey::of(p));
         deferred.held.push(Arc::clone(&p.attrs));
     }
-    let len = deferred.keys.len() - start;
-    deferred.undecided.push((
-        id,
-        u32::try_from(start).unwrap_or(u32::MAX),
-        u32::try_from(len).unwrap_or(u32::MAX),
-    ));
+    deferred.undecided.push((id, start..deferred.keys.len()));
 }
 
 /// Decides `dest` after an edit, unless decisions are deferred.
