@@ -363,3 +363,69 @@ fn a_route_that_cannot_be_installed_fails_alone_and_is_retried_until_it_can() {
         );
     });
 }
+
+/// Routes go to the kernel many to a datagram, and only failures are answered one by one:
+/// each failure must be pinned on its own route, in whatever datagram and position (the last
+/// of a datagram included), and never on its neighbours.
+#[test]
+fn failures_inside_batches_are_pinned_on_their_own_routes() {
+    let lab = lab("krtbatch");
+    let ns = lab.node.name().to_string();
+    // Someone else's route to a prefix we will be asked for: creating ours must fail (never
+    // replace it), and it must stay as it is.
+    ip_out(
+        &ns,
+        &[
+            "route",
+            "add",
+            "10.121.44.0/24",
+            "via",
+            "10.77.0.9",
+            "proto",
+            "static",
+        ],
+    );
+    in_ns(&lab.node, || async move {
+        let (k, _task) = start();
+        let prefix = |i: u32| -> IpNet {
+            format!("10.{}.{}.0/24", 120 + i / 256, i % 256)
+                .parse()
+                .expect("prefix")
+        };
+        // Every request of several datagrams fails: every answer is an error, the last of
+        // each datagram's too, and the wait still ends.
+        for i in 0..300 {
+            k.set(prefix(2000 + i), vec![gw("10.55.0.1")]);
+        }
+        k.flush().await.expect("flushed");
+        let st = k.stats();
+        assert_eq!((st.installed, st.failed), (0, 300), "{st:?}");
+
+        let bad = |i: u32| i % 7 == 3;
+        for i in 0..1000 {
+            let via = if bad(i) { "10.55.0.1" } else { "10.77.0.2" };
+            k.set(prefix(i), vec![gw(via)]);
+        }
+        k.flush().await.expect("flushed");
+        let taken = prefix(256 + 44);
+        let good: Vec<u32> = (0..1000)
+            .filter(|&i| !bad(i) && prefix(i) != taken)
+            .collect();
+        let st = k.stats();
+        assert_eq!(st.installed, good.len(), "{st:?}");
+        assert_eq!(st.failed, 300 + (1000 - good.len()), "{st:?}");
+        let mut want: Vec<String> = good
+            .iter()
+            .map(|&i| format!("{} via 10.77.0.2 dev v0", prefix(i)))
+            .collect();
+        want.sort();
+        let mut have = bird_routes(&ns, false);
+        have.sort();
+        assert_eq!(have, want);
+        let theirs = ip_out(&ns, &["route", "show", "10.121.44.0/24"]);
+        assert!(
+            theirs.contains("via 10.77.0.9 dev v0 proto static"),
+            "{theirs}"
+        );
+    });
+}

@@ -25,10 +25,15 @@
 //! How it is written:
 //! - [`KernelHandle::set`] never blocks and never awaits: it records the latest wanted
 //!   next hops per prefix in a pending map, so a prefix that flaps ten times while the writer
-//!   is busy is written once. The writer takes everything pending at once and sends it as
-//!   one batch with up to [`IN_FLIGHT`] requests outstanding, collecting the kernel's
-//!   acknowledgements as they come: the batch grows with the load instead of waiting on a
-//!   timer, and no request waits for the one before it.
+//!   is busy is written once. The writer takes everything pending at once and writes it
+//!   [`BATCH`] requests to a `sendmsg` on a netlink socket of its own: the kernel applies a
+//!   whole datagram inside the call and acknowledges it once, answering only the requests
+//!   that fail on their own (see `batch.rs`). The batch grows with the load instead of
+//!   waiting on a timer, and a route costs no system call of its own.
+//! - Memory: the writer keeps, per prefix, what is wanted and what the kernel has as two
+//!   4-byte ids of next-hop sets held once each (`interner.rs`); a table of 200k routes over
+//!   a few peers costs about 40 bytes a route here. Whole-table passes work a step of
+//!   [`BATCH`]×4 prefixes at a time.
 //! - A route that fails (gateway not reachable yet, interface not there yet) is logged,
 //!   counted and retried with a backoff from 250 ms to 10 s; it never stops the others and
 //!   never stops the task. A new `set` for it is tried at once.
@@ -54,14 +59,18 @@
 //!                              │ drain everything at once
 //!                              ▼
 //!  ┌────────────────────────────────────────┐  RTM_NEWROUTE (replace)  ┌──────────────────┐
-//!  │ writer task: desired routes, kernel    │  RTM_DELROUTE, ≤ 64 out  │ netlink          │
-//!  │ view, retry backoff, interface indexes │ ───────────────────────▶ │ connection task  │
-//!  │                                        │ ◀─────── acks, dumps ─── │ (rtnetlink)      │
+//!  │ writer task: per prefix the wanted and │  RTM_DELROUTE, 128 per   │ kernel           │
+//!  │ the installed next-hop set ids, retry  │  sendmsg ──────────────▶ │ (own socket for  │
+//!  │ backoff, interface indexes             │ ◀── one ack, errors ──── │ writes, rtnetlink│
+//!  │                                        │ ◀── dumps, links ─────── │ for dumps)       │
 //!  └───────────────────┬────────────────────┘                          └──────────────────┘
 //!                      │ watch: stats and the last sequence number applied
 //!                      ▼
 //!       installed() / stats() / flush() resolves
 //! ```
+
+mod batch;
+mod interner;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -70,27 +79,32 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use ipnet::IpNet;
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteNextHopFlags, RouteProtocol,
     RouteScope, RouteType, RouteVia,
 };
-use rtnetlink::{
-    Handle, RouteAddRequest, RouteDelRequest, RouteMessageBuilder, RouteNextHopBuilder,
-};
+use rtnetlink::{Handle, RouteMessageBuilder, RouteNextHopBuilder};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use batch::{Refusal, Request, RouteSocket};
+use interner::{Interner, SetId};
+
 /// `RTPROT_BIRD`: the protocol Calico's BIRD installs its routes with.
 pub const PROTO_BIRD: u8 = 12;
 /// `RT_TABLE_MAIN`.
 pub const TABLE_MAIN: u32 = 254;
-/// Requests outstanding on the netlink socket at once; enough to keep the kernel busy,
-/// few enough that the acknowledgements never overflow the socket's receive buffer.
-pub const IN_FLIGHT: usize = 64;
+/// Route requests sent in one `sendmsg`; the kernel acknowledges the batch once.
+pub const BATCH: usize = batch::MAX_MESSAGES;
+/// Prefixes compared and written per step, so that a whole-table pass never holds a copy of
+/// the table's operations at once.
+const STEP: usize = 4 * BATCH;
+/// Next-hop sets the handle remembers to share between the prefixes it is given.
+const RECENT_SETS: usize = 8;
 
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(10);
@@ -100,6 +114,9 @@ const IPV6_DEFAULT_METRIC: u32 = 1024;
 const ENOENT: i32 = 2;
 const ESRCH: i32 = 3;
 const ENODEV: i32 = 19;
+
+/// Next hops as the daemon asked for them, shared by every prefix pending with them.
+type HopSet = Arc<[NextHop]>;
 
 /// One way to reach a prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -188,13 +205,10 @@ pub enum KernelError {
     Add {
         prefix: IpNet,
         via: String,
-        source: rtnetlink::Error,
+        source: Refusal,
     },
     #[error("deleting the route to {prefix}: {source}")]
-    Delete {
-        prefix: IpNet,
-        source: rtnetlink::Error,
-    },
+    Delete { prefix: IpNet, source: Refusal },
     #[error("the route to {prefix} needs interface {name}, which does not exist (yet)")]
     NoInterface { prefix: IpNet, name: String },
     #[error("the route to {prefix} cannot go via {gateway} (address family)")]
@@ -241,11 +255,27 @@ struct Pending {
     seq: u64,
     queue: VecDeque<Job>,
     closed: bool,
+    /// The sets given last, most recent first.
+    recent: Vec<HopSet>,
+}
+
+impl Pending {
+    /// `hops` as a set shared with the other prefixes pending with it: the daemon gives
+    /// most prefixes one of a few sets, often many in a row.
+    fn share(&mut self, hops: Vec<NextHop>) -> HopSet {
+        let set = match self.recent.iter().position(|s| **s == *hops) {
+            Some(i) => self.recent.remove(i),
+            None => HopSet::from(hops),
+        };
+        self.recent.insert(0, set.clone());
+        self.recent.truncate(RECENT_SETS);
+        set
+    }
 }
 
 enum Job {
     /// The latest next hops per prefix (empty: withdraw).
-    Routes(HashMap<IpNet, Vec<NextHop>>),
+    Routes(HashMap<IpNet, HopSet>),
     Resync,
     Reconcile,
     RemoveAll,
@@ -269,6 +299,11 @@ fn lock(m: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
 pub fn spawn(cfg: KernelConfig) -> Result<(KernelHandle, JoinHandle<()>), KernelError> {
     let rt = tokio::runtime::Handle::try_current().map_err(|_| KernelError::NoRuntime)?;
     let (conn, nl, _) = rtnetlink::new_connection().map_err(KernelError::Socket)?;
+    let socket = {
+        // The socket registers with the reactor of the runtime it is opened in.
+        let _entered = rt.enter();
+        RouteSocket::open().map_err(KernelError::Socket)?
+    };
     rt.spawn(conn);
     let (status_tx, status_rx) = watch::channel(Status::default());
     let shared = Arc::new(Shared {
@@ -276,6 +311,7 @@ pub fn spawn(cfg: KernelConfig) -> Result<(KernelHandle, JoinHandle<()>), Kernel
             seq: 1,
             queue: VecDeque::from([Job::Resync]),
             closed: false,
+            recent: Vec::new(),
         }),
         wake: Notify::new(),
         status: status_rx,
@@ -283,10 +319,13 @@ pub fn spawn(cfg: KernelConfig) -> Result<(KernelHandle, JoinHandle<()>), Kernel
     let writer = Writer {
         cfg,
         nl,
+        socket,
         shared: shared.clone(),
         status: status_tx,
-        desired: HashMap::new(),
-        kernel: HashMap::new(),
+        routes: HashMap::new(),
+        wants: Interner::new(),
+        haves: Interner::new(),
+        ours: 0,
         strays: Vec::new(),
         dumped: false,
         reconciled: false,
@@ -327,13 +366,14 @@ impl KernelHandle {
         next_hops.dedup();
         let prefix = prefix.trunc();
         let mut p = lock(&self.shared().pending);
+        let hops = p.share(next_hops);
         match p.queue.back_mut() {
             Some(Job::Routes(routes)) => {
-                routes.insert(prefix, next_hops);
+                routes.insert(prefix, hops);
             }
             _ => p
                 .queue
-                .push_back(Job::Routes(HashMap::from([(prefix, next_hops)]))),
+                .push_back(Job::Routes(HashMap::from([(prefix, hops)]))),
         }
         p.seq += 1;
         drop(p);
@@ -390,7 +430,7 @@ impl KernelHandle {
 }
 
 /// One next hop as the kernel has it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct KernelHop {
     gateway: Option<IpAddr>,
     /// 0 when we installed it without a device and did not look.
@@ -423,10 +463,27 @@ struct DumpedRoute {
     hops: Vec<KernelHop>,
 }
 
+/// A dumped route with its next hops held in the writer's interner.
+struct Dumped {
+    prefix: IpNet,
+    metric: u32,
+    kind: RouteType,
+    have: SetId,
+}
+
+/// One prefix as the writer knows it: 28 bytes, the sets held once in interners.
+#[derive(Debug, Default, Clone, Copy)]
+struct Route {
+    /// What the daemon wants; `None`: nothing (withdrawn, or adopted and not asked for).
+    want: Option<SetId>,
+    /// Our route in the kernel at the configured metric, as last dumped or written.
+    have: Option<SetId>,
+}
+
 enum Op {
     Replace {
         prefix: IpNet,
-        hops: Vec<NextHop>,
+        hops: HopSet,
     },
     /// Also the kind: a stray of ours may be a blackhole or unreachable route.
     Delete {
@@ -470,7 +527,7 @@ fn via_text(hops: &[NextHop]) -> String {
         .join(", ")
 }
 
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
+fn netlink_errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {
         rtnetlink::Error::NetlinkError(m) => Some(m.raw_code().abs()),
         _ => None,
@@ -480,13 +537,18 @@ fn errno(e: &rtnetlink::Error) -> Option<i32> {
 /// The single owner of the routes in the kernel.
 struct Writer {
     cfg: KernelConfig,
+    /// Dumps and interface lookups.
     nl: Handle,
+    /// Route writes, in batches.
+    socket: RouteSocket,
     shared: Arc<Shared>,
     status: watch::Sender<Status>,
-    /// What the daemon wants (never an empty next-hop list).
-    desired: HashMap<IpNet, Vec<NextHop>>,
-    /// Our routes at the configured metric, as last dumped or written.
-    kernel: HashMap<IpNet, Vec<KernelHop>>,
+    /// Every prefix wanted by the daemon or ours in the kernel (at the configured metric).
+    routes: HashMap<IpNet, Route>,
+    wants: Interner<NextHop>,
+    haves: Interner<KernelHop>,
+    /// Routes with a `have`.
+    ours: usize,
     /// Our routes at another metric (left by a birdd with another configuration) or of
     /// another kind (blackholes left by BIRD): adopted, removed at reconcile.
     strays: Vec<(IpNet, u32, RouteType)>,
@@ -544,7 +606,7 @@ impl Writer {
     }
 
     fn publish(&mut self, done: u64) {
-        self.stats.installed = self.kernel.len() + self.strays.len();
+        self.stats.installed = self.ours + self.strays.len();
         self.stats.failed = self.retry.len();
         self.status.send_replace(Status {
             stats: self.stats,
@@ -560,20 +622,50 @@ impl Writer {
         }
     }
 
+    /// Records what the daemon wants for `prefix` (an empty set: nothing).
+    fn set_want(&mut self, prefix: IpNet, hops: &[NextHop]) {
+        let want = (!hops.is_empty()).then(|| self.wants.acquire(hops));
+        let route = self.routes.entry(prefix).or_default();
+        if let Some(old) = std::mem::replace(&mut route.want, want) {
+            self.wants.release(old);
+        }
+        if route.want.is_none() && route.have.is_none() {
+            self.routes.remove(&prefix);
+        }
+    }
+
+    /// Records our route to `prefix` in the kernel, taking over the holder of `have`.
+    fn set_have(&mut self, prefix: IpNet, have: Option<SetId>) {
+        let route = self.routes.entry(prefix).or_default();
+        let old = std::mem::replace(&mut route.have, have);
+        let forget = route.want.is_none() && route.have.is_none();
+        match old {
+            Some(old) => self.haves.release(old),
+            None => self.ours += 1,
+        }
+        if have.is_none() {
+            self.ours -= 1;
+        }
+        if forget {
+            self.routes.remove(&prefix);
+        }
+    }
+
     /// What to send to bring `prefix` to what is wanted, given what the kernel has.
     fn op_for(&self, prefix: IpNet) -> Option<Op> {
-        match self.desired.get(&prefix) {
+        let route = self.routes.get(&prefix)?;
+        match route.want {
             Some(want) => {
-                let present = self
-                    .kernel
-                    .get(&prefix)
-                    .is_some_and(|have| same_hops(want, have, &self.ifindex));
+                let want = self.wants.get(want);
+                let present = route
+                    .have
+                    .is_some_and(|have| same_hops(want, self.haves.get(have), &self.ifindex));
                 (!present).then(|| Op::Replace {
                     prefix,
                     hops: want.clone(),
                 })
             }
-            None => self.kernel.contains_key(&prefix).then(|| Op::Delete {
+            None => route.have.map(|_| Op::Delete {
                 prefix,
                 metric: self.metric_for(&prefix),
                 kind: RouteType::Unicast,
@@ -581,19 +673,32 @@ impl Writer {
         }
     }
 
-    async fn set_routes(&mut self, routes: HashMap<IpNet, Vec<NextHop>>) {
-        let mut ops = Vec::with_capacity(routes.len());
+    async fn set_routes(&mut self, routes: HashMap<IpNet, HopSet>) {
+        let mut prefixes = Vec::with_capacity(routes.len());
         for (prefix, hops) in routes {
             // A new wish supersedes the backoff of the old one.
             self.retry.remove(&prefix);
-            if hops.is_empty() {
-                self.desired.remove(&prefix);
-            } else {
-                self.desired.insert(prefix, hops);
-            }
-            ops.extend(self.op_for(prefix));
+            self.set_want(prefix, &hops);
+            prefixes.push(prefix);
         }
-        self.execute(ops).await;
+        self.bring_to_wanted(prefixes).await;
+    }
+
+    /// Sends what `prefixes` need, a step at a time; a prefix that needs nothing has
+    /// nothing to retry either.
+    async fn bring_to_wanted(&mut self, prefixes: Vec<IpNet>) {
+        for step in prefixes.chunks(STEP) {
+            let mut ops = Vec::with_capacity(step.len());
+            for &prefix in step {
+                match self.op_for(prefix) {
+                    Some(op) => ops.push(op),
+                    None => {
+                        self.retry.remove(&prefix);
+                    }
+                }
+            }
+            self.execute(ops).await;
+        }
     }
 
     async fn retry_due(&mut self) {
@@ -607,16 +712,7 @@ impl Writer {
             .filter(|(_, b)| b.at <= now)
             .map(|(p, _)| *p)
             .collect();
-        let mut ops = Vec::with_capacity(due.len());
-        for prefix in due {
-            match self.op_for(prefix) {
-                Some(op) => ops.push(op),
-                None => {
-                    self.retry.remove(&prefix);
-                }
-            }
-        }
-        self.execute(ops).await;
+        self.bring_to_wanted(due).await;
     }
 
     /// Dumps the table and sends what differs from what is wanted.
@@ -634,59 +730,74 @@ impl Writer {
         self.resync_retry = None;
         let first = !self.dumped;
         self.dumped = true;
-        self.kernel.clear();
-        self.strays.clear();
-        for r in dumped {
-            if r.kind == RouteType::Unicast && r.metric == self.metric_for(&r.prefix) {
-                self.kernel.insert(r.prefix, r.hops);
-            } else {
-                self.strays.push((r.prefix, r.metric, r.kind));
+        // The dump is the kernel's view from now on.
+        for route in self.routes.values_mut() {
+            if let Some(have) = route.have.take() {
+                self.haves.release(have);
             }
         }
-        if first && self.kernel.len() + self.strays.len() > 0 {
+        self.routes.retain(|_, r| r.want.is_some());
+        self.ours = 0;
+        self.strays.clear();
+        for d in dumped {
+            if d.kind == RouteType::Unicast && d.metric == self.metric_for(&d.prefix) {
+                self.set_have(d.prefix, Some(d.have));
+            } else {
+                self.haves.release(d.have);
+                self.strays.push((d.prefix, d.metric, d.kind));
+            }
+        }
+        if first && self.ours + self.strays.len() > 0 {
             info!(
-                routes = self.kernel.len() + self.strays.len(),
+                routes = self.ours + self.strays.len(),
                 "adopted routes left by a previous birdd; they stay until reconcile"
             );
         }
-        let mut prefixes: HashSet<IpNet> = self.desired.keys().copied().collect();
-        if self.reconciled {
-            prefixes.extend(self.kernel.keys().copied());
-        }
-        let mut ops: Vec<Op> = prefixes
-            .into_iter()
-            .filter_map(|p| self.op_for(p))
+        let prefixes: Vec<IpNet> = self
+            .routes
+            .iter()
+            .filter(|(_, r)| self.reconciled || r.want.is_some())
+            .map(|(p, _)| *p)
             .collect();
+        self.bring_to_wanted(prefixes).await;
         if self.reconciled {
-            ops.extend(
-                self.strays
-                    .iter()
-                    .map(|&(prefix, metric, kind)| Op::Delete {
-                        prefix,
-                        metric,
-                        kind,
-                    }),
-            );
+            let strays = self
+                .strays
+                .iter()
+                .map(|&(prefix, metric, kind)| Op::Delete {
+                    prefix,
+                    metric,
+                    kind,
+                })
+                .collect();
+            self.execute(strays).await;
         }
-        self.execute(ops).await;
     }
 
     async fn remove_all(&mut self) {
-        self.desired.clear();
+        for route in self.routes.values_mut() {
+            if let Some(want) = route.want.take() {
+                self.wants.release(want);
+            }
+        }
+        self.routes.retain(|_, r| r.have.is_some());
         self.retry.clear();
         let ops: Vec<Op> = match self.dump().await {
             Ok(dumped) => dumped
                 .into_iter()
-                .map(|r| Op::Delete {
-                    prefix: r.prefix,
-                    metric: r.metric,
-                    kind: r.kind,
+                .map(|d| {
+                    self.haves.release(d.have);
+                    Op::Delete {
+                        prefix: d.prefix,
+                        metric: d.metric,
+                        kind: d.kind,
+                    }
                 })
                 .collect(),
             Err(e) => {
                 self.stats.errors += 1;
                 warn!(error = %e, "cannot read the routing table; removing the routes known to be ours");
-                self.kernel
+                self.routes
                     .keys()
                     .map(|&prefix| Op::Delete {
                         prefix,
@@ -702,22 +813,38 @@ impl Writer {
         self.retry.clear();
     }
 
-    async fn dump(&self) -> Result<Vec<DumpedRoute>, KernelError> {
+    /// Our routes in the table, their next hops held in `haves` (the caller releases them).
+    async fn dump(&mut self) -> Result<Vec<Dumped>, KernelError> {
         let mut out = Vec::new();
+        let nl = self.nl.clone();
         for query in [
             RouteMessageBuilder::<Ipv4Addr>::new().build(),
             RouteMessageBuilder::<Ipv6Addr>::new().build(),
         ] {
-            let mut routes = self.nl.route().get(query).execute();
-            while let Some(msg) = routes
-                .try_next()
-                .await
-                .map_err(|source| KernelError::Dump {
-                    table: self.cfg.table,
-                    source,
-                })?
-            {
-                out.extend(parse_route(&self.cfg, &msg));
+            let mut routes = nl.route().get(query).execute();
+            loop {
+                let msg = match routes.try_next().await {
+                    Ok(Some(msg)) => msg,
+                    Ok(None) => break,
+                    Err(source) => {
+                        for d in out {
+                            let d: Dumped = d;
+                            self.haves.release(d.have);
+                        }
+                        return Err(KernelError::Dump {
+                            table: self.cfg.table,
+                            source,
+                        });
+                    }
+                };
+                if let Some(r) = parse_route(&self.cfg, &msg) {
+                    out.push(Dumped {
+                        prefix: r.prefix,
+                        metric: r.metric,
+                        kind: r.kind,
+                        have: self.haves.acquire(&r.hops),
+                    });
+                }
             }
         }
         Ok(out)
@@ -728,7 +855,7 @@ impl Writer {
         let missing: HashSet<String> = ops
             .iter()
             .filter_map(|op| match op {
-                Op::Replace { hops, .. } => Some(hops),
+                Op::Replace { hops, .. } => Some(hops.iter()),
                 Op::Delete { .. } => None,
             })
             .flatten()
@@ -743,133 +870,127 @@ impl Writer {
                     self.ifindex.insert(name, link.header.index);
                 }
                 Ok(None) => {}
-                Err(e) if errno(&e) == Some(ENODEV) => {}
+                Err(e) if netlink_errno(&e) == Some(ENODEV) => {}
                 Err(e) => debug!(interface = %name, error = %e, "cannot look up interface"),
             }
         }
     }
 
-    /// Sends `ops` as one batch, up to [`IN_FLIGHT`] at a time, and records the outcome.
+    /// Sends `ops` in batches and records the outcome of each.
     async fn execute(&mut self, ops: Vec<Op>) {
-        if ops.is_empty() {
-            return;
+        let mut ops = ops.into_iter().peekable();
+        while ops.peek().is_some() {
+            let step: Vec<Op> = ops.by_ref().take(STEP).collect();
+            self.execute_step(step).await;
         }
+    }
+
+    async fn execute_step(&mut self, ops: Vec<Op>) {
         self.stats.batches += 1;
         self.resolve_interfaces(&ops).await;
-        let results: Vec<(Op, Result<Vec<KernelHop>, KernelError>)> = {
-            let cfg = &self.cfg;
-            let ifindex = &self.ifindex;
-            let nl = &self.nl;
-            let ours = &self.kernel;
-            futures::stream::iter(ops)
-                .map(|op| {
-                    // Built here, sent inside the future: the batch borrows nothing.
-                    let request = match &op {
-                        Op::Replace { prefix, hops } => build_replace(cfg, ifindex, *prefix, hops)
-                            .map(|(msg, written)| {
-                                // Replace only what is ours: a new route is created
-                                // exclusively, so a connected or someone else's route to the
-                                // same prefix at the same metric is never overwritten (BIRD
-                                // gets this from its `direct` protocol winning over BGP).
-                                let add = nl.route().add(msg);
-                                let add = if ours.contains_key(prefix) {
-                                    add.replace()
-                                } else {
-                                    add
-                                };
-                                Request::Add(add, written)
-                            }),
-                        Op::Delete {
-                            prefix,
-                            metric,
-                            kind,
-                        } => Ok(Request::Delete(
-                            nl.route().del(build_delete(cfg, *prefix, *metric, *kind)),
-                        )),
-                    };
-                    async move {
-                        let result = match request {
-                            Ok(request) => send(request, &op).await,
-                            Err(e) => Err(e),
-                        };
-                        (op, result)
-                    }
-                })
-                .buffer_unordered(IN_FLIGHT)
-                .collect()
-                .await
-        };
-        for (op, result) in results {
-            let prefix = op.prefix();
-            match result {
-                Ok(written) => {
-                    self.stats.applied += 1;
-                    self.retry.remove(&prefix);
-                    match op {
-                        Op::Replace { .. } => {
-                            self.kernel.insert(prefix, written);
+        let mut requests = Vec::with_capacity(ops.len());
+        let mut sent = Vec::with_capacity(ops.len());
+        for op in ops {
+            match &op {
+                Op::Replace { prefix, hops } => {
+                    match build_replace(&self.cfg, &self.ifindex, *prefix, hops) {
+                        Ok((msg, written)) => {
+                            // Replace only what is ours: a new route is created exclusively,
+                            // so a connected or someone else's route to the same prefix at
+                            // the same metric is never overwritten (BIRD gets this from its
+                            // `direct` protocol winning over BGP).
+                            let replace = self.routes.get(prefix).is_some_and(|r| r.have.is_some());
+                            requests.push(Request::New { msg, replace });
+                            sent.push((op, written));
                         }
-                        Op::Delete { metric, kind, .. }
-                            if kind == RouteType::Unicast && metric == self.metric_for(&prefix) =>
-                        {
-                            self.kernel.remove(&prefix);
-                        }
-                        Op::Delete { metric, kind, .. } => {
-                            self.strays.retain(|s| *s != (prefix, metric, kind));
-                        }
+                        Err(e) => self.failed(op, e),
                     }
                 }
-                Err(e) => {
-                    self.stats.errors += 1;
-                    if let Op::Replace { hops, .. } = &op {
-                        // The interface may have been recreated with another index.
-                        for dev in hops.iter().filter_map(|h| h.onlink_dev.as_ref()) {
-                            self.ifindex.remove(dev);
-                        }
-                    }
-                    let b = Backoff::after(self.retry.get(&prefix).copied());
-                    if b.attempts.is_power_of_two() {
-                        warn!(%prefix, error = %e, attempt = b.attempts, "route not programmed; will retry");
-                    } else {
-                        debug!(%prefix, error = %e, attempt = b.attempts, "route not programmed; will retry");
-                    }
-                    self.retry.insert(prefix, b);
+                Op::Delete {
+                    prefix,
+                    metric,
+                    kind,
+                } => {
+                    requests.push(Request::Delete(build_delete(
+                        &self.cfg, *prefix, *metric, *kind,
+                    )));
+                    sent.push((op, Vec::new()));
+                }
+            }
+        }
+        let outcome = self.socket.apply(requests).await;
+        if outcome.answers_lost {
+            self.stats.errors += 1;
+            warn!(
+                "the kernel's answers to a batch of route changes were lost; comparing with a dump"
+            );
+            self.resync_retry = Some(Backoff::after(None));
+        }
+        for ((op, written), result) in sent.into_iter().zip(outcome.results) {
+            match (result, &op) {
+                (Ok(()), _) => self.applied(op, written),
+                // "Not found" on delete is success: the route is gone, which is what was
+                // wanted (someone else removed it, or its interface went away with it).
+                (Err(e), Op::Delete { .. }) if matches!(e.errno(), Some(ESRCH | ENOENT)) => {
+                    self.applied(op, written)
+                }
+                (Err(source), Op::Replace { prefix, hops }) => {
+                    let e = KernelError::Add {
+                        prefix: *prefix,
+                        via: via_text(hops),
+                        source,
+                    };
+                    self.failed(op, e)
+                }
+                (Err(source), Op::Delete { prefix, .. }) => {
+                    let e = KernelError::Delete {
+                        prefix: *prefix,
+                        source,
+                    };
+                    self.failed(op, e)
                 }
             }
         }
     }
-}
 
-enum Request {
-    /// `RTM_NEWROUTE` with replace, and the next hops as the kernel will report them.
-    Add(RouteAddRequest, Vec<KernelHop>),
-    Delete(RouteDelRequest),
-}
+    fn applied(&mut self, op: Op, written: Vec<KernelHop>) {
+        self.stats.applied += 1;
+        let prefix = op.prefix();
+        self.retry.remove(&prefix);
+        match op {
+            Op::Replace { .. } => {
+                let have = self.haves.acquire(&written);
+                self.set_have(prefix, Some(have));
+            }
+            Op::Delete { metric, kind, .. }
+                if kind == RouteType::Unicast && metric == self.metric_for(&prefix) =>
+            {
+                if self.routes.get(&prefix).is_some_and(|r| r.have.is_some()) {
+                    self.set_have(prefix, None);
+                }
+            }
+            Op::Delete { metric, kind, .. } => {
+                self.strays.retain(|s| *s != (prefix, metric, kind));
+            }
+        }
+    }
 
-/// Sends one request and waits for its acknowledgement. "Not found" on delete is success:
-/// the route is gone, which is what was wanted (someone else removed it, or its interface
-/// went away with it).
-async fn send(request: Request, op: &Op) -> Result<Vec<KernelHop>, KernelError> {
-    match request {
-        Request::Add(add, written) => match add.execute().await {
-            Ok(()) => Ok(written),
-            Err(source) => Err(KernelError::Add {
-                prefix: op.prefix(),
-                via: match op {
-                    Op::Replace { hops, .. } => via_text(hops),
-                    Op::Delete { .. } => String::new(),
-                },
-                source,
-            }),
-        },
-        Request::Delete(del) => match del.execute().await {
-            Ok(()) => Ok(Vec::new()),
-            Err(e) if matches!(errno(&e), Some(ESRCH | ENOENT)) => Ok(Vec::new()),
-            Err(source) => Err(KernelError::Delete {
-                prefix: op.prefix(),
-                source,
-            }),
-        },
+    fn failed(&mut self, op: Op, e: KernelError) {
+        self.stats.errors += 1;
+        let prefix = op.prefix();
+        if let Op::Replace { hops, .. } = &op {
+            // The interface may have been recreated with another index.
+            for dev in hops.iter().filter_map(|h| h.onlink_dev.as_ref()) {
+                self.ifindex.remove(dev);
+            }
+        }
+        let b = Backoff::after(self.retry.get(&prefix).copied());
+        if b.attempts.is_power_of_two() {
+            warn!(%prefix, error = %e, attempt = b.attempts, "route not programmed; will retry");
+        } else {
+            debug!(%prefix, error = %e, attempt = b.attempts, "route not programmed; will retry");
+        }
+        self.retry.insert(prefix, b);
     }
 }
 
