@@ -71,6 +71,7 @@
 
 mod batch;
 mod interner;
+mod route_map;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -93,6 +94,7 @@ use tracing::{debug, info, warn};
 
 use batch::{Refusal, Request, RouteSocket};
 use interner::{Interner, SetId};
+use route_map::RouteMap;
 
 /// `RTPROT_BIRD`: the protocol Calico's BIRD installs its routes with.
 pub const PROTO_BIRD: u8 = 12;
@@ -257,6 +259,8 @@ struct Pending {
     closed: bool,
     /// The sets given last, most recent first.
     recent: Vec<HopSet>,
+    /// Prefixes set and not yet taken by the writer.
+    waiting: usize,
 }
 
 impl Pending {
@@ -312,6 +316,7 @@ pub fn spawn(cfg: KernelConfig) -> Result<(KernelHandle, JoinHandle<()>), Kernel
             queue: VecDeque::from([Job::Resync]),
             closed: false,
             recent: Vec::new(),
+            waiting: 0,
         }),
         wake: Notify::new(),
         status: status_rx,
@@ -322,7 +327,7 @@ pub fn spawn(cfg: KernelConfig) -> Result<(KernelHandle, JoinHandle<()>), Kernel
         socket,
         shared: shared.clone(),
         status: status_tx,
-        routes: HashMap::new(),
+        routes: RouteMap::default(),
         wants: Interner::new(),
         haves: Interner::new(),
         ours: 0,
@@ -369,15 +374,26 @@ impl KernelHandle {
         let hops = p.share(next_hops);
         match p.queue.back_mut() {
             Some(Job::Routes(routes)) => {
-                routes.insert(prefix, hops);
+                if routes.insert(prefix, hops).is_none() {
+                    p.waiting += 1;
+                }
             }
-            _ => p
-                .queue
-                .push_back(Job::Routes(HashMap::from([(prefix, hops)]))),
+            _ => {
+                p.queue
+                    .push_back(Job::Routes(HashMap::from([(prefix, hops)])));
+                p.waiting += 1;
+            }
         }
         p.seq += 1;
         drop(p);
         self.shared().wake.notify_one();
+    }
+
+    /// Prefixes [`set`](Self::set) that the writer has not taken up yet. A caller with a
+    /// whole table to write feeds it as this goes down, so that the routes wait in its own
+    /// compact queue rather than here.
+    pub fn waiting(&self) -> usize {
+        lock(&self.shared().pending).waiting
     }
 
     /// Resolves once everything asked for so far has been tried (a failed route is counted
@@ -544,7 +560,7 @@ struct Writer {
     shared: Arc<Shared>,
     status: watch::Sender<Status>,
     /// Every prefix wanted by the daemon or ours in the kernel (at the configured metric).
-    routes: HashMap<IpNet, Route>,
+    routes: RouteMap<Route>,
     wants: Interner<NextHop>,
     haves: Interner<KernelHop>,
     /// Routes with a `have`.
@@ -567,6 +583,7 @@ impl Writer {
         loop {
             let (jobs, seq, closed) = {
                 let mut p = lock(&self.shared.pending);
+                p.waiting = 0;
                 (std::mem::take(&mut p.queue), p.seq, p.closed)
             };
             for job in jobs {
@@ -625,7 +642,7 @@ impl Writer {
     /// Records what the daemon wants for `prefix` (an empty set: nothing).
     fn set_want(&mut self, prefix: IpNet, hops: &[NextHop]) {
         let want = (!hops.is_empty()).then(|| self.wants.acquire(hops));
-        let route = self.routes.entry(prefix).or_default();
+        let route = self.routes.get_or_default(&prefix);
         if let Some(old) = std::mem::replace(&mut route.want, want) {
             self.wants.release(old);
         }
@@ -636,7 +653,7 @@ impl Writer {
 
     /// Records our route to `prefix` in the kernel, taking over the holder of `have`.
     fn set_have(&mut self, prefix: IpNet, have: Option<SetId>) {
-        let route = self.routes.entry(prefix).or_default();
+        let route = self.routes.get_or_default(&prefix);
         let old = std::mem::replace(&mut route.have, have);
         let forget = route.want.is_none() && route.have.is_none();
         match old {
@@ -736,7 +753,7 @@ impl Writer {
                 self.haves.release(have);
             }
         }
-        self.routes.retain(|_, r| r.want.is_some());
+        self.routes.retain(|r| r.want.is_some());
         self.ours = 0;
         self.strays.clear();
         for d in dumped {
@@ -757,7 +774,7 @@ impl Writer {
             .routes
             .iter()
             .filter(|(_, r)| self.reconciled || r.want.is_some())
-            .map(|(p, _)| *p)
+            .map(|(p, _)| p)
             .collect();
         self.bring_to_wanted(prefixes).await;
         if self.reconciled {
@@ -780,7 +797,7 @@ impl Writer {
                 self.wants.release(want);
             }
         }
-        self.routes.retain(|_, r| r.have.is_some());
+        self.routes.retain(|r| r.have.is_some());
         self.retry.clear();
         let ops: Vec<Op> = match self.dump().await {
             Ok(dumped) => dumped
@@ -798,8 +815,8 @@ impl Writer {
                 self.stats.errors += 1;
                 warn!(error = %e, "cannot read the routing table; removing the routes known to be ours");
                 self.routes
-                    .keys()
-                    .map(|&prefix| Op::Delete {
+                    .iter()
+                    .map(|(prefix, _)| Op::Delete {
                         prefix,
                         metric: self.metric_for(&prefix),
                         kind: RouteType::Unicast,
