@@ -86,8 +86,9 @@ impl RouteSocket {
         let s = socket.socket_mut();
         s.bind_auto()?;
         s.connect(&SocketAddr::new(0, 0))?;
-        s.set_cap_ack(true)?;
-        // Best effort: the default buffer still holds a batch's answers.
+        // Both best effort: without the cap an error answer carries the whole request (a
+        // kernel before 4.2), and the default buffer still holds a batch's answers.
+        let _ = s.set_cap_ack(true);
         let _ = s.set_rx_buf_sz(RECEIVE_BUFFER);
         Ok(RouteSocket {
             socket,
