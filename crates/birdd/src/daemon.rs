@@ -909,7 +909,14 @@ impl Daemon {
         if changes.is_empty() {
             return;
         }
-        self.kernel_dirty.extend(changes.iter().map(|c| c.id));
+        // Only what may touch the kernel waits for it: with VXLAN or Felix-owned pools
+        // nothing does, and a million changes went through the queue for nothing.
+        let for_kernel: Vec<DestId> = changes
+            .iter()
+            .filter(|c| self.kernel_may_change(c))
+            .map(|c| c.id)
+            .collect();
+        self.kernel_dirty.extend(for_kernel);
         // One list for every peer; flush queues it for each.
         self.changed.extend(changes.iter().map(|c| c.id));
     }
@@ -992,6 +999,12 @@ impl Daemon {
             self.kernel_routes.insert(c.id);
             self.kernel.set(c.prefix, hops);
         }
+    }
+
+    /// Whether [`program_kernel`](Self::program_kernel) would do anything for `c`.
+    fn kernel_may_change(&self, c: &Change) -> bool {
+        self.kernel_routes.contains(c.id)
+            || (!self.peer_routes.contains_key(&c.prefix) && !self.kernel_next_hops(c).is_empty())
     }
 
     /// The slot of every prefix in the RIB of these families.
@@ -1177,7 +1190,11 @@ impl Daemon {
     fn backlog(&self) -> Backlog {
         let mut backlog = Backlog::None;
         if !self.kernel_dirty.is_empty() {
-            // The writer takes routes as it goes: look again shortly.
+            // The writer takes routes as it goes: feed it on the next round if it has room,
+            // or look again shortly.
+            if self.kernel.waiting() < KERNEL_AHEAD {
+                return Backlog::Ready;
+            }
             backlog = Backlog::Blocked;
         }
         for p in self.peers.values() {
