@@ -953,10 +953,16 @@ impl Daemon {
         }
         self.peer_routes = wanted;
         // A learned route to an address that no longer has a static route goes back in.
-        let learned: Vec<DestId> = self.rib.as_ref().map_or(Vec::new(), |r| {
-            freed.iter().filter_map(|prefix| r.id(*prefix)).collect()
+        // At once, not behind the kernel queue: the peer's address must not stay unrouted.
+        let learned: Vec<Change> = self.rib.as_ref().map_or(Vec::new(), |r| {
+            freed
+                .iter()
+                .filter_map(|prefix| r.current(r.id(*prefix)?))
+                .collect()
         });
-        self.kernel_dirty.extend(learned);
+        for c in &learned {
+            self.program_kernel(c);
+        }
     }
 
     /// Hands the kernel writer the next queued slots, as far as it is not `KERNEL_AHEAD`

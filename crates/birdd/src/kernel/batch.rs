@@ -32,7 +32,6 @@ const RECEIVE_BUFFER: usize = 1 << 20;
 /// The kernel answers within the `sendmsg`; this only guards against a lost answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 const NLMSG_ERROR: u16 = 2;
-const ENOBUFS: i32 = 105;
 
 /// One route request.
 pub enum Request {
@@ -49,15 +48,15 @@ pub enum Refusal {
     Kernel { errno: i32 },
     #[error("the netlink socket failed: {0}")]
     Socket(#[source] io::Error),
-    #[error("the kernel did not answer within {} s", ANSWER_TIMEOUT.as_secs())]
-    NoAnswer,
+    #[error("its answer was lost (the socket overflowed or failed); the table is read again")]
+    Unanswered,
 }
 
 impl Refusal {
     pub fn errno(&self) -> Option<i32> {
         match self {
             Refusal::Kernel { errno } => Some(*errno),
-            Refusal::Socket(_) | Refusal::NoAnswer => None,
+            Refusal::Socket(_) | Refusal::Unanswered => None,
         }
     }
 }
@@ -66,8 +65,9 @@ impl Refusal {
 pub struct Outcome {
     /// One per request, in order.
     pub results: Vec<Result<(), Refusal>>,
-    /// The socket overflowed and answers were lost: requests reported as applied may have
-    /// failed. The caller should compare with a dump.
+    /// Answers were lost (the socket overflowed or failed, or the kernel did not answer in
+    /// time): the requests without an answer are [`Refusal::Unanswered`], applied or not.
+    /// The caller should compare with a dump.
     pub answers_lost: bool,
 }
 
@@ -143,43 +143,82 @@ impl RouteSocket {
             return (results, false);
         }
         let last = first.wrapping_add(count as u32).wrapping_sub(1);
+        let mut answered = vec![false; count];
         let wait = async {
             loop {
                 self.answer.clear();
-                match self.socket.recv(&mut self.answer).await {
-                    Ok(()) => {}
-                    Err(e) if e.raw_os_error() == Some(ENOBUFS) => return Err(true),
-                    Err(_) => return Err(false),
+                if self.socket.recv(&mut self.answer).await.is_err() {
+                    return false;
                 }
-                let mut done = false;
-                for (seq, errno) in answers(&self.answer) {
-                    let index = seq.wrapping_sub(first) as usize;
-                    if index >= count {
-                        continue;
-                    }
-                    if let Some(errno) = errno {
-                        results[index] = Err(Refusal::Kernel { errno });
-                    }
-                    done |= seq == last;
-                }
-                if done {
-                    return Ok(());
+                // Answers read before any error: nothing was dropped (the socket reports an
+                // overflow before the answers that follow it), so silence means success.
+                if take_answers(&self.answer, first, last, &mut results, &mut answered, true) {
+                    return true;
                 }
             }
         };
-        match tokio::time::timeout(ANSWER_TIMEOUT, wait).await {
-            Ok(Ok(())) => (results, false),
-            // Answers were dropped: what has no error answer is taken as applied, and the
-            // caller compares with a dump.
-            Ok(Err(overflow)) => (results, overflow),
-            Err(_) => {
-                for r in &mut results {
-                    *r = Err(Refusal::NoAnswer);
-                }
-                (results, true)
+        let complete = tokio::time::timeout(ANSWER_TIMEOUT, wait)
+            .await
+            .unwrap_or(false);
+        if complete {
+            return (results, false);
+        }
+        // An overflow (ENOBUFS) leaves the socket dropping every answer until its queue
+        // has been read empty: read what is there, so the next batch is answered.
+        loop {
+            self.answer.clear();
+            if self.socket.socket_ref().recv(&mut self.answer, 0).is_err() {
+                break;
+            }
+            take_answers(
+                &self.answer,
+                first,
+                last,
+                &mut results,
+                &mut answered,
+                false,
+            );
+        }
+        for (r, answered) in results.iter_mut().zip(answered) {
+            if !answered {
+                *r = Err(Refusal::Unanswered);
+            }
+        }
+        (results, true)
+    }
+}
+
+/// Records the answers in `datagram` to requests `first..=last`; true once the last one's
+/// answer (which ends the batch) is among them. With `trust_silence`, that answer also
+/// settles every request before it that had none.
+fn take_answers(
+    datagram: &[u8],
+    first: u32,
+    last: u32,
+    results: &mut [Result<(), Refusal>],
+    answered: &mut [bool],
+    trust_silence: bool,
+) -> bool {
+    let mut done = false;
+    for (seq, errno) in answers(datagram) {
+        let index = seq.wrapping_sub(first) as usize;
+        if index >= results.len() {
+            continue;
+        }
+        answered[index] = true;
+        if let Some(errno) = errno {
+            results[index] = Err(Refusal::Kernel { errno });
+        }
+        if seq == last {
+            done = true;
+            if trust_silence {
+                // The kernel answers in order: a request before the last one without an
+                // answer was applied.
+                answered.fill(true);
             }
         }
     }
+    done
 }
 
 fn encode(out: &mut Vec<u8>, request: Request, seq: u32) {
@@ -284,5 +323,15 @@ mod tests {
         }
         assert_eq!(answers(&datagram), vec![(7, Some(3)), (8, None)]);
         assert!(answers(&datagram[..10]).is_empty());
+
+        // Requests 6, 7, 8: the last one's answer settles 6 only when nothing was dropped.
+        for trust in [true, false] {
+            let mut results: Vec<Result<(), Refusal>> = (0..3).map(|_| Ok(())).collect();
+            let mut answered = vec![false; 3];
+            assert!(take_answers(&datagram, 6, 8, &mut results, &mut answered, trust));
+            assert!(matches!(results[1], Err(Refusal::Kernel { errno: 3 })));
+            assert!(results[0].is_ok() && results[2].is_ok());
+            assert_eq!(answered, vec![trust, true, true]);
+        }
     }
 }

@@ -62,6 +62,7 @@ impl<T: Eq + Hash + Clone> Interner<T> {
     /// One holder fewer; the set is forgotten with its last holder.
     pub fn release(&mut self, id: SetId) {
         let entry = self.entry(id);
+        debug_assert!(entry.refs > 0, "a set released more often than acquired");
         entry.refs = entry.refs.saturating_sub(1);
         if entry.refs == 0 {
             let set = entry.set.clone();

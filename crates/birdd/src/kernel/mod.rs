@@ -587,6 +587,10 @@ impl Writer {
                 (std::mem::take(&mut p.queue), p.seq, p.closed)
             };
             for job in jobs {
+                if self.resync_retry.is_some_and(|b| b.at <= Instant::now()) {
+                    // Answers were lost: the kernel's view first, then what comes next.
+                    self.resync().await;
+                }
                 match job {
                     Job::Routes(routes) => self.set_routes(routes).await,
                     Job::Resync => self.resync().await,
@@ -941,7 +945,10 @@ impl Writer {
             warn!(
                 "the kernel's answers to a batch of route changes were lost; comparing with a dump"
             );
-            self.resync_retry = Some(Backoff::after(None));
+            self.resync_retry = Some(Backoff {
+                attempts: 0,
+                at: Instant::now(),
+            });
         }
         for ((op, written), result) in sent.into_iter().zip(outcome.results) {
             match (result, &op) {
