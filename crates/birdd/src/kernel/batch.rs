@@ -328,7 +328,14 @@ mod tests {
         for trust in [true, false] {
             let mut results: Vec<Result<(), Refusal>> = (0..3).map(|_| Ok(())).collect();
             let mut answered = vec![false; 3];
-            assert!(take_answers(&datagram, 6, 8, &mut results, &mut answered, trust));
+            assert!(take_answers(
+                &datagram,
+                6,
+                8,
+                &mut results,
+                &mut answered,
+                trust
+            ));
             assert!(matches!(results[1], Err(Refusal::Kernel { errno: 3 })));
             assert!(results[0].is_ok() && results[2].is_ok());
             assert_eq!(answered, vec![trust, true, true]);
