@@ -94,18 +94,18 @@ impl RouteSocket {
             socket,
             seq: 0,
             out: Vec::with_capacity(MAX_BYTES + 4096),
-            answer: vec![0; 64 * 1024],
+            answer: Vec::with_capacity(64 * 1024),
         })
     }
 
-    /// Sends `requests` (at most [`MAX_MESSAGES`]; more are sent in several datagrams) and
-    /// waits for the kernel's answers.
+    /// Sends `requests`, [`MAX_MESSAGES`] to a datagram, and waits for the kernel's answers
+    /// to each datagram before the next.
     pub async fn apply(&mut self, requests: Vec<Request>) -> Outcome {
         let mut results = Vec::with_capacity(requests.len());
         let mut answers_lost = false;
         let mut requests = requests.into_iter().peekable();
         while requests.peek().is_some() {
-            let mut first_seq = None;
+            let first = self.seq.wrapping_add(1);
             let mut count = 0usize;
             let mut last_at = 0;
             self.out.clear();
@@ -114,14 +114,12 @@ impl RouteSocket {
                     break;
                 };
                 self.seq = self.seq.wrapping_add(1);
-                first_seq.get_or_insert(self.seq);
                 last_at = self.out.len();
                 encode(&mut self.out, request, self.seq);
                 count += 1;
             }
             // Only the last request asks for the acknowledgement that ends the wait.
             ask_for_ack(&mut self.out[last_at..]);
-            let first = first_seq.unwrap_or(self.seq);
             let (batch, lost) = self.exchange(first, count).await;
             answers_lost |= lost;
             results.extend(batch);
