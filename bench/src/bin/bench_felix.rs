@@ -33,11 +33,15 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     endpoints: usize,
     /// Changes timed for (b), half policy edits and half label changes.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 200)]
     changes: usize,
-    /// Seconds of TCP stream per throughput measurement.
-    #[arg(long, default_value_t = 3)]
+    /// Seconds of each TCP stream of a throughput measurement.
+    #[arg(long, default_value_t = 2)]
     stream_seconds: u64,
+    /// Streams per throughput measurement; the best counts (on a shared machine, other
+    /// work only ever takes throughput away).
+    #[arg(long, default_value_t = 3)]
+    streams: usize,
     /// Where felixd, calico, calico-ipam and ipamd are (default: next to this binary).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
@@ -152,6 +156,15 @@ fn wire_pods(node: &Node, rt: &Runtime) -> Result<Pods> {
         list,
         attachments,
     })
+}
+
+/// The best of `runs` streams, in bytes per second.
+fn best_throughput(p: &Pods, secs: u64, runs: usize) -> Result<f64> {
+    let mut best = 0f64;
+    for _ in 0..runs.max(1) {
+        best = best.max(throughput(p, secs)?);
+    }
+    Ok(best)
 }
 
 /// Bytes per second of one TCP stream from the client pod to the server pod.
@@ -438,7 +451,7 @@ fn main() -> Result<()> {
         "server",
         &[("app", "bench-server"), ("role", "server")],
     )?;
-    let tput_none = throughput(&pods, args.stream_seconds)?;
+    let tput_none = best_throughput(&pods, args.stream_seconds, args.streams)?;
 
     // The scale: veths, endpoints, profiles, policies.
     let t = Instant::now();
@@ -479,7 +492,7 @@ fn main() -> Result<()> {
 
     // (a) and (c): full programming from a restart, iptables then nftables.
     let ipt = measure_programming(&mut node, &[], false)?;
-    let tput_loaded = throughput(&pods, args.stream_seconds)?;
+    let tput_loaded = best_throughput(&pods, args.stream_seconds, args.streams)?;
     // (b): changes at scale.
     let lat = change_latency(&node, &pods, args.changes)?;
     let rss_after = rss_bytes(felix_pid(&node)?)?;

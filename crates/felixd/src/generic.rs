@@ -2,7 +2,6 @@
 //! match terms and an action, rendered for iptables-restore (text identical to Calico's, so the
 //! per-rule hashes match the ones Calico writes) or for nft.
 
-use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use base64::Engine as _;
@@ -655,33 +654,6 @@ pub fn rule_hashes(chain: &Chain, f: &Features) -> Vec<String> {
             enc[..HASH_LENGTH].to_string()
         })
         .collect()
-}
-
-/// The chains reachable from `roots` (each `(referrer, chain)`), following `targets` (the
-/// chains a chain jumps to, `None` when the chain is not defined), and the first reference to
-/// an undefined chain that `must_exist` says should have been defined, as (from, to).
-pub fn reachable_chains(
-    roots: Vec<(String, String)>,
-    targets: impl Fn(&str) -> Option<Vec<String>>,
-    must_exist: impl Fn(&str) -> bool,
-) -> (HashSet<String>, Option<(String, String)>) {
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut dangling = None;
-    let mut stack = roots;
-    while let Some((from, n)) = stack.pop() {
-        if seen.contains(&n) {
-            continue;
-        }
-        let Some(next) = targets(&n) else {
-            if dangling.is_none() && must_exist(&n) {
-                dangling = Some((from, n));
-            }
-            continue;
-        };
-        stack.extend(next.into_iter().map(|t| (n.clone(), t)));
-        seen.insert(n);
-    }
-    (seen, dangling)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod calc;
+pub mod chain_graph;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;

@@ -14,10 +14,11 @@
 //!   bounded in size so that the lock is never held for long, and split only at chain
 //!   boundaries in reference order (a chain is written before the chains that jump to it).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use crate::chain_graph::{ChainGraph, Links};
 use crate::generic::{Action, Chain, Features, Rule, iptables_render, rule_hashes};
 
 use super::exec::{Exec, ExecError};
@@ -168,7 +169,6 @@ pub struct Plan {
     to_delete: Vec<String>,
     hooks_changed: Vec<(String, Vec<SavedRule>)>,
     hook_lines: usize,
-    reach: HashSet<String>,
 }
 
 /// Runs one `iptables-restore --noflush` (waiting for the xtables lock in legacy mode).
@@ -309,8 +309,8 @@ pub struct Table {
     /// Chains (desired or not) that may differ from the kernel.
     dirty: BTreeSet<String>,
     dirty_hooks: BTreeSet<String>,
-    /// The chains that were reachable at the last write.
-    reached: HashSet<String>,
+    /// Which of our chains the hooks reach.
+    graph: ChainGraph,
     /// Lines per `iptables-restore` before a write is split.
     max_lines: usize,
     last_read: Option<Instant>,
@@ -392,7 +392,7 @@ impl Table {
             kernel: None,
             dirty: BTreeSet::new(),
             dirty_hooks: BTreeSet::new(),
-            reached: HashSet::new(),
+            graph: ChainGraph::new(is_ours),
             max_lines: MAX_LINES_PER_TRANSACTION,
             last_read: None,
         }
@@ -415,6 +415,9 @@ impl Table {
             return;
         }
         self.dirty.insert(chain.name.clone());
+        let targets = chain.references().map(str::to_string).collect();
+        self.graph
+            .set_chain(&chain.name, Links::new(targets, Vec::new()));
         self.desired_hashes.insert(chain.name.clone(), hashes);
         self.desired.insert(chain.name.clone(), chain);
     }
@@ -427,6 +430,7 @@ impl Table {
 
     pub fn remove_chain(&mut self, name: &str) {
         if self.desired.remove(name).is_some() {
+            self.graph.remove_chain(name);
             self.desired_hashes.remove(name);
             self.dirty.insert(name.to_string());
         }
@@ -455,6 +459,15 @@ impl Table {
             append_hashes,
         };
         if self.hooks.get(kernel_chain) != Some(&h) {
+            let targets = h
+                .insert
+                .iter()
+                .chain(&h.append)
+                .filter_map(|r| r.action.as_ref().and_then(Action::referenced_chain))
+                .map(str::to_string)
+                .collect();
+            self.graph
+                .set_root(kernel_chain, Links::new(targets, Vec::new()));
             self.hooks.insert(kernel_chain.to_string(), h);
             self.dirty_hooks.insert(kernel_chain.to_string());
         }
@@ -577,8 +590,7 @@ impl Table {
         };
         // Only chains the kernel chains reach (through our hooks) are programmed, as Felix
         // does: a policy nobody jumps to costs nothing.
-        let (reach, dangling) = self.reachable();
-        if let Some((from, to)) = dangling {
+        if let Some((from, to)) = self.graph.dangling() {
             return Err(TableError::Dangling {
                 table: self.name,
                 ip_version: self.ip_version,
@@ -586,15 +598,10 @@ impl Table {
                 to,
             });
         }
-        let candidates: BTreeSet<&String> = self
-            .dirty
-            .iter()
-            .chain(reach.difference(&self.reached))
-            .chain(self.reached.difference(&reach))
-            .collect();
+        let candidates: BTreeSet<&String> = self.dirty.iter().chain(self.graph.changed()).collect();
         let to_write: Vec<String> = candidates
             .iter()
-            .filter(|n| reach.contains(**n))
+            .filter(|n| self.graph.is_reached(n))
             .filter(|n| {
                 self.desired_hashes
                     .get(**n)
@@ -604,7 +611,7 @@ impl Table {
             .collect();
         let to_delete: Vec<String> = candidates
             .iter()
-            .filter(|n| !reach.contains(**n) && kernel.ours.contains_key(**n))
+            .filter(|n| !self.graph.is_reached(n) && kernel.ours.contains_key(**n))
             .map(|n| (*n).clone())
             .collect();
 
@@ -735,7 +742,6 @@ impl Table {
             to_delete,
             hook_lines: hook_lines.len(),
             hooks_changed,
-            reach,
         }))
     }
 
@@ -755,7 +761,7 @@ impl Table {
         for (chain, rules) in plan.hooks_changed {
             kernel.others.insert(chain, rules);
         }
-        self.reached = plan.reach;
+        self.graph.clear_changed();
         stats.chains_written += plan.to_write.len();
         stats.chains_deleted += plan.to_delete.len();
         stats.hooks_written += plan.hook_lines;
@@ -770,28 +776,6 @@ impl Table {
 
     pub fn needs_read(&self) -> bool {
         self.kernel.is_none()
-    }
-
-    /// The chains reachable from our hook rules, and a reference to a chain that does not
-    /// exist, if there is one.
-    fn reachable(&self) -> (HashSet<String>, Option<(String, String)>) {
-        let mut roots = Vec::new();
-        for (kchain, h) in &self.hooks {
-            for r in h.insert.iter().chain(&h.append) {
-                if let Some(t) = r.action.as_ref().and_then(Action::referenced_chain) {
-                    roots.push((kchain.clone(), t.to_string()));
-                }
-            }
-        }
-        crate::generic::reachable_chains(
-            roots,
-            |n| {
-                self.desired
-                    .get(n)
-                    .map(|c| c.references().map(str::to_string).collect())
-            },
-            is_ours,
-        )
     }
 
     /// `names` ordered so that a chain comes after every chain it jumps to (cycles, which

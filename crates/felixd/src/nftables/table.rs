@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use crate::chain_graph::{ChainGraph, Links};
 use crate::dataplane::exec::{Exec, ExecError};
 use crate::dataplane::ipsets::SetType;
 use crate::generic::{Chain, Features, Rule};
@@ -287,7 +288,6 @@ struct MapPlan {
 struct Plan {
     recreate: bool,
     create_table: bool,
-    reach: HashSet<String>,
     new_sets: Vec<SetPlan>,
     changed_sets: Vec<SetPlan>,
     delete_sets: Vec<String>,
@@ -343,8 +343,9 @@ pub struct NftTable {
     dirty_sets: BTreeSet<String>,
     maps_dirty: bool,
     hooks_dirty: bool,
-    /// The chains reachable at the last write.
-    reached: HashSet<String>,
+    /// Which chains the base chains and verdict maps reach, and which sets and maps they
+    /// look up.
+    graph: ChainGraph,
     recreate: bool,
     failures: u32,
     last_read: Option<Instant>,
@@ -369,7 +370,7 @@ impl NftTable {
             dirty_sets: BTreeSet::new(),
             maps_dirty: false,
             hooks_dirty: false,
-            reached: HashSet::new(),
+            graph: ChainGraph::new(|_| true),
             recreate: false,
             failures: 0,
             last_read: None,
@@ -401,6 +402,7 @@ impl NftTable {
             return;
         }
         self.dirty_chains.insert(name.clone());
+        self.graph.set_chain(&name, links(&chain.rules, layer));
         self.chains.insert(
             name,
             DesiredChain {
@@ -420,6 +422,7 @@ impl NftTable {
     pub fn remove_chain(&mut self, layer: &str, name: &str) {
         let name = namespaced(layer, name);
         if self.chains.remove(&name).is_some() {
+            self.graph.remove_chain(&name);
             self.dirty_chains.insert(name);
         }
     }
@@ -464,6 +467,8 @@ impl NftTable {
             hashes,
         };
         if self.hooks.get(&name) != Some(&h) {
+            let rules: Vec<Rule> = h.insert.iter().chain(&h.append).cloned().collect();
+            self.graph.set_root(&name, links(&rules, layer));
             self.hooks.insert(name, h);
             self.hooks_dirty = true;
         }
@@ -563,6 +568,12 @@ impl NftTable {
         if self.maps.get(&name) == Some(&entries) {
             return;
         }
+        let targets = entries
+            .values()
+            .filter_map(|v| verdict_target(v))
+            .map(str::to_string)
+            .collect();
+        self.graph.set_root(&name, Links::new(targets, Vec::new()));
         self.maps.insert(name, entries);
         self.maps_dirty = true;
     }
@@ -570,6 +581,7 @@ impl NftTable {
     pub fn remove_map(&mut self, layer: &str, name: &str) {
         let name = namespaced(layer, &legalize_set_name(name));
         if self.maps.remove(&name).is_some() {
+            self.graph.remove_root(&name);
             self.maps_dirty = true;
         }
     }
@@ -751,38 +763,6 @@ impl NftTable {
         stats
     }
 
-    /// The chains reachable from the base chains' rules and the verdict maps, and a reference
-    /// to a chain that does not exist, if there is one (from, to).
-    fn reachable(&self) -> (HashSet<String>, Option<(String, String)>) {
-        let mut roots = Vec::new();
-        for (base, h) in &self.hooks {
-            for r in h.insert.iter().chain(&h.append) {
-                if let Some(t) = rule_target(r, &h.layer) {
-                    roots.push((base.clone(), t));
-                }
-            }
-        }
-        for (map, entries) in &self.maps {
-            for v in entries.values() {
-                if let Some(t) = verdict_target(v) {
-                    roots.push((map.clone(), t.to_string()));
-                }
-            }
-        }
-        crate::generic::reachable_chains(
-            roots,
-            |n| {
-                self.chains.get(n).map(|c| {
-                    c.rules
-                        .iter()
-                        .filter_map(|r| rule_target(r, &c.layer))
-                        .collect()
-                })
-            },
-            |_| true,
-        )
-    }
-
     /// Every set and map a rule of a chain we are about to write uses must be ours.
     fn check_lookups(&self, chain: &str, layer: &str, rules: &[Rule]) -> Result<(), NftError> {
         for r in rules {
@@ -818,8 +798,7 @@ impl NftTable {
             ..Plan::default()
         };
 
-        let (reach, dangling) = self.reachable();
-        if let Some((from, to)) = dangling {
+        if let Some((from, to)) = self.graph.dangling() {
             return Err(NftError::Dangling {
                 family: self.family,
                 from,
@@ -829,16 +808,20 @@ impl NftTable {
 
         // Regular chains.
         let candidates: BTreeSet<&String> = if self.recreate {
-            reach.iter().collect()
+            self.graph.reached().collect()
         } else {
             self.dirty_chains
                 .iter()
-                .chain(reach.symmetric_difference(&self.reached))
+                .chain(self.graph.changed())
                 .collect()
         };
         for name in candidates {
             let exists = kernel.chains.contains_key(name);
-            if let Some(c) = self.chains.get(name).filter(|_| reach.contains(name)) {
+            if let Some(c) = self
+                .chains
+                .get(name)
+                .filter(|_| self.graph.is_reached(name))
+            {
                 if kernel.chains.get(name) == Some(&c.hashes) {
                     continue;
                 }
@@ -925,46 +908,23 @@ impl NftTable {
 
         // Nothing that stays may still use a set or map being deleted.
         if !plan.delete_sets.is_empty() || !plan.delete_maps.is_empty() {
-            self.check_still_used(&reach, &plan)?;
+            self.check_still_used(&plan)?;
         }
-        plan.reach = reach;
         Ok(Some(plan))
     }
 
     /// Refuses deleting a set or map that a chain staying in the table still uses.
-    fn check_still_used(&self, reach: &HashSet<String>, plan: &Plan) -> Result<(), NftError> {
-        let hooks = self.hooks.iter().map(|(n, h)| {
-            (
-                n,
-                h.layer.as_str(),
-                h.insert.iter().chain(&h.append).collect::<Vec<_>>(),
-            )
-        });
-        let chains = reach.iter().filter_map(|n| {
-            self.chains
-                .get(n)
-                .map(|c| (n, c.layer.as_str(), c.rules.iter().collect::<Vec<_>>()))
-        });
-        for (chain, layer, rules) in hooks.chain(chains) {
-            for r in rules {
-                let (sets, maps) = rule_lookups(r, layer);
-                let gone = sets
-                    .into_iter()
-                    .find(|s| plan.delete_sets.contains(s))
-                    .map(|s| ("set", s))
-                    .or_else(|| {
-                        maps.into_iter()
-                            .find(|m| plan.delete_maps.contains(m))
-                            .map(|m| ("verdict map", m))
-                    });
-                if let Some((kind, name)) = gone {
-                    return Err(NftError::Missing {
-                        family: self.family,
-                        chain: chain.clone(),
-                        kind,
-                        name,
-                    });
-                }
+    fn check_still_used(&self, plan: &Plan) -> Result<(), NftError> {
+        let sets = plan.delete_sets.iter().map(|s| ("set", s));
+        let maps = plan.delete_maps.iter().map(|m| ("verdict map", m));
+        for (kind, name) in sets.chain(maps) {
+            if let Some(chain) = self.graph.user_of(name) {
+                return Err(NftError::Missing {
+                    family: self.family,
+                    chain,
+                    kind,
+                    name: name.clone(),
+                });
             }
         }
         Ok(())
@@ -1174,13 +1134,25 @@ impl NftTable {
         for name in &plan.delete_maps {
             k.maps.remove(name);
         }
-        self.reached = plan.reach;
+        self.graph.clear_changed();
         self.dirty_chains.clear();
         self.dirty_sets.clear();
         self.maps_dirty = false;
         self.hooks_dirty = false;
         self.recreate = false;
     }
+}
+
+/// What a chain's rules refer to: jump targets, sets and verdict maps (full names).
+fn links(rules: &[Rule], layer: &str) -> Links {
+    let mut l = Links::default();
+    for r in rules {
+        l.targets.extend(rule_target(r, layer));
+        let (sets, maps) = rule_lookups(r, layer);
+        l.lookups.extend(sets);
+        l.lookups.extend(maps);
+    }
+    l
 }
 
 /// `nft -j list table` of a table that doesn't exist: "Error: No such file or directory".
