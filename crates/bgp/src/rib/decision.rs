@@ -382,7 +382,7 @@ pub(super) fn explain(paths: &[PathEntry], ctx: &Ctx<'_>) -> Lost {
     select(paths, ctx, &mut s);
     let mut lost: Lost = paths
         .iter()
-        .map(|p| p.rejected.map(LostBecause::Rejected))
+        .map(|p| super::import_reject(ctx, p).map(LostBecause::Rejected))
         .collect();
     for (i, why) in s.dropped {
         if let Some(slot) = lost.get_mut(i) {

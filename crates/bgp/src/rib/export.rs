@@ -212,7 +212,7 @@ impl<'a, 'p> Exporter<'a, 'p> {
         prefix: IpNet,
         peer: PeerId,
         attrs: &Arc<Attrs>,
-        rejected: Option<super::ImportReject>,
+        rejected: Option<super::RejectKind>,
     ) -> Option<Arc<Attrs>> {
         if rejected.is_some() || peer == self.to_id {
             return None;

@@ -201,6 +201,28 @@ pub enum ImportReject {
     NoNextHop,
 }
 
+impl ImportReject {
+    pub fn kind(self) -> RejectKind {
+        match self {
+            ImportReject::AsPathLoop { .. } => RejectKind::AsPathLoop,
+            ImportReject::OriginatorIsUs(_) => RejectKind::OriginatorIsUs,
+            ImportReject::ClusterLoop(_) => RejectKind::ClusterLoop,
+            ImportReject::NoNextHop => RejectKind::NoNextHop,
+        }
+    }
+}
+
+/// What a stored path keeps of its [`ImportReject`]: the kind, in one byte (a path is 24
+/// bytes with it, 32 with the reason's address). The AS number or id a reason names is
+/// ours, so an explanation finds it again in the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectKind {
+    AsPathLoop,
+    OriginatorIsUs,
+    ClusterLoop,
+    NoNextHop,
+}
+
 impl fmt::Display for ImportReject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -226,15 +248,15 @@ pub struct PathEntry {
     /// The path id the peer sent it under (RFC 7911), 0 without ADD-PATH.
     pub path_id: u32,
     /// The path id we send it under to ADD-PATH peers (see the module doc): the smallest
-    /// free one, so 16 bits are plenty, and the entry stays 32 bytes.
+    /// free one, so 16 bits are plenty, and the entry stays 24 bytes.
     pub tx_path_id: u16,
     /// Cost to reach the next hop ([`Rib::set_igp_cost`]), 0 by default.
     pub igp_cost: u32,
     pub attrs: Arc<Attrs>,
     /// Kept through the peer's graceful restart, not yet re-sent (RFC 4724).
     pub stale: bool,
-    /// Refused on import; never a candidate.
-    pub rejected: Option<ImportReject>,
+    /// Refused on import; never a candidate ([`Rib::explain`] says why in full).
+    pub rejected: Option<RejectKind>,
 }
 
 /// A prefix's selected path.
@@ -456,7 +478,7 @@ impl Interner {
 #[derive(Debug)]
 struct Imported {
     attrs: Arc<Attrs>,
-    rejected: Option<ImportReject>,
+    rejected: Option<RejectKind>,
     igp_cost: u32,
 }
 
@@ -467,7 +489,7 @@ enum Edit {
     /// Re-decide with these import verdict and IGP cost (the peer's settings may also have
     /// changed the decision's inputs).
     Set {
-        rejected: Option<ImportReject>,
+        rejected: Option<RejectKind>,
         igp_cost: u32,
     },
 }
@@ -548,7 +570,7 @@ impl Rib {
         let config = self.config.clone();
         Ok(self.sweep(None, |p| {
             (p.peer == id).then(|| Edit::Set {
-                rejected: import_check(&config, &info, &p.attrs),
+                rejected: import_check(&config, &info, &p.attrs).map(ImportReject::kind),
                 igp_cost: p.igp_cost,
             })
         }))
@@ -858,7 +880,7 @@ impl Rib {
         };
         // The loop checks look at the path as received (BIRD's run at decode): an import
         // filter that prepends our own AS does not make it a loop.
-        let rejected = import_check(&self.config, info, &attrs);
+        let rejected = import_check(&self.config, info, &attrs).map(ImportReject::kind);
         if let Some(e) = edits.filter(|e| !e.is_empty()) {
             e.apply(Arc::make_mut(&mut attrs));
         }
@@ -1040,6 +1062,26 @@ fn import_check(config: &RibConfig, info: &PeerInfo, attrs: &Attrs) -> Option<Im
         return Some(ImportReject::NoNextHop);
     }
     None
+}
+
+/// The full reason a stored path was refused: the check run again, or, should the
+/// configuration have changed since, the reason of that kind with today's AS number and ids.
+fn import_reject(ctx: &Ctx<'_>, p: &PathEntry) -> Option<ImportReject> {
+    let kind = p.rejected?;
+    let info = ctx.peers.get(&p.peer);
+    if let Some(r) = info.and_then(|i| import_check(ctx.config, i, &p.attrs))
+        && r.kind() == kind
+    {
+        return Some(r);
+    }
+    Some(match kind {
+        RejectKind::AsPathLoop => ImportReject::AsPathLoop {
+            asn: info.map_or(ctx.config.local_as, |i| i.local_as),
+        },
+        RejectKind::OriginatorIsUs => ImportReject::OriginatorIsUs(ctx.config.router_id),
+        RejectKind::ClusterLoop => ImportReject::ClusterLoop(ctx.config.cluster_id_or_router_id()),
+        RejectKind::NoNextHop => ImportReject::NoNextHop,
+    })
 }
 
 /// Notes the selection of `dest` before an edit: in `scratch.before` to decide at once, or,

@@ -1470,10 +1470,10 @@ fn every_reason_reads_like_a_sentence() {
 fn a_stored_path_stays_compact() {
     // Per path: source, two path ids, IGP cost, one shared attribute set, flags (§6 of the
     // BGP reference: ≤ 100–150 B per path all in).
-    assert!(std::mem::size_of::<PathEntry>() <= 32);
+    assert!(std::mem::size_of::<PathEntry>() <= 24);
     // Per prefix: its slot (the prefix, the ECMP count, the paths with one inline) and a
     // 4-byte index entry.
-    assert!(std::mem::size_of::<Dest>() <= 64);
+    assert!(std::mem::size_of::<Dest>() <= 56);
 }
 
 #[test]
