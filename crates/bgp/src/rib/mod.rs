@@ -909,10 +909,10 @@ impl Rib {
             ..
         } = self;
         let ctx = Ctx { config, peers };
-        let (id, bucket) = match new {
-            Some(_) => (dests.entry(nlri.prefix), table::NO_BUCKET),
-            None => match dests.locate(&nlri.prefix) {
-                Some(found) => found,
+        let id = match new {
+            Some(_) => dests.entry(nlri.prefix),
+            None => match dests.id(&nlri.prefix) {
+                Some(id) => id,
                 None => return,
             },
         };
@@ -970,7 +970,7 @@ impl Rib {
                 counts.forget(&p);
                 settle_now(&ctx, deferred, scratch, id, dest, changes);
                 if dest.paths.is_empty() {
-                    dests.emptied(id, bucket);
+                    dests.emptied(id);
                 }
             }
         }
@@ -1030,7 +1030,7 @@ impl Rib {
             }
         }
         for id in emptied {
-            dests.emptied(id, table::NO_BUCKET);
+            dests.emptied(id);
         }
         // Deferred: the walk's edits join the round's, and everything waiting is decided
         // now, after the edits (a departed peer's pending path is never ranked, let alone

@@ -37,9 +37,8 @@ pub(super) struct Table {
     hasher: foldhash::fast::RandomState,
     chunks: Vec<Vec<Dest>>,
     free: Vec<DestId>,
-    /// Slots whose last path went, still indexed until released, each with where the
-    /// index held it when it emptied ([`NO_BUCKET`] if unknown).
-    emptied: Vec<(DestId, usize)>,
+    /// Slots whose last path went, still indexed until released.
+    emptied: Vec<DestId>,
 }
 
 impl Default for Table {
@@ -63,9 +62,6 @@ impl std::fmt::Debug for Table {
             .finish()
     }
 }
-
-/// An emptied slot's index position is not known.
-pub const NO_BUCKET: usize = usize::MAX;
 
 /// The slot `id` in `chunks`.
 fn slot(chunks: &[Vec<Dest>], id: DestId) -> Option<&Dest> {
@@ -96,17 +92,6 @@ impl Table {
                 slot(chunks, *id).is_some_and(|d| d.prefix == *prefix)
             })
             .copied()
-    }
-
-    /// The slot of `prefix` and its position in the index, which [`Table::emptied`] takes
-    /// so that releasing the slot needs no second lookup (meaningful until the index
-    /// changes; checked before use).
-    pub fn locate(&self, prefix: &IpNet) -> Option<(DestId, usize)> {
-        let chunks = &self.chunks;
-        let bucket = self.index.find_bucket_index(self.hash(prefix), |id| {
-            slot(chunks, *id).is_some_and(|d| d.prefix == *prefix)
-        })?;
-        self.index.get_bucket(bucket).map(|id| (*id, bucket))
     }
 
     pub fn get(&self, prefix: &IpNet) -> Option<&Dest> {
@@ -160,21 +145,17 @@ impl Table {
         id
     }
 
-    /// Notes that the slot's last path went; `bucket` is where [`Table::locate`] found it,
-    /// or [`NO_BUCKET`].
-    pub fn emptied(&mut self, id: DestId, bucket: usize) {
-        self.emptied.push((id, bucket));
+    /// Notes that the slot's last path went.
+    pub fn emptied(&mut self, id: DestId) {
+        self.emptied.push(id);
     }
 
     /// Frees the emptied slots that are still empty and that `in_use` says no caller holds;
     /// the others wait for the next call. Returns how many were freed.
     pub fn release(&mut self, mut in_use: impl FnMut(DestId) -> bool) -> usize {
+        let mut freed = 0;
         let mut kept = Vec::new();
-        // Two passes: the slots and where the index holds them are read first, then the
-        // index is edited. A million withdrawn prefixes miss the cache on both; a probe per
-        // slot waited for each miss in turn, while these reads go out together.
-        let mut release = Vec::with_capacity(self.emptied.len());
-        for (id, bucket) in std::mem::take(&mut self.emptied) {
+        for id in std::mem::take(&mut self.emptied) {
             let Some(dest) = slot(&self.chunks, id) else {
                 continue;
             };
@@ -184,25 +165,13 @@ impl Table {
             }
             // Not decided yet (its change still to come), or held by the caller.
             if dest.undecided || in_use(id) {
-                kept.push((id, bucket));
+                kept.push(id);
                 continue;
             }
-            // The position noted at emptying, if the index has not moved it since; else a
-            // lookup, which also finds an id emptied twice (listed twice) already gone.
-            let at = if self.index.get_bucket(bucket) == Some(&id) {
-                Ok(bucket)
-            } else {
-                Err(self.hash(&dest.prefix))
-            };
-            release.push((id, at));
-        }
-        let mut freed = 0;
-        for (id, at) in release {
-            let entry = match at {
-                Ok(bucket) => self.index.get_bucket_entry(bucket).ok(),
-                Err(hash) => self.index.find_entry(hash, |x| *x == id).ok(),
-            };
-            let Some(entry) = entry else {
+            // One lookup both checks the slot is still indexed (an id emptied twice is
+            // listed twice) and unindexes it.
+            let hash = self.hash(&dest.prefix);
+            let Ok(entry) = self.index.find_entry(hash, |x| *x == id) else {
                 continue;
             };
             entry.remove();
@@ -254,18 +223,16 @@ mod tests {
     }
 
     #[test]
-    fn emptied_slots_are_released_whether_or_not_the_index_moved_them() {
+    fn emptied_slots_are_released_after_the_index_grew() {
         let mut t = Table::default();
         let (a, b) = (prefix(1), prefix(2));
-        t.entry(a);
-        t.entry(b);
-        let (ida, at) = t.locate(&a).unwrap();
-        // Listed twice, once with a position and once without.
-        t.emptied(ida, at);
-        t.emptied(ida, NO_BUCKET);
-        let (idb, bt) = t.locate(&b).unwrap();
-        t.emptied(idb, bt);
-        // The index grows (and rehashes) before the release: the noted positions are stale.
+        let ida = t.entry(a);
+        let idb = t.entry(b);
+        // Listed twice, released once.
+        t.emptied(ida);
+        t.emptied(ida);
+        t.emptied(idb);
+        // The index grows (and rehashes) before the release.
         for i in 10..5000 {
             t.entry(prefix(i));
         }
@@ -279,7 +246,7 @@ mod tests {
         // Freed slots are reused, and found again.
         let again = t.entry(a);
         assert!(again == ida || again == idb);
-        assert_eq!(t.locate(&a).map(|(id, _)| id), Some(again));
+        assert_eq!(t.id(&a), Some(again));
     }
 
     #[test]
@@ -287,8 +254,7 @@ mod tests {
         let mut t = Table::default();
         let a = prefix(1);
         let id = t.entry(a);
-        let (_, at) = t.locate(&a).unwrap();
-        t.emptied(id, at);
+        t.emptied(id);
         assert_eq!(t.release(|x| x == id), 0);
         assert_eq!(t.id(&a), Some(id));
         assert_eq!(t.release(|_| false), 1);

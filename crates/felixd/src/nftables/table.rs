@@ -467,8 +467,8 @@ impl NftTable {
             hashes,
         };
         if self.hooks.get(&name) != Some(&h) {
-            let rules: Vec<Rule> = h.insert.iter().chain(&h.append).cloned().collect();
-            self.graph.set_root(&name, links(&rules, layer));
+            self.graph
+                .set_root(&name, links(h.insert.iter().chain(&h.append), layer));
             self.hooks.insert(name, h);
             self.hooks_dirty = true;
         }
@@ -1144,7 +1144,7 @@ impl NftTable {
 }
 
 /// What a chain's rules refer to: jump targets, sets and verdict maps (full names).
-fn links(rules: &[Rule], layer: &str) -> Links {
+fn links<'a>(rules: impl IntoIterator<Item = &'a Rule>, layer: &str) -> Links {
     let mut l = Links::default();
     for r in rules {
         l.targets.extend(rule_target(r, layer));
