@@ -14,7 +14,7 @@ DEB_PACKAGES := \
 	protobuf-compiler libprotobuf-dev \
 	ca-certificates
 
-.PHONY: all deps build test lint fmt demo bench bench-ipam bench-cni bench-felix bench-bgp clean help
+.PHONY: all deps build test lint fmt fuzz fuzz-deps demo bench bench-ipam bench-cni bench-felix bench-bgp clean help
 
 all: build
 
@@ -22,6 +22,7 @@ help:
 	@echo "make demo   - build and run the demo (installs what is missing)"
 	@echo "make test   - install what is missing, build everything, run every test"
 	@echo "make lint   - rustfmt check and clippy with warnings as errors"
+	@echo "make fuzz   - coverage-guided fuzzing of the BGP decoders and session (FUZZ_SECONDS per target)"
 	@echo "make bench  - benchmarks, each beside a reference measured in the same run (make bench-ipam: IPAM only)"
 	@echo "make deps   - only install the Debian packages listed in DEB_PACKAGES"
 
@@ -49,6 +50,29 @@ test: deps
 	$(CARGO) test --workspace --locked --no-fail-fast
 	# felixd's policy suites again on the native nftables backend.
 	FELIXD_TEST_NFTABLES=1 $(CARGO) test --locked -p felixd --test policy --test node --test netpol_conformance
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=20
+
+# libFuzzer on the BGP decoders and the session state machine (fuzz/, its own workspace). Each
+# target starts from the seed conversations in fuzz/seeds and keeps what it finds in
+# fuzz/corpus; a crash stops with the input saved under fuzz/artifacts. `-s none`: the code
+# is safe Rust (unsafe is forbidden), so no sanitizer is needed, and stable rustc builds it.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := decode session
+CARGO_FUZZ_VERSION := 0.13.2
+
+fuzz-deps:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz@$(CARGO_FUZZ_VERSION)
+
+fuzz: deps fuzz-deps
+	cd fuzz && $(CARGO) fuzz build -s none
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		mkdir -p corpus/$$t; log=target/fuzz-$$t.log; \
+		echo "fuzz: $$t for $(FUZZ_SECONDS) s (log: fuzz/$$log)"; \
+		if ! $(CARGO) fuzz run -s none $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) >$$log 2>&1; then \
+			tail -n 40 $$log; echo "fuzz: $$t failed; the input is under fuzz/artifacts/$$t" >&2; exit 1; \
+		fi; \
+		grep -E "^Done" $$log; \
+	done
 
 lint: deps
 	$(CARGO) fmt --all -- --check

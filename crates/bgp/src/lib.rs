@@ -9,6 +9,8 @@
 //!   reason each losing path lost, and what to advertise to whom.
 
 pub mod fsm;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod rib;
 pub mod types;
 pub mod wire;

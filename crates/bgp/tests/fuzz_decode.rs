@@ -1,182 +1,28 @@
-//! Property-based fuzzing of the BGP codec (cargo-fuzz needs a nightly toolchain; proptest
-//! runs on stable in `cargo test`).
+//! Property-based fuzzing of the BGP codec and session, in `cargo test`; the same checks
+//! (`calico_bgp::fuzzing`) run coverage-guided under libFuzzer in `fuzz/` (`make fuzz`).
 //!
 //! 1. The decoder never panics: not on random bytes, not on random bytes behind a valid
 //!    header, not on valid messages that were flipped, cut, stretched or had a length field
 //!    rewritten, under every [`Codec`] a session can negotiate. Whatever it accepts, the
 //!    encoder can write back without panicking and the decoder can read again.
 //! 2. Encoding then decoding an UPDATE keeps every prefix and every attribute.
+//! 3. A session fed random events and mutated conversations never panics, sends only whole
+//!    decodable messages and reports its state changes in order.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use calico_bgp::fuzzing::{check_decoder, check_session, decoder_seeds, session_seeds};
 use calico_bgp::types::{
     AsPath, AsSegment, Attrs, Family, LargeCommunity, Nlri, Origin, RawAttribute,
 };
 use calico_bgp::wire::{
-    AddPathMode, Capability, Codec, GracefulRestart, MAX_MESSAGE_LEN, Message, Notification, Open,
-    RouteRefresh, decode_message, encode_end_of_rib, encode_keepalive, encode_notification,
-    encode_open, encode_route_refresh, encode_update, encode_withdraw, frame_len,
+    Codec, MAX_MESSAGE_LEN, Message, decode_message, encode_update, encode_withdraw,
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use proptest::prelude::*;
 
 const CASES: u32 = 2000;
-
-/// Every combination a session can negotiate that changes how bytes are read.
-fn codecs() -> Vec<Codec> {
-    let mut out = Vec::new();
-    for four_octet_as in [false, true] {
-        for v4 in [false, true] {
-            for v6 in [false, true] {
-                out.push(Codec {
-                    four_octet_as,
-                    add_path_rx: [v4, v6],
-                    add_path_tx: [v4, v6],
-                });
-            }
-        }
-    }
-    out
-}
-
-/// Valid messages of every kind, the starting points for mutation.
-fn seeds() -> Vec<Vec<u8>> {
-    let open = Open {
-        version: 4,
-        asn: 4_200_000_001,
-        hold_time: 90,
-        router_id: Ipv4Addr::new(10, 0, 0, 1),
-        capabilities: vec![
-            Capability::MultiProtocol(Family::Ipv4Unicast),
-            Capability::MultiProtocol(Family::Ipv6Unicast),
-            Capability::RouteRefresh,
-            Capability::GracefulRestart(GracefulRestart {
-                restarting: true,
-                notification: false,
-                time: 120,
-                families: vec![(Family::Ipv4Unicast, true), (Family::Ipv6Unicast, false)],
-            }),
-            Capability::FourOctetAs(4_200_000_001),
-            Capability::AddPath(vec![(Family::Ipv4Unicast, AddPathMode::Both)]),
-            Capability::EnhancedRouteRefresh,
-        ],
-    };
-    let attrs = Attrs {
-        origin: Origin::Egp,
-        as_path: AsPath {
-            segments: vec![
-                AsSegment::ConfedSequence(vec![65010]),
-                AsSegment::Sequence(vec![65001, 4_200_000_001]),
-                AsSegment::Set(vec![65100, 65101]),
-            ],
-        },
-        next_hop: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))),
-        med: Some(10),
-        local_pref: Some(100),
-        atomic_aggregate: true,
-        aggregator: Some((4_200_000_002, Ipv4Addr::new(10, 0, 0, 2))),
-        communities: vec![0xFFFF_FF01],
-        large_communities: vec![LargeCommunity(1, 2, 3)],
-        originator_id: Some(Ipv4Addr::new(10, 0, 0, 3)),
-        cluster_list: vec![Ipv4Addr::new(10, 0, 0, 4)],
-        unknown: vec![RawAttribute {
-            flags: 0xE0,
-            type_code: 99,
-            value: vec![1, 2, 3],
-        }],
-        ..Attrs::default()
-    };
-    let attrs6 = Attrs {
-        next_hop: Some(IpAddr::V6(
-            "2001:db8::1".parse().unwrap_or(Ipv6Addr::LOCALHOST),
-        )),
-        link_local_next_hop: Some("fe80::1".parse().unwrap_or(Ipv6Addr::LOCALHOST)),
-        ..attrs.clone()
-    };
-    let v4: Vec<Nlri> = ["10.0.0.0/8", "10.1.2.0/24", "192.0.2.128/25", "0.0.0.0/0"]
-        .iter()
-        .filter_map(|s| s.parse().ok())
-        .map(|p| Nlri {
-            prefix: p,
-            path_id: 7,
-        })
-        .collect();
-    let v6: Vec<Nlri> = ["2001:db8::/32", "fd00:1:2::/48", "::/0", "2001:db8::1/128"]
-        .iter()
-        .filter_map(|s| s.parse().ok())
-        .map(|p| Nlri {
-            prefix: p,
-            path_id: 9,
-        })
-        .collect();
-    let mut out = vec![
-        encode_open(&open),
-        encode_keepalive(),
-        encode_notification(&Notification::new(6, 2, b"\x04bye!".to_vec())),
-        encode_route_refresh(&RouteRefresh {
-            family: Family::Ipv6Unicast,
-            subtype: 1,
-        }),
-        encode_end_of_rib(Family::Ipv4Unicast),
-        encode_end_of_rib(Family::Ipv6Unicast),
-    ];
-    for codec in [codecs()[0], codecs()[7]] {
-        out.extend(encode_update(&attrs, &v4, &codec));
-        out.extend(encode_update(&attrs6, &v6, &codec));
-        out.extend(encode_withdraw(&v4, &codec));
-        out.extend(encode_withdraw(&v6, &codec));
-    }
-    out
-}
-
-/// Decodes `bytes` every way a session could and, for what is accepted, writes it back and
-/// reads it again: none of it may panic.
-fn exercise(bytes: &[u8]) {
-    for codec in codecs() {
-        let _ = frame_len(bytes);
-        let _ = decode_message(bytes, &codec);
-        let Ok(Some(len)) = frame_len(bytes) else {
-            continue;
-        };
-        let Some(frame) = bytes.get(..len) else {
-            continue;
-        };
-        match decode_message(frame, &codec) {
-            Ok(Message::Update(update)) => reencode_update(&update, &codec),
-            Ok(Message::Open(open)) => {
-                let again = decode_message(&encode_open(&open), &codec);
-                assert_eq!(again, Ok(Message::Open(open)));
-            }
-            _ => {}
-        }
-    }
-}
-
-fn reencode_update(update: &calico_bgp::wire::Update, codec: &Codec) {
-    let attrs = update.attrs.clone().unwrap_or_default();
-    let mut messages = Vec::new();
-    // One UPDATE may withdraw both families (classic field and MP_UNREACH_NLRI); the
-    // encoders take one family at a time.
-    for family in Family::ALL {
-        let of = |list: &[Nlri]| -> Vec<Nlri> {
-            list.iter()
-                .filter(|n| Family::of(&n.prefix) == family)
-                .copied()
-                .collect()
-        };
-        messages.extend(encode_update(&attrs, &of(&update.announced), codec));
-        messages.extend(encode_withdraw(&of(&update.withdrawn), codec));
-    }
-    for m in messages {
-        assert!(m.len() <= MAX_MESSAGE_LEN);
-        let decoded = decode_message(&m, codec);
-        assert!(
-            matches!(decoded, Ok(Message::Update(_))),
-            "re-encoded {update:?} decodes as {decoded:?}"
-        );
-    }
-}
 
 /// A classic withdrawn-routes or NLRI field: mostly well-formed IPv4 prefixes (so that
 /// the attribute parsing behind it is reached), sometimes any bytes.
@@ -326,7 +172,7 @@ proptest! {
 
     #[test]
     fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-        exercise(&bytes);
+        check_decoder(&bytes);
     }
 
     #[test]
@@ -338,7 +184,7 @@ proptest! {
         bytes.extend_from_slice(&((19 + body.len()) as u16).to_be_bytes());
         bytes.push(kind);
         bytes.extend_from_slice(&body);
-        exercise(&bytes);
+        check_decoder(&bytes);
     }
 
     #[test]
@@ -357,7 +203,7 @@ proptest! {
         bytes.extend_from_slice(&((19 + body.len()) as u16).to_be_bytes());
         bytes.push(2);
         bytes.extend_from_slice(&body);
-        exercise(&bytes);
+        check_decoder(&bytes);
     }
 
     #[test]
@@ -366,7 +212,7 @@ proptest! {
         mutations in proptest::collection::vec(mutation(), 1..4),
         fix_length in any::<bool>(),
     ) {
-        let seeds = seeds();
+        let seeds = decoder_seeds();
         let mut bytes = seeds[seed.index(seeds.len())].clone();
         for m in &mutations {
             mutate(&mut bytes, m);
@@ -374,7 +220,56 @@ proptest! {
         if fix_length {
             fix_header_length(&mut bytes);
         }
-        exercise(&bytes);
+        check_decoder(&bytes);
+    }
+}
+
+// ===== the session =====
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    #[test]
+    fn random_session_events_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let _ = check_session(&bytes);
+    }
+
+    #[test]
+    fn mutated_conversations_never_panic(
+        seed in any::<prop::sample::Index>(),
+        mutations in proptest::collection::vec(mutation(), 1..4),
+    ) {
+        let seeds = session_seeds();
+        let mut bytes = seeds[seed.index(seeds.len())].clone();
+        for m in &mutations {
+            mutate(&mut bytes, m);
+        }
+        let _ = check_session(&bytes);
+    }
+}
+
+/// The seed conversations reach Established and carry routes: the mutations start from
+/// sessions that work, not from ones that fail at the OPEN.
+#[test]
+fn session_seeds_reach_established() {
+    for seed in session_seeds() {
+        // The UPDATE (both prefixes in one) and the ROUTE-REFRESH.
+        assert_eq!(check_session(&seed), 2, "config byte {:#04x}", seed[0]);
+    }
+}
+
+/// Writes the seed corpora of the libFuzzer targets (`fuzz/seeds/<target>/`); run by hand
+/// after the seeds change: `cargo test -p calico-bgp --test fuzz_decode -- --ignored`.
+#[test]
+#[ignore = "writes files into fuzz/seeds"]
+fn write_fuzz_seed_corpora() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds");
+    for (target, seeds) in [("decode", decoder_seeds()), ("session", session_seeds())] {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir).expect("create the seed directory");
+        for (i, seed) in seeds.iter().enumerate() {
+            std::fs::write(dir.join(format!("seed-{i:02}")), seed).expect("write a seed");
+        }
     }
 }
 
