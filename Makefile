@@ -14,7 +14,7 @@ DEB_PACKAGES := \
 	protobuf-compiler libprotobuf-dev \
 	ca-certificates
 
-.PHONY: all deps build test lint fmt fuzz fuzz-deps demo bench bench-ipam bench-cni bench-felix bench-bgp clean help
+.PHONY: all deps root-check build test lint fmt fuzz fuzz-deps demo bench bench-ipam bench-cni bench-felix bench-bgp clean help
 
 all: build
 
@@ -42,14 +42,28 @@ deps:
 	$$sudo env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	echo "deps: done"
 
+# Namespaces, veths, routes and kernel tables need root. As another user, cargo and the
+# toolchain stay the user's, and only the programs that touch the kernel (the test binaries,
+# the demo) run under sudo.
+ifeq ($(shell id -u),0)
+AS_ROOT :=
+TEST_AS_ROOT :=
+else
+AS_ROOT := sudo -E
+TEST_AS_ROOT := --config "target.'cfg(unix)'.runner = 'sudo -E'"
+endif
+
+root-check:
+	@[ "$$(id -u)" = 0 ] || command -v sudo >/dev/null || { echo "error: the tests and the demo make network namespaces and need root: run as root, or install sudo" >&2; exit 1; }
+
 build: deps
 	$(CARGO) build --workspace --all-targets --locked
 
-test: deps
+test: deps root-check
 	$(CARGO) build --workspace --all-targets --locked
-	$(CARGO) test --workspace --locked --no-fail-fast
+	$(CARGO) $(TEST_AS_ROOT) test --workspace --locked --no-fail-fast
 	# felixd's policy suites again on the native nftables backend.
-	FELIXD_TEST_NFTABLES=1 $(CARGO) test --locked -p felixd --test policy --test node --test netpol_conformance
+	FELIXD_TEST_NFTABLES=1 $(CARGO) $(TEST_AS_ROOT) test --locked -p felixd --test policy --test node --test netpol_conformance
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=20
 
 # libFuzzer on the BGP decoders and the session state machine (fuzz/, its own workspace). Each
@@ -81,9 +95,9 @@ lint: deps
 fmt:
 	$(CARGO) fmt --all
 
-demo: deps
+demo: deps root-check
 	$(CARGO) build --locked -q -p calico-cni -p calico-ipam -p felixd -p birdd -p calicoctl -p calico-e2e --bins
-	./target/debug/demo
+	$(AS_ROOT) ./target/debug/demo
 
 bench: bench-ipam bench-cni bench-felix bench-bgp
 

@@ -232,6 +232,11 @@ impl Launcher {
             killed = mine.len();
         }
         let mut removed = calico_lab::remove(&self.naming);
+        // Test runs that were killed leave their namespaces too; `lab down` is where an
+        // operator looks for a clean machine.
+        removed
+            .namespaces
+            .extend(calico_netns_harness::remove_orphaned_namespaces());
         for d in data_dirs {
             let _ = std::fs::remove_dir_all(d);
         }

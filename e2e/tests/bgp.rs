@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use calico_e2e::pod::PodSpec;
-use calico_e2e::watch::{Check, EchoServer, Kind, Watch, report};
+use calico_e2e::watch::{Check, EchoServer, Kind, Seen, Watch, report};
 use calico_e2e::{Lab, eventually, options};
 use calico_lab::probe::Proto;
 use calico_lab::{Encap, Node};
@@ -143,6 +143,11 @@ fn a_restarted_birdd_keeps_its_routes_and_a_dead_nodes_routes_are_withdrawn() {
     let server = lab.pod("bgp/server-c");
     let _echo = EchoServer::start(&server.ns, 7000).expect("an echo server");
     let _servers = calico_netns_harness::Servers::start(&server.ns, &[8080], &[]);
+    // node-b's server stays up when node-c dies: traffic between the survivors is watched
+    // through node-c's death.
+    let survivor = lab.pod("bgp/server-b");
+    let _survivor_echo = EchoServer::start(&survivor.ns, 7000).expect("an echo server");
+    let _survivor_servers = calico_netns_harness::Servers::start(&survivor.ns, &[8080], &[]);
     let c_block = block(lab.v4("bgp/server-c"));
     let (a, b) = (&lab.cluster.nodes[0], &lab.cluster.nodes[1]);
     for n in [a, b] {
@@ -150,28 +155,30 @@ fn a_restarted_birdd_keeps_its_routes_and_a_dead_nodes_routes_are_withdrawn() {
             bird_route(n, &c_block, "10.99.0.3")
         });
     }
-    let to = |port| SocketAddr::new(lab.v4("bgp/server-c"), port);
     let from = lab.pod("bgp/client").ns.name().to_string();
-    let watch = Watch::start(
+    let (server_b, server_c) = (lab.v4("bgp/server-b"), lab.v4("bgp/server-c"));
+    let checks = |server: std::net::IpAddr, node: &str| {
+        let to = |port| SocketAddr::new(server, port);
         vec![
             Check {
-                name: "client@a -> server@c established".into(),
+                name: format!("client@a -> server@{node} established"),
                 from: from.clone(),
                 to: to(7000),
                 kind: Kind::Established,
             },
             Check {
-                name: "client@a -> server@c new tcp".into(),
-                from,
+                name: format!("client@a -> server@{node} new tcp"),
+                from: from.clone(),
                 to: to(8080),
                 kind: Kind::Fresh {
                     proto: Proto::Tcp,
                     open: true,
                 },
             },
-        ],
-        Duration::from_millis(20),
-    );
+        ]
+    };
+    let all_answered = |seen: &[Seen]| seen.iter().all(|s| s.misses.is_empty() && s.attempts > 0);
+    let watch = Watch::start(checks(server_c, "c"), Duration::from_millis(20));
 
     // birdd on node-c dies and comes back: node-a keeps the route all along.
     lab.cluster.nodes[2].kill_birdd();
@@ -197,13 +204,11 @@ fn a_restarted_birdd_keeps_its_routes_and_a_dead_nodes_routes_are_withdrawn() {
         again.as_millis(),
         report(&seen)
     );
-    assert!(
-        seen.iter().all(|s| s.misses.is_empty()),
-        "probes were lost:\n{}",
-        report(&seen)
-    );
+    assert!(all_answered(&seen), "probes were lost:\n{}", report(&seen));
 
-    // node-c dies: its daemons killed and its link down, so no one hears a goodbye.
+    // node-c dies: its daemons killed and its link down, so no one hears a goodbye. Traffic
+    // between node-a and node-b is watched throughout.
+    let watch = Watch::start(checks(server_b, "b"), Duration::from_millis(20));
     let c = &mut lab.cluster.nodes[2];
     c.kill_birdd();
     c.kill_felixd();
@@ -225,5 +230,13 @@ fn a_restarted_birdd_keeps_its_routes_and_a_dead_nodes_routes_are_withdrawn() {
         gone <= HOLD + RESTART + Duration::from_secs(2),
         "withdrawn only after {} ms",
         gone.as_millis()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let seen = watch.stop();
+    eprintln!("node-a to node-b while node-c died:\n{}", report(&seen));
+    assert!(
+        all_answered(&seen),
+        "node-c's death disturbed node-a to node-b:\n{}",
+        report(&seen)
     );
 }

@@ -10,13 +10,53 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use nix::sched::{CloneFlags, setns};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
+static SWEEP: Once = Once::new();
+
+/// Removes the namespaces (and what runs in them) of test processes that are gone: a test
+/// run stopped by Ctrl-C or SIGKILL runs no destructors, and its `crs<pid>-` namespaces
+/// would otherwise stay until the machine restarts. A namespace whose process is still alive
+/// belongs to a test running now and is left alone.
+pub fn remove_orphaned_namespaces() -> Vec<String> {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for name in String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+    {
+        let Some(pid) = name
+            .strip_prefix("crs")
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        if let Ok(pids) = Command::new("ip").args(["netns", "pids", name]).output() {
+            for p in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", p]).output();
+            }
+        }
+        if Command::new("ip")
+            .args(["netns", "del", name])
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            removed.push(name.to_string());
+        }
+    }
+    removed
+}
 
 /// A network namespace that exists for as long as this value.
 #[derive(Debug)]
@@ -54,6 +94,15 @@ pub fn run_cmd(program: &str, args: &[&str]) -> Output {
 impl NetNs {
     /// Creates a fresh namespace with its loopback up.
     pub fn new(tag: &str) -> NetNs {
+        SWEEP.call_once(|| {
+            let removed = remove_orphaned_namespaces();
+            if !removed.is_empty() {
+                eprintln!(
+                    "removed namespaces left by test runs that were killed: {}",
+                    removed.join(", ")
+                );
+            }
+        });
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         NetNs::named(&format!("crs{}-{n}-{tag}", std::process::id()))
     }
@@ -400,4 +449,25 @@ pub fn udp_echoes(from: &NetNs, to: IpAddr, port: u16, timeout: Duration) -> boo
         let mut buf = [0u8; 8];
         matches!(c.recv(&mut buf), Ok(4)) && &buf[..4] == b"echo"
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A namespace named for a process that cannot exist (a pid above any `pid_max`) is
+    /// removed; one of this process is not.
+    #[test]
+    fn namespaces_of_dead_test_processes_are_removed() {
+        let ours = NetNs::new("sweep");
+        let orphan = format!("crs{}-0-orphan", u32::MAX);
+        run_cmd("ip", &["netns", "add", &orphan]);
+        let removed = remove_orphaned_namespaces();
+        assert!(removed.contains(&orphan), "removed {removed:?}");
+        assert!(!Path::new(&format!("/run/netns/{orphan}")).exists());
+        assert!(
+            ours.path().exists(),
+            "a living process's namespace was removed"
+        );
+    }
 }

@@ -453,7 +453,7 @@ fn demo() -> Result<()> {
 fn main() -> std::process::ExitCode {
     if !running_as_root() {
         eprintln!(
-            "demo: making network namespaces, veths and routes needs root: run `sudo make demo` (everything stays inside namespaces the demo creates and removes)"
+            "demo: making network namespaces, veths and routes needs root: run `make demo`, which uses sudo, or `sudo ./target/debug/demo` (everything stays inside namespaces the demo creates and removes)"
         );
         return std::process::ExitCode::FAILURE;
     }
