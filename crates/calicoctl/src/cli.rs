@@ -20,10 +20,12 @@ pub struct Cli {
     /// Path to the file containing connection configuration in YAML or JSON format.
     #[arg(short = 'c', long, global = true, default_value = config::DEFAULT_CONFIG)]
     pub config: PathBuf,
-    /// Set the log level (one of panic, fatal, error, warn, info, debug).
-    #[arg(short = 'l', long, global = true, default_value = "panic")]
-    pub log_level: String,
-    /// The name of the kubeconfig context to use (Kubernetes datastore).
+    /// Set the log level (one of panic, fatal, error, warn, info, debug, trace); logs go to
+    /// standard error.
+    #[arg(short = 'l', long, global = true, default_value = "panic", value_parser = LogLevel::parse)]
+    pub log_level: LogLevel,
+    /// The name of the kubeconfig context to use. Only the Kubernetes API datastore uses it,
+    /// and this build does not have that datastore: it is ignored, with a warning.
     #[arg(long, global = true)]
     pub context: Option<String>,
     /// Allow client and cluster versions mismatch.
@@ -33,14 +35,104 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `-l/--log-level`: logrus's levels, as Calico parses them (case-insensitive, `warning`
+/// for `warn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Panic,
+    Fatal,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn parse(s: &str) -> Result<LogLevel, String> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "panic" => LogLevel::Panic,
+            "fatal" => LogLevel::Fatal,
+            "error" => LogLevel::Error,
+            "warn" | "warning" => LogLevel::Warn,
+            "info" => LogLevel::Info,
+            "debug" => LogLevel::Debug,
+            "trace" => LogLevel::Trace,
+            _ => {
+                return Err(format!(
+                    "unknown log level: {s}, expected one of: panic, fatal, error, warn, info, debug, trace"
+                ));
+            }
+        })
+    }
+
+    /// What tracing shows. calicoctl reports failures itself, so `panic` and `fatal` (the
+    /// default) log nothing: nothing in this program panics or exits through the log.
+    pub fn filter(self) -> tracing::level_filters::LevelFilter {
+        use tracing::level_filters::LevelFilter;
+        match self {
+            LogLevel::Panic | LogLevel::Fatal => LevelFilter::OFF,
+            LogLevel::Error => LevelFilter::ERROR,
+            LogLevel::Warn => LevelFilter::WARN,
+            LogLevel::Info => LevelFilter::INFO,
+            LogLevel::Debug => LevelFilter::DEBUG,
+            LogLevel::Trace => LevelFilter::TRACE,
+        }
+    }
+}
+
+/// `-t/--type` of `patch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PatchType {
+    /// Kubernetes strategic merge patch. Calico's types declare no list merge keys, so this
+    /// is a JSON merge patch plus the `$patch: replace|delete` directives.
+    #[default]
+    Strategic,
+    /// JSON merge patch (RFC 7386): objects merge, `null` deletes, the rest replaces.
+    Merge,
+    /// JSON patch (RFC 6902): a list of add/remove/replace/move/copy/test operations.
+    Json,
+}
+
+/// Where resources come from: `-f` (file, directory or `-`), `-R`, `--skip-empty`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Sources {
+    /// File, directory or `-` (stdin) with YAML or JSON resources; repeatable.
+    #[arg(short = 'f', long = "filename")]
+    pub files: Vec<PathBuf>,
+    /// Process the directories given with -f recursively.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+    /// Do not error if any files or directory specified using --filename contain no data.
+    #[arg(long)]
+    pub skip_empty: bool,
+}
+
+/// The input of create, apply, replace and validate: `-f` is required.
 #[derive(Debug, clap::Args)]
 pub struct FileArgs {
     /// File, directory or `-` (stdin) with YAML or JSON resources; repeatable.
     #[arg(short = 'f', long = "filename", required = true)]
     pub files: Vec<PathBuf>,
+    /// Process the directories given with -f recursively.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+    /// Do not error if any files or directory specified using --filename contain no data.
+    #[arg(long)]
+    pub skip_empty: bool,
     /// Namespace for namespaced resources that do not name one (default: default).
     #[arg(short = 'n', long)]
     pub namespace: Option<String>,
+}
+
+impl FileArgs {
+    pub fn sources(&self) -> Sources {
+        Sources {
+            files: self.files.clone(),
+            recursive: self.recursive,
+            skip_empty: self.skip_empty,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,12 +168,12 @@ pub enum Command {
         /// The kind (ippool, gnp, networkpolicy, ...), then names.
         kind: Option<String>,
         names: Vec<String>,
-        #[arg(short = 'f', long = "filename")]
-        files: Vec<PathBuf>,
+        #[command(flatten)]
+        sources: Sources,
         #[arg(short = 'n', long)]
         namespace: Option<String>,
         /// Do not fail for resources that do not exist.
-        #[arg(long)]
+        #[arg(short = 's', long)]
         skip_not_exists: bool,
     },
     /// Display resources by kind (all of them, or by name) or by file.
@@ -91,8 +183,8 @@ pub enum Command {
         /// The kind (ippool, gnp, networkpolicy, ...), then names.
         kind: Option<String>,
         names: Vec<String>,
-        #[arg(short = 'f', long = "filename")]
-        files: Vec<PathBuf>,
+        #[command(flatten)]
+        sources: Sources,
         /// ps (default), wide, yaml, json, name, custom-columns=A,B or jsonpath=EXPR.
         #[arg(short = 'o', long, default_value = "ps")]
         output: String,
@@ -120,26 +212,28 @@ pub enum Command {
         #[arg(short = 'n', long)]
         namespace: Option<String>,
     },
-    /// Change fields of one resource with a JSON merge patch.
+    /// Change fields of one resource with a patch (strategic by default, merge or json).
     ///
     /// Example: calicoctl patch ippool pool1 -p '{"spec":{"disabled":true}}'
+    ///
+    /// Example: calicoctl patch ippool pool1 -t json -p '[{"op":"add","path":"/spec/disabled","value":true}]'
     Patch {
         kind: String,
         name: String,
-        /// The patch: a JSON (or YAML) object.
+        /// The patch: a JSON (or YAML) object, or with `-t json` a list of operations.
         #[arg(short = 'p', long)]
         patch: String,
         #[arg(short = 'n', long)]
         namespace: Option<String>,
-        /// Accepted for compatibility; the patch is always a merge patch.
-        #[arg(short = 't', long = "type")]
-        patch_type: Option<String>,
+        /// Format of the patch.
+        #[arg(short = 't', long = "type", value_enum, default_value_t)]
+        patch_type: PatchType,
     },
     /// Check resource files offline: syntax, known kinds and fields, Calico's defaults and
     /// validation rules. Nothing is written.
     ///
     /// Example: calicoctl validate -f pools.yaml -f policies/
-    Validate(commands::validate::Args),
+    Validate(FileArgs),
     /// Print the client version and, when a datastore is configured, the cluster's.
     ///
     /// Example: ETCD_ENDPOINTS=http://127.0.0.1:2379 calicoctl version
@@ -215,6 +309,108 @@ mod tests {
                 "`calicoctl {path} --help` has no example"
             );
         }
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("calicoctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn calicos_file_flags_are_accepted_by_every_file_command() {
+        for cmd in ["create", "apply", "replace", "delete", "get", "validate"] {
+            let cli = parse(&[cmd, "-f", "dir", "-R", "--skip-empty", "-n", "ns"])
+                .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+            let (s, ns) = match cli.command {
+                Command::Create { files, .. }
+                | Command::Apply { files }
+                | Command::Replace { files }
+                | Command::Validate(files) => (files.sources(), files.namespace),
+                Command::Delete {
+                    sources, namespace, ..
+                }
+                | Command::Get {
+                    sources, namespace, ..
+                } => (sources, namespace),
+                other => panic!("{other:?}"),
+            };
+            assert!(s.recursive && s.skip_empty, "{cmd}");
+            assert_eq!(s.files, [PathBuf::from("dir")]);
+            assert_eq!(ns.as_deref(), Some("ns"));
+            assert!(parse(&[cmd, "-f", "d", "--recursive"]).is_ok(), "{cmd}");
+        }
+        let Command::Delete {
+            skip_not_exists, ..
+        } = parse(&["delete", "ippool", "p", "-s"]).unwrap().command
+        else {
+            panic!("not delete")
+        };
+        assert!(skip_not_exists);
+    }
+
+    #[test]
+    fn log_levels_are_calicos_and_others_are_refused() {
+        for (arg, want) in [
+            ("panic", LogLevel::Panic),
+            ("fatal", LogLevel::Fatal),
+            ("error", LogLevel::Error),
+            ("warn", LogLevel::Warn),
+            ("warning", LogLevel::Warn),
+            ("INFO", LogLevel::Info),
+            ("debug", LogLevel::Debug),
+            ("trace", LogLevel::Trace),
+        ] {
+            assert_eq!(
+                parse(&["-l", arg, "version", "--client"])
+                    .unwrap()
+                    .log_level,
+                want
+            );
+        }
+        assert_eq!(
+            parse(&["version"]).unwrap().log_level.filter(),
+            tracing::level_filters::LevelFilter::OFF
+        );
+        let e = parse(&["get", "ippool", "--log-level", "verbose"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "unknown log level: verbose, expected one of: panic, fatal, error, warn, info, debug, trace"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn patch_types_are_calicos_three() {
+        for (arg, want) in [
+            ("strategic", PatchType::Strategic),
+            ("merge", PatchType::Merge),
+            ("json", PatchType::Json),
+        ] {
+            let Command::Patch { patch_type, .. } =
+                parse(&["patch", "ippool", "p", "-p", "{}", "-t", arg])
+                    .unwrap()
+                    .command
+            else {
+                panic!("not patch")
+            };
+            assert_eq!(patch_type, want);
+        }
+        let Command::Patch { patch_type, .. } = parse(&["patch", "ippool", "p", "-p", "{}"])
+            .unwrap()
+            .command
+        else {
+            panic!("not patch")
+        };
+        assert_eq!(patch_type, PatchType::Strategic);
+        let e = parse(&["patch", "ippool", "p", "-p", "{}", "--type", "apply"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[possible values: strategic, merge, json]"),
+            "{e}"
+        );
     }
 
     #[test]

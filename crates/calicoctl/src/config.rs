@@ -1,20 +1,96 @@
 //! Where the datastore is: Calico's CalicoAPIConfig file (`--config`, default
 //! `/etc/calico/calicoctl.cfg`), else the environment (`DATASTORE_TYPE`, `ETCD_ENDPOINTS`,
 //! `ETCD_*_FILE`, `KUBECONFIG`, each also read with a `CALICO_` prefix, which wins).
+//!
+//! The file is read strictly, as Calico's `yaml.UnmarshalStrict` does: an unknown field or
+//! another apiVersion/kind is an error naming it. Inline PEM (`etcdCACert`, `etcdCert`,
+//! `etcdKey`) is honoured: the datastore crate reads TLS material from files, so the PEM is
+//! written to a private temporary directory for the moment of connecting, then removed.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use calico_datastore::ResourceClient;
 use calico_datastore::config::DatastoreConfig;
 use calico_datastore::etcd::EtcdConfig;
+use calico_datastore::{Datastore, ResourceClient};
 use serde_json::Value;
 
 pub const DEFAULT_CONFIG: &str = "/etc/calico/calicoctl.cfg";
 
-/// Reads the datastore settings: the file when it exists (a missing non-default file is an
-/// error), the environment otherwise.
-pub fn datastore_config(path: &Path) -> Result<DatastoreConfig> {
+/// Every field of Calico's `CalicoAPIConfigSpec` (`libcalico-go/lib/apiconfig/apiconfig.go`).
+const SPEC_FIELDS: &[&str] = &[
+    "datastoreType",
+    "etcdEndpoints",
+    "etcdDiscoverySrv",
+    "etcdUsername",
+    "etcdPassword",
+    "etcdKeyFile",
+    "etcdCertFile",
+    "etcdCACertFile",
+    "etcdKey",
+    "etcdCert",
+    "etcdCACert",
+    "kubeconfig",
+    "k8sAPIEndpoint",
+    "k8sKeyFile",
+    "k8sCertFile",
+    "k8sCAFile",
+    "k8sAPIToken",
+    "k8sInsecureSkipTLSVerify",
+    "k8sDisableNodePoll",
+    "usePodCIDR",
+    "kubeconfigInline",
+    "k8sClientQPS",
+    "k8sClientBurst",
+    "k8sCurrentContext",
+    "calicoAPIGroup",
+];
+
+/// The fields of Kubernetes' ObjectMeta, which the file's `metadata` is.
+const METADATA_FIELDS: &[&str] = &[
+    "name",
+    "generateName",
+    "namespace",
+    "selfLink",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "finalizers",
+    "managedFields",
+];
+
+/// The settings of a CalicoAPIConfig file or the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    pub datastore: DatastoreConfig,
+    /// Inline PEM from the file (never from the environment, as in Calico).
+    pub inline: InlineTls,
+}
+
+/// `etcdCACert`, `etcdCert`, `etcdKey`: PEM text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InlineTls {
+    pub ca_cert: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+impl InlineTls {
+    fn is_empty(&self) -> bool {
+        self.ca_cert.is_none() && self.cert.is_none() && self.key.is_none()
+    }
+}
+
+/// Reads the settings: the file when it exists (a missing non-default file is an error),
+/// the environment otherwise.
+pub fn load(path: &Path) -> Result<ApiConfig> {
     if !path.exists() {
         if path != Path::new(DEFAULT_CONFIG) {
             bail!(
@@ -22,32 +98,82 @@ pub fn datastore_config(path: &Path) -> Result<DatastoreConfig> {
                 path.display()
             );
         }
-        return Ok(DatastoreConfig::from_env()?);
+        return Ok(ApiConfig {
+            datastore: DatastoreConfig::from_env()?,
+            inline: InlineTls::default(),
+        });
     }
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("Error reading config file: {}", path.display()))?;
-    from_file_text(&text).with_context(|| format!("in config file {}", path.display()))
+    from_file_text(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+/// The datastore settings alone.
+pub fn datastore_config(path: &Path) -> Result<DatastoreConfig> {
+    load(path).map(|c| c.datastore)
+}
+
+fn unknown_fields(obj: &serde_json::Map<String, Value>, known: &[&str], at: &str) -> Result<()> {
+    if let Some(k) = obj.keys().find(|k| !known.contains(&k.as_str())) {
+        bail!(
+            "field in document is not recognized or is in the wrong location: {at}{k} (valid fields: {})",
+            known.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Parses a CalicoAPIConfig document.
-pub fn from_file_text(text: &str) -> Result<DatastoreConfig> {
+pub fn from_file_text(text: &str) -> Result<ApiConfig> {
     let docs = calico_api::codec::parse_documents(text)?;
     let [doc] = docs.as_slice() else {
-        bail!("expected one CalicoAPIConfig document");
+        bail!(
+            "expected one CalicoAPIConfig document, found {}",
+            docs.len()
+        );
     };
-    if doc.get("kind").and_then(Value::as_str) != Some("CalicoAPIConfig") {
-        bail!("kind must be CalicoAPIConfig (apiVersion projectcalico.org/v3)");
+    let Value::Object(top) = doc else {
+        bail!("expected a CalicoAPIConfig object (apiVersion, kind, metadata, spec)");
+    };
+    unknown_fields(top, &["apiVersion", "kind", "metadata", "spec"], "")?;
+    let api_version = top.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    if api_version != calico_api::resource::API_VERSION {
+        bail!(
+            "unknown APIVersion '{api_version}': set apiVersion: {}",
+            calico_api::resource::API_VERSION
+        );
     }
-    let spec = doc.get("spec").cloned().unwrap_or(Value::Null);
-    let field = |k: &str| {
-        spec.get(k)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
+    let kind = top.get("kind").and_then(Value::as_str).unwrap_or("");
+    if kind != "CalicoAPIConfig" {
+        bail!("expected kind 'CalicoAPIConfig', got '{kind}'");
+    }
+    match top.get("metadata") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => unknown_fields(m, METADATA_FIELDS, "metadata.")?,
+        Some(_) => bail!("metadata must be an object (e.g. metadata: {{}})"),
+    }
+    let spec = match top.get("spec") {
+        None | Some(Value::Null) => serde_json::Map::new(),
+        Some(Value::Object(s)) => s.clone(),
+        Some(_) => bail!("spec must be an object holding datastoreType, etcdEndpoints, ..."),
     };
-    match field("datastoreType").as_deref() {
-        Some("etcdv3") | None if field("etcdEndpoints").is_some() => {
-            let endpoints = field("etcdEndpoints").unwrap_or_default();
+    unknown_fields(&spec, SPEC_FIELDS, "spec.")?;
+    let field = |k: &str| -> Result<Option<String>> {
+        match spec.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => bail!("spec.{k} must be a string, not {other}"),
+        }
+    };
+    let inline = InlineTls {
+        ca_cert: field("etcdCACert")?,
+        cert: field("etcdCert")?,
+        key: field("etcdKey")?,
+    };
+    let datastore = match field("datastoreType")?.as_deref() {
+        Some("etcdv3") | None if field("etcdEndpoints")?.is_some() => {
+            let endpoints = field("etcdEndpoints")?.unwrap_or_default();
             let mut cfg = EtcdConfig::new(
                 endpoints
                     .split(',')
@@ -55,27 +181,103 @@ pub fn from_file_text(text: &str) -> Result<DatastoreConfig> {
                     .filter(|e| !e.is_empty())
                     .map(str::to_string),
             );
-            cfg.ca_cert_file = field("etcdCACertFile").map(PathBuf::from);
-            cfg.cert_file = field("etcdCertFile").map(PathBuf::from);
-            cfg.key_file = field("etcdKeyFile").map(PathBuf::from);
-            cfg.username = field("etcdUsername");
-            cfg.password = field("etcdPassword");
-            Ok(DatastoreConfig::Etcd(cfg))
+            cfg.ca_cert_file = field("etcdCACertFile")?.map(PathBuf::from);
+            cfg.cert_file = field("etcdCertFile")?.map(PathBuf::from);
+            cfg.key_file = field("etcdKeyFile")?.map(PathBuf::from);
+            cfg.username = field("etcdUsername")?;
+            cfg.password = field("etcdPassword")?;
+            let files =
+                cfg.ca_cert_file.is_some() || cfg.cert_file.is_some() || cfg.key_file.is_some();
+            if files && !inline.is_empty() {
+                // Calico: "Cannot mix inline certificate-key and certificate / key files".
+                bail!(
+                    "cannot mix inline certificate-key (etcdCACert, etcdCert, etcdKey) and certificate / key files (etcdCACertFile, etcdCertFile, etcdKeyFile); use one or the other"
+                );
+            }
+            if inline.cert.is_some() != inline.key.is_some() {
+                bail!("set both spec.etcdCert and spec.etcdKey for client TLS, or neither");
+            }
+            DatastoreConfig::Etcd(cfg)
         }
         Some("etcdv3") => bail!("spec.etcdEndpoints is required with datastoreType etcdv3"),
-        Some("kubernetes") | None => Ok(DatastoreConfig::Kubernetes {
-            kubeconfig: field("kubeconfig"),
-        }),
+        Some("kubernetes") | None => DatastoreConfig::Kubernetes {
+            kubeconfig: field("kubeconfig")?,
+        },
         Some(other) => {
             bail!("spec.datastoreType {other:?} is not supported; use etcdv3 or kubernetes")
         }
+    };
+    Ok(ApiConfig { datastore, inline })
+}
+
+/// A private directory holding inline PEM while the connection is made; removed on drop.
+struct PemDir(PathBuf);
+
+impl PemDir {
+    fn create() -> Result<PemDir> {
+        let base = std::env::temp_dir();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = base.join(format!("calicoctl-tls-{}-{nanos}", std::process::id()));
+        let mut b = std::fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        b.create(&dir).with_context(|| {
+            format!(
+                "creating {} for the inline etcd certificates (check TMPDIR)",
+                dir.display()
+            )
+        })?;
+        Ok(PemDir(dir))
+    }
+
+    fn write(&self, name: &str, pem: &str) -> Result<PathBuf> {
+        let p = self.0.join(name);
+        std::fs::write(&p, pem).with_context(|| format!("writing {}", p.display()))?;
+        Ok(p)
+    }
+}
+
+impl Drop for PemDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl ApiConfig {
+    /// Connects to the datastore, with the inline PEM if there is any.
+    pub async fn connect(&self) -> Result<Arc<dyn Datastore>> {
+        if self.inline.is_empty() {
+            return Ok(self.datastore.connect().await?);
+        }
+        let dir = PemDir::create()?;
+        let cfg = self.with_pem_files(&dir)?;
+        // The files are read while connecting; `dir` is removed when this returns.
+        Ok(cfg.connect().await?)
+    }
+
+    /// The datastore settings with the inline PEM written into `dir` and named as files.
+    fn with_pem_files(&self, dir: &PemDir) -> Result<DatastoreConfig> {
+        let DatastoreConfig::Etcd(etcd) = &self.datastore else {
+            return Ok(self.datastore.clone());
+        };
+        let mut etcd = etcd.clone();
+        if let Some(ca) = &self.inline.ca_cert {
+            etcd.ca_cert_file = Some(dir.write("ca.pem", ca)?);
+        }
+        if let (Some(cert), Some(key)) = (&self.inline.cert, &self.inline.key) {
+            etcd.cert_file = Some(dir.write("cert.pem", cert)?);
+            etcd.key_file = Some(dir.write("key.pem", key)?);
+        }
+        Ok(DatastoreConfig::Etcd(etcd))
     }
 }
 
 /// A client on the configured datastore.
 pub async fn connect(path: &Path) -> Result<ResourceClient> {
-    let cfg = datastore_config(path)?;
-    let ds = cfg.connect().await?;
+    let ds = load(path)?.connect().await?;
     Ok(ResourceClient::new(ds))
 }
 
@@ -84,13 +286,19 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    const HEAD: &str = "apiVersion: projectcalico.org/v3\nkind: CalicoAPIConfig\nmetadata: {}\n";
+
+    fn err(text: &str) -> String {
+        format!("{:#}", from_file_text(text).unwrap_err())
+    }
+
     #[test]
     fn reads_calicos_config_file() {
-        let cfg = from_file_text(
-            "apiVersion: projectcalico.org/v3\nkind: CalicoAPIConfig\nmetadata: {}\nspec:\n  datastoreType: etcdv3\n  etcdEndpoints: http://10.0.0.1:2379, http://10.0.0.2:2379\n  etcdCACertFile: /etc/calico/ca.pem\n",
-        )
+        let cfg = from_file_text(&format!(
+            "{HEAD}spec:\n  datastoreType: etcdv3\n  etcdEndpoints: http://10.0.0.1:2379, http://10.0.0.2:2379\n  etcdCACertFile: /etc/calico/ca.pem\n"
+        ))
         .unwrap();
-        let DatastoreConfig::Etcd(e) = cfg else {
+        let DatastoreConfig::Etcd(e) = cfg.datastore else {
             panic!("not etcd: {cfg:?}")
         };
         assert_eq!(
@@ -98,12 +306,75 @@ mod tests {
             ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]
         );
         assert_eq!(e.ca_cert_file, Some(PathBuf::from("/etc/calico/ca.pem")));
-        assert!(from_file_text("kind: Other\n").is_err());
-        assert!(
-            from_file_text("kind: CalicoAPIConfig\nspec: {datastoreType: etcdv3}\n")
-                .unwrap_err()
-                .to_string()
-                .contains("etcdEndpoints")
+        assert!(err(&format!("{HEAD}spec: {{datastoreType: etcdv3}}\n")).contains("etcdEndpoints"));
+    }
+
+    #[test]
+    fn unknown_fields_and_wrong_types_are_named() {
+        assert_eq!(
+            err(&format!(
+                "{HEAD}spec:\n  etcdEndpoints: http://e:2379\n  etcdEndpoint: http://x:2379\n"
+            ))
+            .split(" (valid fields")
+            .next()
+            .unwrap(),
+            "field in document is not recognized or is in the wrong location: spec.etcdEndpoint"
         );
+        assert!(
+            err(&format!("{HEAD}spec: {{}}\nextra: 1\n"))
+                .contains("is not recognized or is in the wrong location: extra"),
+        );
+        assert!(
+            err(&format!("{HEAD}  nmae: x\nspec: {{}}\n").replace("metadata: {}\n", "metadata:\n"))
+                .contains("metadata.nmae"),
+        );
+        assert_eq!(
+            err("apiVersion: projectcalico.org/v1\nkind: CalicoAPIConfig\nspec: {}\n"),
+            "unknown APIVersion 'projectcalico.org/v1': set apiVersion: projectcalico.org/v3"
+        );
+        assert_eq!(
+            err("apiVersion: projectcalico.org/v3\nkind: Other\n"),
+            "expected kind 'CalicoAPIConfig', got 'Other'"
+        );
+        assert!(
+            err(&format!("{HEAD}spec: {{etcdEndpoints: [a, b]}}\n"))
+                .contains("spec.etcdEndpoints must be a string")
+        );
+    }
+
+    #[test]
+    fn inline_certificates_are_kept_and_not_mixed_with_files() {
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let text = format!(
+            "{HEAD}spec:\n  etcdEndpoints: https://e:2379\n  etcdCACert: |\n    {}\n  etcdCert: cert-pem\n  etcdKey: key-pem\n",
+            pem.trim_end().replace('\n', "\n    ")
+        );
+        let cfg = from_file_text(&text).unwrap();
+        assert_eq!(cfg.inline.ca_cert.as_deref(), Some(pem));
+        assert_eq!(cfg.inline.cert.as_deref(), Some("cert-pem"));
+        assert_eq!(cfg.inline.key.as_deref(), Some("key-pem"));
+        let mixed = text.replace("  etcdCert: cert-pem\n", "  etcdCertFile: /c.pem\n");
+        assert!(err(&mixed).contains("cannot mix inline"), "{}", err(&mixed));
+        let half = text.replace("  etcdKey: key-pem\n", "");
+        assert!(err(&half).contains("etcdKey"), "{}", err(&half));
+        // What the etcd client is given: files holding exactly the PEM, private, and gone
+        // once the connection has been made.
+        let dir = PemDir::create().unwrap();
+        let DatastoreConfig::Etcd(e) = cfg.with_pem_files(&dir).unwrap() else {
+            panic!("not etcd")
+        };
+        let read = |p: &Option<PathBuf>| std::fs::read_to_string(p.as_ref().unwrap()).unwrap();
+        assert_eq!(read(&e.ca_cert_file), pem);
+        assert_eq!(read(&e.cert_file), "cert-pem");
+        assert_eq!(read(&e.key_file), "key-pem");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&dir.0).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700);
+        }
+        let path = dir.0.clone();
+        drop(dir);
+        assert!(!path.exists());
     }
 }

@@ -7,6 +7,7 @@ use calico_api::resource::{AnyResource, Kind};
 use calico_datastore::{DatastoreError, ResourceClient};
 use serde_json::Value;
 
+use crate::cli::PatchType;
 use crate::printer::{Lookups, Output, Printed, render};
 
 /// What a command printed and whether it succeeded.
@@ -77,8 +78,9 @@ fn describe(e: &DatastoreError, id: &str) -> String {
     }
 }
 
-/// Fills in or checks a resource's namespace against `-n`/`-A`, as calicoctl does.
-fn settle_namespace(r: &mut AnyResource, scope: &Scope) -> Result<(), String> {
+/// Fills in or checks a resource's namespace against `-n`/`-A`, as calicoctl does: a
+/// namespaced resource without one goes to `-n`, else `default`.
+pub fn settle_namespace(r: &mut AnyResource, scope: &Scope) -> Result<(), String> {
     let kind = r.kind();
     let doc_ns = r.metadata().namespace.clone().filter(|n| !n.is_empty());
     if !kind.info().namespaced {
@@ -131,6 +133,22 @@ fn calico_kind(k: Kind) -> Kind {
     }
 }
 
+/// A resource as it is stored: a Kubernetes NetworkPolicy becomes the Calico policy
+/// `knp.default.<name>` that enforces it (as Calico names such policies), keeping the
+/// document's resourceVersion. Every command converts first, so that create, apply,
+/// replace, get and delete of the same file name the same object.
+pub fn as_stored(r: AnyResource) -> AnyResource {
+    match r {
+        AnyResource::K8sNetworkPolicy(knp) => {
+            let rv = knp.metadata.resource_version.clone();
+            let mut np = calico_api::resource::Resource::into_any(knp.to_calico().0);
+            np.metadata_mut().resource_version = rv;
+            np
+        }
+        other => other,
+    }
+}
+
 /// create / apply / replace of resources read from files.
 pub async fn write(
     rc: &ResourceClient,
@@ -139,6 +157,7 @@ pub async fn write(
     scope: &Scope,
 ) -> Outcome {
     let (verb, past) = op.verb();
+    let resources: Vec<AnyResource> = resources.into_iter().map(as_stored).collect();
     let total = resources.len();
     let kind = single_kind(&resources);
     let mut ok = 0usize;
@@ -158,7 +177,7 @@ pub async fn write(
             continue;
         }
         let id = ident(
-            calico_kind(r.kind()),
+            r.kind(),
             r.metadata().namespace.as_deref(),
             &r.metadata().name,
         );
@@ -202,7 +221,7 @@ pub async fn write(
 async fn replace_one(rc: &ResourceClient, mut r: AnyResource) -> Result<(), DatastoreError> {
     let ns = r.metadata().namespace.clone();
     let current = rc
-        .get_any(calico_kind(r.kind()), ns.as_deref(), &r.metadata().name)
+        .get_any(r.kind(), ns.as_deref(), &r.metadata().name)
         .await?;
     if r.metadata().resource_version.is_empty() {
         r.metadata_mut().resource_version = current.metadata().resource_version.clone();
@@ -212,13 +231,26 @@ async fn replace_one(rc: &ResourceClient, mut r: AnyResource) -> Result<(), Data
 
 /// Resources named on the command line: `KIND NAME...`.
 pub fn named(kind: &str, names: &[String]) -> Result<(Kind, Vec<String>), String> {
-    let k = Kind::from_cli_name(kind).ok_or_else(|| {
-        format!("resource type '{kind}' is not supported; `calicoctl get --help` lists the kinds")
-    })?;
+    let k = Kind::from_cli_name(kind).ok_or_else(|| unknown_kind(kind))?;
     if names.iter().any(String::is_empty) {
         return Err("resource name may not be empty".into());
     }
     Ok((k, names.to_vec()))
+}
+
+/// Calico's "not supported" message, with the kinds that are.
+pub fn unknown_kind(kind: &str) -> String {
+    let mut valid: Vec<&str> = Kind::ALL
+        .iter()
+        .filter(|k| k.info().api_version == calico_api::resource::API_VERSION)
+        .map(|k| k.info().kind)
+        .collect();
+    valid.sort_unstable();
+    valid.dedup();
+    format!(
+        "resource type '{kind}' is not supported; use one of: {} (any case, plural or short name such as ipp, gnp, hep, wep)",
+        valid.join(", ")
+    )
 }
 
 /// Namespace for a by-name operation on a kind.
@@ -241,11 +273,12 @@ pub async fn delete(
     scope: &Scope,
     skip_not_exists: bool,
 ) -> Outcome {
+    let targets: Vec<AnyResource> = targets.into_iter().map(as_stored).collect();
     let kind = single_kind(&targets);
     let mut ok = 0usize;
     let mut errs = Vec::new();
     for mut r in targets {
-        let k = calico_kind(r.kind());
+        let k = r.kind();
         if let Err(e) = settle_namespace(&mut r, scope) {
             errs.push(e);
             continue;
@@ -256,11 +289,6 @@ pub async fn delete(
             errs.push(e);
             continue;
         }
-        let name = if r.kind() == Kind::K8sNetworkPolicy {
-            format!("{}{name}", calico_api::K8S_POLICY_NAME_PREFIX)
-        } else {
-            name
-        };
         match rc.delete_any(k, ns.as_deref(), &name, None).await {
             Ok(_) => ok += 1,
             Err(DatastoreError::NotFound { .. }) if skip_not_exists => ok += 1,
@@ -354,10 +382,10 @@ pub async fn get(
             }
         }
         GetTarget::Resources(rs) => {
-            for mut r in rs {
+            for mut r in rs.into_iter().map(as_stored) {
                 match settle_namespace(&mut r, scope) {
                     Ok(()) => wanted.push((
-                        calico_kind(r.kind()),
+                        r.kind(),
                         r.metadata().namespace.clone(),
                         r.metadata().name.clone(),
                     )),
@@ -496,13 +524,14 @@ pub async fn label(
     }
 }
 
-/// patch: a JSON merge patch (RFC 7386; YAML accepted) applied to one resource, which must
-/// still be valid afterwards.
+/// patch: a patch of `patch_type` (JSON, or YAML) applied to one resource, which must
+/// still be valid afterwards; see [`crate::patch`].
 pub async fn patch(
     rc: &ResourceClient,
     kind_arg: &str,
     name: &str,
     patch_text: &str,
+    patch_type: PatchType,
     scope: &Scope,
 ) -> Outcome {
     let (kind, _) = match named(kind_arg, &[name.to_string()]) {
@@ -515,7 +544,7 @@ pub async fn patch(
     };
     let patch_value = match parse_documents(patch_text) {
         Ok(mut docs) if docs.len() == 1 => docs.remove(0),
-        Ok(_) => return Outcome::failed("hit error: the patch must be one JSON or YAML object"),
+        Ok(_) => return Outcome::failed("hit error: the patch must be one JSON or YAML document"),
         Err(e) => {
             return Outcome::failed(format!(
                 "hit error: the patch is not valid JSON or YAML: {e}"
@@ -531,7 +560,9 @@ pub async fn patch(
         Ok(v) => v,
         Err(e) => return Outcome::failed(format!("hit error: {e}")),
     };
-    merge_patch(&mut v, &patch_value);
+    if let Err(e) = crate::patch::apply(patch_type, &mut v, &patch_value) {
+        return Outcome::failed(format!("hit error: {e}"));
+    }
     // The identity is not the patch's to change.
     v["metadata"]["name"] = Value::String(name.to_string());
     v["metadata"]["resourceVersion"] = Value::String(current.metadata().resource_version.clone());
@@ -556,25 +587,7 @@ pub async fn patch(
     }
 }
 
-/// RFC 7386: objects merge key by key, `null` deletes, anything else replaces.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(p) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Default::default());
-    }
-    if let Value::Object(t) = target {
-        for (k, v) in p {
-            if v.is_null() {
-                t.remove(k);
-            } else {
-                merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
-            }
-        }
-    }
-}
-
+#[cfg(test)]
+mod golden_tables;
 #[cfg(test)]
 mod tests;

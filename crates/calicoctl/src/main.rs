@@ -9,10 +9,10 @@ mod config;
 mod crud;
 mod input;
 mod ipam_dump;
+mod patch;
 mod printer;
 mod tarball;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -20,7 +20,7 @@ use calico_datastore::ResourceClient;
 use calico_datastore::config::DatastoreConfig;
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, LogLevel};
 use crate::commands::datastore::Migrate;
 use crate::crud::{GetTarget, Outcome, Scope, Write};
 use crate::printer::Output;
@@ -42,20 +42,32 @@ fn print(o: Outcome) -> ExitCode {
     }
 }
 
-/// Resources from `-f` arguments, or the message calicoctl prints when they cannot be read.
-fn load(files: &[PathBuf]) -> std::result::Result<Vec<calico_api::resource::AnyResource>, String> {
-    let mut out = Vec::new();
-    let sources =
-        input::read_sources(files).map_err(|e| format!("failed to execute command: {e:#}"))?;
-    for src in sources {
-        let rs = calico_api::codec::decode_documents(&src.text)
-            .map_err(|e| format!("failed to execute command: {}: {e}", src.name))?;
-        if rs.is_empty() {
-            return Err(format!("no resources specified in file {}", src.name));
-        }
-        out.extend(rs);
+/// What create/apply/replace/delete print when `--skip-empty` left nothing to do.
+fn nothing_to_do() -> ExitCode {
+    println!("No resources specified");
+    ExitCode::SUCCESS
+}
+
+/// Starts logging to standard error at the `--log-level` asked for.
+fn start_tracing(level: LogLevel) {
+    let filter = level.filter();
+    if filter == tracing::level_filters::LevelFilter::OFF {
+        return;
     }
-    Ok(out)
+    tracing_subscriber::fmt()
+        .with_max_level(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}
+
+/// The warning for `--context`: it selects a kubeconfig context, which only the Kubernetes
+/// API datastore reads (Calico exports it as K8S_CURRENT_CONTEXT for that datastore).
+fn context_warning(context: &str) -> String {
+    format!(
+        "Warning: --context {context} is ignored: it selects a kubeconfig context for the Kubernetes API datastore, which is not available in this build of calico-rs; use DATASTORE_TYPE=etcdv3 and ETCD_ENDPOINTS (or a --config file) and drop --context"
+    )
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -66,8 +78,12 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    start_tracing(cli.log_level);
     // --context is accepted for scripts written for calicoctl; it only matters to the
-    // Kubernetes API datastore, which this build does not have.
+    // Kubernetes API datastore, which this build does not have: say so, once.
+    if let Some(context) = cli.context.as_deref().filter(|c| !c.is_empty()) {
+        eprintln!("{}", context_warning(context));
+    }
     let config = cli.config.clone();
     match cli.command {
         Command::Validate(a) => return commands::validate::run(&a),
@@ -142,7 +158,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
 async fn dispatch(rc: &ResourceClient, command: Command) -> Result<ExitCode> {
     let rc = rc.clone();
     let code = match command {
-        Command::Create { files, skip_exists } => match load(&files.files) {
+        Command::Create { files, skip_exists } => match input::load(&files.sources()) {
+            Ok(rs) if rs.is_empty() => nothing_to_do(),
             Ok(rs) => print(
                 crud::write(
                     &rc,
@@ -154,13 +171,15 @@ async fn dispatch(rc: &ResourceClient, command: Command) -> Result<ExitCode> {
             ),
             Err(e) => print(Outcome::failed(e)),
         },
-        Command::Apply { files } => match load(&files.files) {
+        Command::Apply { files } => match input::load(&files.sources()) {
+            Ok(rs) if rs.is_empty() => nothing_to_do(),
             Ok(rs) => {
                 print(crud::write(&rc, Write::Apply, rs, &scope(files.namespace, false)).await)
             }
             Err(e) => print(Outcome::failed(e)),
         },
-        Command::Replace { files } => match load(&files.files) {
+        Command::Replace { files } => match input::load(&files.sources()) {
+            Ok(rs) if rs.is_empty() => nothing_to_do(),
             Ok(rs) => {
                 print(crud::write(&rc, Write::Replace, rs, &scope(files.namespace, false)).await)
             }
@@ -169,12 +188,19 @@ async fn dispatch(rc: &ResourceClient, command: Command) -> Result<ExitCode> {
         Command::Delete {
             kind,
             names,
-            files,
+            sources,
             namespace,
             skip_not_exists,
         } => {
-            let targets = targets(kind.as_deref(), &names, &files, namespace.as_deref(), true);
+            let targets = targets(
+                kind.as_deref(),
+                &names,
+                &sources,
+                namespace.as_deref(),
+                true,
+            );
             match targets {
+                Ok(GetTarget::Resources(rs)) if rs.is_empty() => nothing_to_do(),
                 Ok(GetTarget::Resources(rs)) => {
                     print(crud::delete(&rc, rs, &scope(namespace, false), skip_not_exists).await)
                 }
@@ -187,7 +213,7 @@ async fn dispatch(rc: &ResourceClient, command: Command) -> Result<ExitCode> {
         Command::Get {
             kind,
             names,
-            files,
+            sources,
             output,
             namespace,
             all_namespaces,
@@ -197,7 +223,7 @@ async fn dispatch(rc: &ResourceClient, command: Command) -> Result<ExitCode> {
                 Ok(o) => o,
                 Err(e) => return Ok(print(Outcome::failed(e))),
             };
-            match targets(kind.as_deref(), &names, &files, None, false) {
+            match targets(kind.as_deref(), &names, &sources, None, false) {
                 Ok(t) => print(
                     crud::get(&rc, t, &scope(namespace, all_namespaces), &output, export).await,
                 ),
@@ -228,8 +254,18 @@ async fn dispatch(rc: &ResourceClient, command: Command) -> Result<ExitCode> {
             name,
             patch,
             namespace,
-            patch_type: _,
-        } => print(crud::patch(&rc, &kind, &name, &patch, &scope(namespace, false)).await),
+            patch_type,
+        } => print(
+            crud::patch(
+                &rc,
+                &kind,
+                &name,
+                &patch,
+                patch_type,
+                &scope(namespace, false),
+            )
+            .await,
+        ),
         Command::Ipam { command } => commands::ipam::run(&rc, &command).await?,
         Command::Datastore {
             command: commands::datastore::Command::Migrate { command },
@@ -283,15 +319,15 @@ async fn migrate(rc: &ResourceClient, command: &Migrate) -> Result<ExitCode> {
 fn targets(
     kind: Option<&str>,
     names: &[String],
-    files: &[PathBuf],
+    sources: &cli::Sources,
     namespace: Option<&str>,
     by_name_only: bool,
 ) -> std::result::Result<GetTarget, String> {
-    if !files.is_empty() {
+    if !sources.files.is_empty() {
         if kind.is_some() {
             return Err("give either -f FILE or KIND [NAME...], not both".into());
         }
-        return load(files).map(GetTarget::Resources);
+        return input::load(sources).map(GetTarget::Resources);
     }
     let Some(kind) = kind else {
         return Err("name a kind (e.g. ippool, gnp, networkpolicy) or give -f FILE".into());

@@ -662,6 +662,12 @@ fn eval_path<'a>(path: &str, root: &'a Value) -> Result<Vec<&'a Value>, String> 
 /// A bordered table as calicoctl's tablewriter draws it: centred headers, numbers
 /// right-aligned, everything else left-aligned.
 pub fn boxed(headers: &[&str], rows: &[Vec<String>]) -> String {
+    boxed_right(headers, rows, &[])
+}
+
+/// [`boxed`] with the columns `right` (indexes) right-aligned whatever they hold, as a
+/// go-pretty `ColumnConfig{Align: text.AlignRight}` draws them.
+pub fn boxed_right(headers: &[&str], rows: &[Vec<String>], right: &[usize]) -> String {
     // tablewriter wraps a cell longer than 30 characters at spaces, into several lines.
     let rows: Vec<Vec<Vec<String>>> = rows
         .iter()
@@ -699,10 +705,10 @@ pub fn boxed(headers: &[&str], rows: &[Vec<String>]) -> String {
         let height = r.iter().map(Vec::len).max().unwrap_or(1);
         for i in 0..height {
             out.push('|');
-            for (cell, w) in r.iter().zip(&widths) {
+            for (col, (cell, w)) in r.iter().zip(&widths).enumerate() {
                 let c = cell.get(i).map(String::as_str).unwrap_or("");
                 let numeric = !c.is_empty() && c.chars().all(|ch| ch.is_ascii_digit());
-                if numeric {
+                if numeric || right.contains(&col) {
                     out.push_str(&format!(" {c:>w$} |"));
                 } else {
                     out.push_str(&format!(" {c:<w$} |"));

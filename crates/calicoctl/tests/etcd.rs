@@ -158,6 +158,76 @@ fn an_operator_session() {
         text(&o.stderr),
         "Failed to delete 'IPPool' resource: resource does not exist: IPPool(nosuch)\n"
     );
+    let o = ctl.run(&["delete", "ippool", "nosuch", "-s"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+
+    // The flags of Calico's scripts: -R, --skip-empty, patch -t.
+    std::fs::create_dir_all(ctl.dir.path().join("tree/sub")).unwrap();
+    ctl.file(
+        "tree/sub/pool.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: deep}\nspec: {cidr: 10.5.0.0/16}\n",
+    );
+    let tree = ctl.dir.path().join("tree").display().to_string();
+    let o = ctl.run(&["apply", "-f", &tree]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("no resources specified in directory"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = ctl.run(&["create", "-f", &tree, "--skip-empty"]);
+    assert_eq!(text(&o.stdout), "No resources specified\n");
+    let o = ctl.run(&["apply", "-R", "-f", &tree]);
+    assert_eq!(
+        text(&o.stdout),
+        "Successfully applied 1 'IPPool' resource(s)\n",
+        "{}",
+        text(&o.stderr)
+    );
+    let o = ctl.run(&[
+        "patch",
+        "ippool",
+        "deep",
+        "-t",
+        "json",
+        "-p",
+        r#"[{"op":"add","path":"/spec/disabled","value":true}]"#,
+    ]);
+    assert_eq!(
+        text(&o.stdout),
+        "Successfully patched 1 'IPPool' resource\n",
+        "{}",
+        text(&o.stderr)
+    );
+    let o = ctl.run(&["get", "ippool", "deep", "-o", "jsonpath={.spec.disabled}"]);
+    assert_eq!(text(&o.stdout), "true\n");
+
+    // A Kubernetes NetworkPolicy file names the same policy for every command.
+    let knp = ctl.file(
+        "knp.yaml",
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: prod}\nspec: {podSelector: {}}\n",
+    );
+    for (args, want) in [
+        (
+            vec!["apply", "-f", &knp],
+            "Successfully applied 1 'NetworkPolicy' resource(s)\n",
+        ),
+        (
+            vec!["replace", "-f", &knp],
+            "Successfully replaced 1 'NetworkPolicy' resource(s)\n",
+        ),
+        (
+            vec!["get", "-f", &knp, "-o", "name"],
+            "networkpolicy/knp.default.deny\n",
+        ),
+        (
+            vec!["delete", "-f", &knp],
+            "Successfully deleted 1 'NetworkPolicy' resource(s)\n",
+        ),
+    ] {
+        let o = ctl.run(&args);
+        assert_eq!(text(&o.stdout), want, "{args:?}: {}", text(&o.stderr));
+    }
 }
 
 /// Runs calicoctl against `endpoint` in `cwd` with extra environment.

@@ -28,8 +28,17 @@ fn core(v: &str) -> &str {
     v.split('-').next().unwrap_or(v)
 }
 
+/// What to say when the datastore cannot be reached: the version is not the problem, so
+/// `--allow-version-mismatch` would not help (Calico skips its check then).
+pub fn unreachable(e: &DatastoreError) -> String {
+    format!(
+        "cannot reach the datastore: {e}\nCheck the endpoints (ETCD_ENDPOINTS, or spec.etcdEndpoints in the --config file), that etcd is running there, and the TLS settings (ETCD_CA_CERT_FILE, ETCD_CERT_FILE, ETCD_KEY_FILE, or their spec fields)."
+    )
+}
+
 /// Calico's `CheckVersionMismatch`: `Err` with its message when the cluster runs another
-/// version. Skipped when allowed, when ClusterInformation is missing or names no version.
+/// version. Skipped when allowed, when ClusterInformation is missing or names no version;
+/// an unreachable datastore is reported as such.
 pub async fn check_mismatch(rc: &ResourceClient, allow: bool) -> std::result::Result<(), String> {
     if allow {
         return Ok(());
@@ -37,6 +46,7 @@ pub async fn check_mismatch(rc: &ResourceClient, allow: bool) -> std::result::Re
     let ci = match rc.get::<ClusterInformation>(None, "default").await {
         Ok(ci) => ci,
         Err(DatastoreError::NotFound { .. }) => return Ok(()),
+        Err(e @ DatastoreError::Unavailable { .. }) => return Err(unreachable(&e)),
         Err(e) => {
             return Err(format!(
                 "unable to get Cluster Information to verify version mismatch: {e}\nUse --allow-version-mismatch to override"
@@ -110,7 +120,7 @@ pub fn run(args: &Args, config: &std::path::Path) -> Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let ds = match crate::config::datastore_config(config) {
+        let ds = match crate::config::load(config) {
             Ok(cfg) => cfg.connect().await.ok(),
             Err(_) => None,
         };

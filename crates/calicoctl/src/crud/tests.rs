@@ -398,6 +398,7 @@ async fn delete_label_and_patch() {
         "ippool",
         "pool2",
         r#"{"spec":{"disabled":true}}"#,
+        PatchType::Strategic,
         &scope,
     )
     .await;
@@ -414,6 +415,7 @@ async fn delete_label_and_patch() {
         "ippool",
         "pool2",
         r#"{"spec":{"cidr":"10.7.0.0/16"}}"#,
+        PatchType::Merge,
         &scope,
     )
     .await;
@@ -421,7 +423,15 @@ async fn delete_label_and_patch() {
         !o.ok && o.stderr.contains("spec.cidr cannot be changed"),
         "{o:?}"
     );
-    let o = patch(&rc, "ippool", "pool2", r#"{"spec":{"nosuch":1}}"#, &scope).await;
+    let o = patch(
+        &rc,
+        "ippool",
+        "pool2",
+        r#"[{"op":"add","path":"/spec/nosuch","value":1}]"#,
+        PatchType::Json,
+        &scope,
+    )
+    .await;
     assert!(!o.ok && o.stderr.contains("nosuch"), "{o:?}");
 
     let targets = vec![
@@ -462,11 +472,126 @@ async fn kubernetes_policies_are_stored_as_calico_names_them() {
             .await
             .is_ok()
     );
-    let o = delete(&rc, knp, &Scope::default(), false).await;
+    // get -f and replace -f name the same stored policy as apply and delete do.
+    let o = get(
+        &rc,
+        GetTarget::Resources(knp.clone()),
+        &Scope::default(),
+        &ps(),
+        false,
+    )
+    .await;
+    assert_eq!(
+        o.stdout, "NAME                   TIER      \nknp.default.deny-all   default   \n\n",
+        "{o:?}"
+    );
+    assert!(o.ok, "{o:?}");
+    let egress = docs(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-all, namespace: prod}\nspec: {podSelector: {}, policyTypes: [Ingress, Egress]}\n",
+    );
+    let o = write(&rc, Write::Replace, egress, &Scope::default()).await;
+    assert_eq!(
+        o.stdout, "Successfully replaced 1 'NetworkPolicy' resource(s)\n",
+        "{o:?}"
+    );
+    match rc
+        .get_any(Kind::NetworkPolicy, Some("prod"), "knp.default.deny-all")
+        .await
+        .unwrap()
+    {
+        AnyResource::NetworkPolicy(p) => assert_eq!(p.spec.types.len(), 2, "{p:?}"),
+        other => panic!("{other:?}"),
+    }
+    let o = write(
+        &rc,
+        Write::Create { skip_exists: false },
+        knp.clone(),
+        &Scope::default(),
+    )
+    .await;
+    assert!(
+        o.stderr
+            .contains("resource already exists: NetworkPolicy(prod/knp.default.deny-all)"),
+        "{o:?}"
+    );
+    let o = delete(&rc, knp.clone(), &Scope::default(), false).await;
     assert_eq!(
         o.stdout, "Successfully deleted 1 'NetworkPolicy' resource(s)\n",
         "{o:?}"
     );
+    let o = get(
+        &rc,
+        GetTarget::Resources(knp.clone()),
+        &Scope::default(),
+        &ps(),
+        false,
+    )
+    .await;
+    assert_eq!(
+        o.stderr,
+        "resource does not exist: NetworkPolicy(prod/knp.default.deny-all)\n"
+    );
+    let o = write(&rc, Write::Replace, knp, &Scope::default()).await;
+    assert!(
+        o.stderr
+            .contains("resource does not exist: NetworkPolicy(prod/knp.default.deny-all)"),
+        "{o:?}"
+    );
+}
+
+/// A namespaced resource without a namespace goes to `default` (or `-n`), as in Calico; a
+/// lookup in the wrong namespace names the namespace it looked in.
+#[tokio::test]
+async fn a_missing_namespace_means_default() {
+    let rc = client();
+    let np = docs(
+        "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: p}\nspec: {selector: all()}\n",
+    );
+    let o = write(&rc, Write::Apply, np.clone(), &Scope::default()).await;
+    assert!(o.ok, "{o:?}");
+    assert!(
+        rc.get_any(Kind::NetworkPolicy, Some("default"), "p")
+            .await
+            .is_ok()
+    );
+    let prod = Scope {
+        namespace: Some("prod".into()),
+        all_namespaces: false,
+    };
+    let o = write(&rc, Write::Apply, np, &prod).await;
+    assert!(o.ok, "{o:?}");
+    assert!(
+        rc.get_any(Kind::NetworkPolicy, Some("prod"), "p")
+            .await
+            .is_ok()
+    );
+    let o = get(
+        &rc,
+        GetTarget::Names(Kind::NetworkSet, vec!["p".into()]),
+        &Scope::default(),
+        &ps(),
+        false,
+    )
+    .await;
+    assert_eq!(o.stderr, "resource does not exist: NetworkSet(default/p)\n");
+    let mut gnp = docs(
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: g, namespace: prod}\nspec: {selector: all()}\n",
+    );
+    let e = settle_namespace(&mut gnp[0], &Scope::default()).unwrap_err();
+    assert_eq!(
+        e,
+        "namespace should not be specified for a non-namespaced resource. GlobalNetworkPolicy is not a namespaced resource"
+    );
+}
+
+#[test]
+fn unknown_kinds_list_the_valid_ones_once() {
+    let e = named("nosuchkind", &[]).unwrap_err();
+    assert!(
+        e.starts_with("resource type 'nosuchkind' is not supported; use one of: BGPConfiguration, BGPFilter, BGPPeer, ClusterInformation, FelixConfiguration, GlobalNetworkPolicy, GlobalNetworkSet, HostEndpoint, IPAMConfiguration, IPPool, IPReservation, KubeControllersConfiguration, NetworkPolicy, NetworkSet, Node, Profile, Tier, WorkloadEndpoint ("),
+        "{e}"
+    );
+    assert_eq!(e.matches("NetworkPolicy,").count(), 2, "{e}");
 }
 
 /// Every kind, as Calico's documentation writes it (the api crate's examples): `apply`, then

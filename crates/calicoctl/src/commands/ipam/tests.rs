@@ -11,6 +11,7 @@ use calico_api::codec::decode_documents;
 use calico_datastore::memory::MemoryDatastore;
 use calico_datastore::{Key, ResourceClient};
 use calico_ipam::{AutoAssignArgs, Ipam};
+use ipnet::IpNet;
 
 use super::check::{self, Options, Report};
 use super::{configure, release, show};
@@ -88,23 +89,74 @@ fn numbers_print_as_calicoctl_prints_them() {
 
 #[test]
 fn the_usage_table_matches_calicos_layout() {
-    let rows = vec![
-        show::row("IP Pool", "10.65.0.0/16", 5, 65536),
-        show::row("Block", "10.65.79.0/26", 5, 64),
-    ];
-    let t = crate::printer::boxed(
-        &["GROUPING", "CIDR", "IPS TOTAL", "IPS IN USE", "IPS FREE"],
-        &rows,
+    // A /16 pool with one /26 block (5 in use) and a /24 reservation in unblocked space.
+    let pool: IpNet = "10.65.0.0/16".parse().unwrap();
+    let block: IpNet = "10.65.79.0/26".parse().unwrap();
+    let space = show::PoolSpace::count(&pool, &["10.65.0.0/24".parse().unwrap()], &[block]);
+    assert_eq!(
+        space,
+        show::PoolSpace {
+            reserved: 256,
+            free_outside_blocks: 65536 - 64 - 256
+        }
     );
+    let counts = |capacity, in_use, reserved, free| show::Counts {
+        capacity,
+        in_use,
+        reserved,
+        free,
+    };
+    let rows = vec![
+        show::row(
+            "IP Pool",
+            "10.65.0.0/16",
+            counts(65536, 5, space.reserved, 59 + space.free_outside_blocks),
+        ),
+        show::row("Block", "10.65.79.0/26", counts(64, 5, 0, 59)),
+    ];
+    let t = crate::printer::boxed_right(&show::USAGE_HEADINGS, &rows, &[2, 3, 4, 5]);
     let want = "\
-+----------+---------------+-----------+------------+--------------+
-| GROUPING |     CIDR      | IPS TOTAL | IPS IN USE |   IPS FREE   |
-+----------+---------------+-----------+------------+--------------+
-| IP Pool  | 10.65.0.0/16  |     65536 | 5 (0%)     | 65531 (100%) |
-| Block    | 10.65.79.0/26 |        64 | 5 (8%)     | 59 (92%)     |
-+----------+---------------+-----------+------------+--------------+
++----------+---------------+-----------+------------+--------------+--------------+
+| GROUPING |     CIDR      | IPS TOTAL | IPS IN USE | IPS RESERVED |   IPS FREE   |
++----------+---------------+-----------+------------+--------------+--------------+
+| IP Pool  | 10.65.0.0/16  |     65536 |     5 (0%) |     256 (0%) | 65275 (100%) |
+| Block    | 10.65.79.0/26 |        64 |     5 (8%) |       0 (0%) |     59 (92%) |
++----------+---------------+-----------+------------+--------------+--------------+
 ";
     assert_eq!(t, want);
+}
+
+#[test]
+fn reservations_count_once_inside_and_outside_blocks() {
+    let net = |s: &str| -> IpNet { s.parse().unwrap() };
+    // Overlapping reservations, one half inside the block, and one of the other family.
+    let space = show::PoolSpace::count(
+        &net("10.0.0.0/24"),
+        &[
+            net("10.0.0.32/27"),
+            net("10.0.0.48/28"),
+            net("10.0.0.128/32"),
+            net("fd00::/64"),
+            net("192.168.0.0/16"),
+        ],
+        &[net("10.0.0.0/26")],
+    );
+    // 32 + 1 reserved; outside the block: 192 addresses, 1 of them reserved.
+    assert_eq!(
+        space,
+        show::PoolSpace {
+            reserved: 33,
+            free_outside_blocks: 191
+        }
+    );
+    let v6 = show::PoolSpace::count(&net("fd00:10::/48"), &[net("fd00:10::5/128")], &[]);
+    assert_eq!(
+        v6,
+        show::PoolSpace {
+            reserved: 1,
+            free_outside_blocks: (1u128 << 80) - 1
+        }
+    );
 }
 
 #[tokio::test]
