@@ -329,6 +329,12 @@ define_kinds! {
         short_names: ["node", "nodes", "no", "nos"],
         spec: NodeSpec, status: NodeStatus,
     }
+    /// A request for a node to report its BGP daemon, sessions and routes, and the report.
+    CalicoNodeStatus {
+        kind: "CalicoNodeStatus", api_version: API_VERSION, plural: "caliconodestatuses", namespaced: false,
+        short_names: ["caliconodestatus", "caliconodestatuses", "nodestatus", "nodestatuses"],
+        spec: CalicoNodeStatusSpec, status: CalicoNodeStatusStatus,
+    }
     /// Felix settings, global (`default`) or per node (`node.<name>`).
     FelixConfiguration {
         kind: "FelixConfiguration", api_version: API_VERSION, plural: "felixconfigurations", namespaced: false,
@@ -364,6 +370,24 @@ define_kinds! {
         kind: "GlobalNetworkPolicy", api_version: API_VERSION, plural: "globalnetworkpolicies", namespaced: false,
         short_names: ["globalnetworkpolicy", "globalnetworkpolicies", "gnp", "gnps"],
         spec: GlobalNetworkPolicySpec, status: NoStatus,
+    }
+    /// A preview of a change to a NetworkPolicy; never enforced.
+    StagedNetworkPolicy {
+        kind: "StagedNetworkPolicy", api_version: API_VERSION, plural: "stagednetworkpolicies", namespaced: true,
+        short_names: ["stagednetworkpolicy", "stagednetworkpolicies", "stagedpolicy", "stagedpolicies", "snp", "spol", "spols"],
+        spec: StagedNetworkPolicySpec, status: NoStatus,
+    }
+    /// A preview of a change to a GlobalNetworkPolicy; never enforced.
+    StagedGlobalNetworkPolicy {
+        kind: "StagedGlobalNetworkPolicy", api_version: API_VERSION, plural: "stagedglobalnetworkpolicies", namespaced: false,
+        short_names: ["stagedglobalnetworkpolicy", "stagedglobalnetworkpolicies", "sgnp", "sgnps"],
+        spec: StagedGlobalNetworkPolicySpec, status: NoStatus,
+    }
+    /// A preview of a change to a Kubernetes NetworkPolicy; never enforced.
+    StagedKubernetesNetworkPolicy {
+        kind: "StagedKubernetesNetworkPolicy", api_version: API_VERSION, plural: "stagedkubernetesnetworkpolicies", namespaced: true,
+        short_names: ["stagedkubernetesnetworkpolicy", "stagedkubernetesnetworkpolicies", "stagedkubernetespolicy", "stagedkubernetespolicies", "sknp", "skpol", "skpols"],
+        spec: StagedKubernetesNetworkPolicySpec, status: NoStatus,
     }
     /// Named, labelled CIDRs in one namespace.
     NetworkSet {

@@ -241,3 +241,111 @@ fn acronym_fields_use_calicos_exact_json_names() {
     assert_eq!(json[1]["spec"]["bgp"]["ipv4IPIPTunnelAddr"], "10.0.0.8");
     assert_eq!(json[2]["spec"]["disableBGPExport"], true);
 }
+
+#[test]
+fn staged_policies_default_to_set_and_a_delete_keeps_only_its_tier() {
+    let docs = decode_documents(
+        "apiVersion: projectcalico.org/v3\nkind: StagedNetworkPolicy\nmetadata: {name: p, namespace: ns}\nspec:\n  egress: [{action: Allow}]\n---\n\
+         apiVersion: projectcalico.org/v3\nkind: StagedGlobalNetworkPolicy\nmetadata: {name: t1.g}\nspec: {stagedAction: Delete, tier: t1, types: [Ingress]}\n---\n\
+         apiVersion: projectcalico.org/v3\nkind: StagedKubernetesNetworkPolicy\nmetadata: {name: k, namespace: ns}\nspec: {stagedAction: Delete, podSelector: {}}\n",
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    for mut r in docs {
+        r.apply_defaults();
+        r.validate().unwrap_or_else(|e| panic!("{e}"));
+        out.push(r.to_json());
+    }
+    assert_eq!(out[0]["spec"]["stagedAction"], "Set");
+    assert_eq!(out[0]["spec"]["tier"], "default");
+    assert_eq!(out[0]["spec"]["types"], serde_json::json!(["Egress"]));
+    assert_eq!(
+        out[0]["metadata"]["labels"]["projectcalico.org/tier"],
+        "default"
+    );
+    // As Calico's client does: a Delete's defaulted (or given) types are cleared.
+    assert_eq!(
+        out[1]["spec"],
+        serde_json::json!({"stagedAction": "Delete", "tier": "t1"})
+    );
+    assert_eq!(out[1]["metadata"]["labels"]["projectcalico.org/tier"], "t1");
+    assert_eq!(
+        out[2]["spec"],
+        serde_json::json!({"stagedAction": "Delete", "podSelector": {}})
+    );
+}
+
+#[test]
+fn a_staged_policy_converts_to_the_policy_it_would_set() {
+    let all = examples();
+    let snp = all
+        .iter()
+        .find_map(|r| match r {
+            AnyResource::StagedNetworkPolicy(p) => Some(p),
+            _ => None,
+        })
+        .unwrap();
+    let (action, np) = snp.to_enforced();
+    assert_eq!(action, calico_api::StagedAction::Set);
+    assert_eq!(np.metadata.name, "allow-tcp-6379");
+    assert_eq!(np.metadata.namespace.as_deref(), Some("production"));
+    assert_eq!(np.spec.selector, "role == 'database'");
+    assert_eq!(np.spec.order, Some(100.0));
+    let sknp = all
+        .iter()
+        .find_map(|r| match r {
+            AnyResource::StagedKubernetesNetworkPolicy(p) => Some(p),
+            _ => None,
+        })
+        .unwrap();
+    let (_, knp) = sknp.to_enforced();
+    let (np, dropped) = knp.to_calico();
+    assert!(dropped.is_empty());
+    assert_eq!(np.metadata.name, "knp.default.test-network-policy");
+}
+
+#[test]
+fn a_node_status_is_written_in_full_as_calicos_go_type_writes_it() {
+    let r = decode_documents(
+        "apiVersion: projectcalico.org/v3\nkind: CalicoNodeStatus\nmetadata: {name: s}\nspec: {node: n1, classes: [Agent, BGP], updatePeriodSeconds: 0}\nstatus: {}\n",
+    )
+    .unwrap()
+    .remove(0);
+    r.validate().unwrap();
+    let v = r.to_json();
+    assert_eq!(v["spec"]["updatePeriodSeconds"], 0);
+    assert_eq!(
+        v["status"],
+        serde_json::json!({
+            "lastUpdated": null,
+            "agent": {"birdV4": {}, "birdV6": {}},
+            "bgp": {"numberEstablishedV4": 0, "numberNotEstablishedV4": 0, "numberEstablishedV6": 0, "numberNotEstablishedV6": 0},
+            "routes": {},
+        })
+    );
+}
+
+#[test]
+fn calicoctl_names_for_the_staged_kinds_and_node_status_are_calicos() {
+    for (name, kind) in [
+        ("snp", Kind::StagedNetworkPolicy),
+        ("stagedpolicies", Kind::StagedNetworkPolicy),
+        ("spol", Kind::StagedNetworkPolicy),
+        ("sgnp", Kind::StagedGlobalNetworkPolicy),
+        (
+            "StagedGlobalNetworkPolicies",
+            Kind::StagedGlobalNetworkPolicy,
+        ),
+        ("sknp", Kind::StagedKubernetesNetworkPolicy),
+        ("skpols", Kind::StagedKubernetesNetworkPolicy),
+        ("nodestatus", Kind::CalicoNodeStatus),
+        ("caliconodestatuses", Kind::CalicoNodeStatus),
+    ] {
+        assert_eq!(Kind::from_cli_name(name), Some(kind), "{name}");
+    }
+    assert_eq!(
+        Kind::StagedKubernetesNetworkPolicy.info().plural,
+        "stagedkubernetesnetworkpolicies"
+    );
+    assert_eq!(Kind::CalicoNodeStatus.info().plural, "caliconodestatuses");
+}

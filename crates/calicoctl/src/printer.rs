@@ -263,9 +263,13 @@ pub fn headings(kind: Kind) -> (&'static [&'static str], &'static [&'static str]
                 "DATASTOREREADY",
             ],
         ),
-        Kind::GlobalNetworkPolicy | Kind::NetworkPolicy | Kind::K8sNetworkPolicy => {
-            (&["NAME", "TIER"], &["NAME", "TIER", "ORDER", "SELECTOR"])
-        }
+        Kind::GlobalNetworkPolicy
+        | Kind::NetworkPolicy
+        | Kind::K8sNetworkPolicy
+        | Kind::StagedGlobalNetworkPolicy
+        | Kind::StagedNetworkPolicy => (&["NAME", "TIER"], &["NAME", "TIER", "ORDER", "SELECTOR"]),
+        Kind::StagedKubernetesNetworkPolicy => (&["NAME"], &["NAME", "PODSELECTOR"]),
+        Kind::CalicoNodeStatus => (&["NAME", "NODE"], &["NAME", "NODE", "CLASSES"]),
         Kind::GlobalNetworkSet | Kind::NetworkSet => (&["NAME"], &["NAME", "NETS"]),
         Kind::HostEndpoint => (
             &["NAME", "NODE"],
@@ -382,17 +386,19 @@ fn cell(kind: Kind, heading: &str, v: &Value, lookups: &Lookups) -> Option<Strin
         (Kind::ClusterInformation, "CLUSTERTYPE") => s("spec.clusterType"),
         (Kind::ClusterInformation, "CALICOVERSION") => s("spec.calicoVersion"),
         (Kind::ClusterInformation, "DATASTOREREADY") => or("spec.datastoreReady", "<nil>"),
-        (Kind::GlobalNetworkPolicy | Kind::NetworkPolicy | Kind::K8sNetworkPolicy, "TIER") => {
-            or("spec.tier", "default")
+        (k, "TIER") if is_calico_policy(k) => or("spec.tier", "default"),
+        (k, "ORDER") if is_calico_policy(k) || k == Kind::Tier => {
+            match get(v, "spec.order").and_then(Value::as_f64) {
+                Some(f) => go_float(f),
+                None => "<nil>".into(),
+            }
         }
-        (Kind::GlobalNetworkPolicy | Kind::NetworkPolicy | Kind::K8sNetworkPolicy, "ORDER")
-        | (Kind::Tier, "ORDER") => match get(v, "spec.order").and_then(Value::as_f64) {
-            Some(f) => go_float(f),
-            None => "<nil>".into(),
-        },
-        (Kind::GlobalNetworkPolicy | Kind::NetworkPolicy | Kind::K8sNetworkPolicy, "SELECTOR") => {
-            s("spec.selector")
+        (k, "SELECTOR") if is_calico_policy(k) => s("spec.selector"),
+        (Kind::StagedKubernetesNetworkPolicy, "PODSELECTOR") => {
+            go_label_selector(get(v, "spec.podSelector"))
         }
+        (Kind::CalicoNodeStatus, "NODE") => s("spec.node"),
+        (Kind::CalicoNodeStatus, "CLASSES") => join("spec.classes"),
         (Kind::GlobalNetworkSet | Kind::NetworkSet, "NETS") => {
             join_values(get(v, "spec.nets"), ",", 80)
         }
@@ -451,6 +457,53 @@ fn cell(kind: Kind, heading: &str, v: &Value, lookups: &Lookups) -> Option<Strin
         },
         _ => return None,
     })
+}
+
+/// Kinds printed with the NAME TIER ORDER SELECTOR columns of Calico's policy templates.
+fn is_calico_policy(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::GlobalNetworkPolicy
+            | Kind::NetworkPolicy
+            | Kind::K8sNetworkPolicy
+            | Kind::StagedGlobalNetworkPolicy
+            | Kind::StagedNetworkPolicy
+    )
+}
+
+/// `{{.Spec.PodSelector}}`: text/template prints the `metav1.LabelSelector` through its
+/// generated `String()` (`generated.pb.go`), labels sorted, e.g.
+/// `&LabelSelector{MatchLabels:map[string]string{role: db,},MatchExpressions:[]LabelSelectorRequirement{},}`.
+fn go_label_selector(v: Option<&Value>) -> String {
+    let mut labels: Vec<(&String, String)> = v
+        .and_then(|v| v.get("matchLabels"))
+        .and_then(Value::as_object)
+        .map(|m| m.iter().map(|(k, x)| (k, text(Some(x)))).collect())
+        .unwrap_or_default();
+    labels.sort();
+    let mut out = String::from("&LabelSelector{MatchLabels:map[string]string{");
+    for (k, x) in labels {
+        out.push_str(&format!("{k}: {x},"));
+    }
+    out.push_str("},MatchExpressions:[]LabelSelectorRequirement{");
+    let exprs = v
+        .and_then(|v| v.get("matchExpressions"))
+        .and_then(Value::as_array);
+    for e in exprs.into_iter().flatten() {
+        let values: Vec<String> = e
+            .get("values")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(|x| text(Some(x))).collect())
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "LabelSelectorRequirement{{Key:{},Operator:{},Values:[{}],}},",
+            text(e.get("key")),
+            text(e.get("operator")),
+            values.join(" ")
+        ));
+    }
+    out.push_str("},}");
+    out
 }
 
 /// The value at a dotted path.

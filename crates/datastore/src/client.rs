@@ -5,7 +5,7 @@
 //!   validated, `uid` and `creationTimestamp` are set, and an IP pool may not overlap another;
 //! - update: `resourceVersion` is required (optimistic concurrency); `uid` and
 //!   `creationTimestamp` are kept from the stored object; an IP pool's `cidr` and `blockSize`
-//!   cannot change;
+//!   cannot change; a CalicoNodeStatus written without a status keeps the node's;
 //! - apply: create, or update at the current revision;
 //! - stored JSON never carries `resourceVersion` (it is the key's etcd revision on read);
 //! - a Kubernetes NetworkPolicy is stored converted, as the Calico NetworkPolicy
@@ -182,6 +182,14 @@ impl ResourceClient {
             }
             m.uid.clone_from(&cm.uid);
             m.creation_timestamp.clone_from(&cm.creation_timestamp);
+        }
+        // A CalicoNodeStatus's status is the node's report: an update without one (a user
+        // applying the spec) keeps it, as the status subresource does under Kubernetes.
+        if let (AnyResource::CalicoNodeStatus(next), AnyResource::CalicoNodeStatus(old)) =
+            (&mut r, &current)
+            && next.status.is_none()
+        {
+            next.status.clone_from(&old.status);
         }
         self.check_cross_object(&r, Some(&current)).await?;
         let kv = self

@@ -491,6 +491,22 @@ mod tests {
                 "/calico/resources/v3/projectcalico.org/felixconfigurations/default",
             ),
             (
+                Key::resource(Kind::StagedNetworkPolicy, Some("prod"), "allow"),
+                "/calico/resources/v3/projectcalico.org/stagednetworkpolicies/prod/allow",
+            ),
+            (
+                Key::resource(Kind::StagedGlobalNetworkPolicy, None, "t1.deny"),
+                "/calico/resources/v3/projectcalico.org/stagedglobalnetworkpolicies/t1.deny",
+            ),
+            (
+                Key::resource(Kind::StagedKubernetesNetworkPolicy, Some("prod"), "db"),
+                "/calico/resources/v3/projectcalico.org/stagedkubernetesnetworkpolicies/prod/db",
+            ),
+            (
+                Key::resource(Kind::CalicoNodeStatus, None, "node1-status"),
+                "/calico/resources/v3/projectcalico.org/caliconodestatuses/node1-status",
+            ),
+            (
                 Key::Block {
                     cidr: "10.0.0.64/26".parse().unwrap(),
                 },

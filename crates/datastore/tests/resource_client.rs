@@ -214,6 +214,81 @@ async fn apply_survives_stale_identity_and_refuses_a_foreign_uid(b: &Backend) {
     ));
 }
 
+async fn staged_policies_are_stored_apart_from_the_policies_they_preview(b: &Backend) {
+    let c = ResourceClient::new(b.ds());
+    let docs = decode_documents(
+        "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\nspec: {selector: all()}\n---\n\
+         apiVersion: projectcalico.org/v3\nkind: StagedNetworkPolicy\nmetadata: {name: p, namespace: x}\nspec: {stagedAction: Delete}\n---\n\
+         apiVersion: projectcalico.org/v3\nkind: StagedGlobalNetworkPolicy\nmetadata: {name: g}\nspec: {selector: all()}\n---\n\
+         apiVersion: projectcalico.org/v3\nkind: StagedKubernetesNetworkPolicy\nmetadata: {name: k, namespace: x}\nspec: {podSelector: {}}\n",
+    )
+    .unwrap();
+    for d in docs {
+        c.create_any(d).await.unwrap();
+    }
+    assert_eq!(
+        c.list_any(Kind::NetworkPolicy, None)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    for (kind, path) in [
+        (
+            Kind::StagedNetworkPolicy,
+            "/calico/resources/v3/projectcalico.org/stagednetworkpolicies/x/p",
+        ),
+        (
+            Kind::StagedGlobalNetworkPolicy,
+            "/calico/resources/v3/projectcalico.org/stagedglobalnetworkpolicies/g",
+        ),
+        (
+            Kind::StagedKubernetesNetworkPolicy,
+            "/calico/resources/v3/projectcalico.org/stagedkubernetesnetworkpolicies/x/k",
+        ),
+    ] {
+        let list = c.list_any(kind, None).await.unwrap();
+        assert_eq!(list.items.len(), 1, "{kind}");
+        let m = list.items[0].metadata();
+        let key = Key::resource(kind, m.namespace.as_deref(), &m.name);
+        assert_eq!(key.path(), path);
+        assert_eq!(Key::parse(path), Some(key));
+    }
+    let staged = c
+        .get_any(Kind::StagedNetworkPolicy, Some("x"), "p")
+        .await
+        .unwrap();
+    assert_eq!(
+        staged.to_json()["spec"],
+        serde_json::json!({"stagedAction": "Delete", "tier": "default"})
+    );
+}
+
+async fn a_node_status_update_without_status_keeps_the_nodes_report(b: &Backend) {
+    let c = ResourceClient::new(b.ds());
+    let doc = |status: &str| {
+        decode_documents(&format!(
+            "apiVersion: projectcalico.org/v3\nkind: CalicoNodeStatus\nmetadata: {{name: s}}\nspec: {{node: n1, classes: [BGP], updatePeriodSeconds: 10}}\n{status}"
+        ))
+        .unwrap()
+        .remove(0)
+    };
+    c.create_any(doc("status: {bgp: {numberEstablishedV4: 2}}\n"))
+        .await
+        .unwrap();
+    let applied = c.apply_any(doc("")).await.unwrap();
+    assert_eq!(applied.to_json()["status"]["bgp"]["numberEstablishedV4"], 2);
+    let got = c.get_any(Kind::CalicoNodeStatus, None, "s").await.unwrap();
+    assert_eq!(got.to_json()["status"]["bgp"]["numberEstablishedV4"], 2);
+    // The node's own write, with a status, replaces it.
+    let applied = c
+        .apply_any(doc("status: {bgp: {numberEstablishedV4: 3}}\n"))
+        .await
+        .unwrap();
+    assert_eq!(applied.to_json()["status"]["bgp"]["numberEstablishedV4"], 3);
+}
+
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -226,6 +301,8 @@ macro_rules! both_backends {
 }
 
 both_backends!(
+    staged_policies_are_stored_apart_from_the_policies_they_preview,
+    a_node_status_update_without_status_keeps_the_nodes_report,
     create_fills_in_identity_and_defaults,
     create_rejects_invalid_objects_and_writes_nothing,
     pools_may_not_overlap_and_their_cidr_is_immutable,

@@ -253,25 +253,29 @@ fn check_peers(errs: &mut Errors, p: &Path, peers: &[NetworkPolicyPeer]) {
 
 impl KindRules for K8sNetworkPolicy {
     fn check(&self, errs: &mut Errors) {
-        let s = &self.spec;
-        let p = Path::root("spec");
-        check_label_selector(errs, &p.field("podSelector"), &s.pod_selector);
-        for (i, t) in s.policy_types.iter().enumerate() {
-            if t != "Ingress" && t != "Egress" {
-                errs.add(
-                    p.field("policyTypes").index(i),
-                    format!("{t:?} must be Ingress or Egress"),
-                );
-            }
+        check_k8s_network_policy_spec(errs, &Path::root("spec"), &self.spec);
+    }
+}
+
+/// The spec rules of a Kubernetes NetworkPolicy (the API server's), shared with
+/// StagedKubernetesNetworkPolicy.
+pub(crate) fn check_k8s_network_policy_spec(errs: &mut Errors, p: &Path, s: &K8sNetworkPolicySpec) {
+    check_label_selector(errs, &p.field("podSelector"), &s.pod_selector);
+    for (i, t) in s.policy_types.iter().enumerate() {
+        if t != "Ingress" && t != "Egress" {
+            errs.add(
+                p.field("policyTypes").index(i),
+                format!("{t:?} must be Ingress or Egress"),
+            );
         }
-        for (i, r) in s.ingress.iter().enumerate() {
-            check_peers(errs, &p.field("ingress").index(i).field("from"), &r.from);
-            check_ports(errs, &p.field("ingress").index(i).field("ports"), &r.ports);
-        }
-        for (i, r) in s.egress.iter().enumerate() {
-            check_peers(errs, &p.field("egress").index(i).field("to"), &r.to);
-            check_ports(errs, &p.field("egress").index(i).field("ports"), &r.ports);
-        }
+    }
+    for (i, r) in s.ingress.iter().enumerate() {
+        check_peers(errs, &p.field("ingress").index(i).field("from"), &r.from);
+        check_ports(errs, &p.field("ingress").index(i).field("ports"), &r.ports);
+    }
+    for (i, r) in s.egress.iter().enumerate() {
+        check_peers(errs, &p.field("egress").index(i).field("to"), &r.to);
+        check_ports(errs, &p.field("egress").index(i).field("ports"), &r.ports);
     }
 }
 

@@ -9,7 +9,9 @@ mod ippool;
 mod k8s_policy;
 mod networkset;
 mod node;
+mod node_status;
 mod policy;
+mod staged;
 
 pub use bgp::*;
 pub use cluster::*;
@@ -20,7 +22,9 @@ pub use ippool::*;
 pub use k8s_policy::*;
 pub use networkset::*;
 pub use node::*;
+pub use node_status::*;
 pub use policy::*;
+pub use staged::*;
 
 /// Serde helper: skip `false` booleans, as Go's `omitempty` does.
 pub(crate) fn is_false(b: &bool) -> bool {

@@ -240,7 +240,7 @@ pub fn default_policy_types(ingress: &[Rule], egress: &[Rule]) -> Vec<PolicyType
     }
 }
 
-fn default_policy(
+pub(crate) fn default_policy(
     meta: &mut crate::meta::ObjectMeta,
     tier: &mut String,
     types: &mut Vec<PolicyType>,
@@ -676,22 +676,26 @@ impl KindRules for NetworkPolicy {
     }
 
     fn check(&self, errs: &mut Errors) {
-        let s = &self.spec;
-        let p = Path::root("spec");
-        check_tier_ref(errs, &p, &s.tier);
-        check_order(errs, &p, s.order);
-        if !s.selector.is_empty() {
-            errs.check(p.field("selector"), check_selector_no_global(&s.selector));
-        }
-        if !s.service_account_selector.is_empty() {
-            errs.check(
-                p.field("serviceAccountSelector"),
-                check_selector_no_global(&s.service_account_selector),
-            );
-        }
-        check_types(errs, &p.field("types"), &s.types);
-        check_rules(errs, &p, &s.ingress, &s.egress, false);
+        check_network_policy_spec(errs, &Path::root("spec"), &self.spec);
     }
+}
+
+/// The spec rules of a NetworkPolicy, shared with StagedNetworkPolicy (Calico's
+/// `validateNetworkPolicySpec` plus the field tags and CEL rules of `NetworkPolicySpec`).
+pub(crate) fn check_network_policy_spec(errs: &mut Errors, p: &Path, s: &NetworkPolicySpec) {
+    check_tier_ref(errs, p, &s.tier);
+    check_order(errs, p, s.order);
+    if !s.selector.is_empty() {
+        errs.check(p.field("selector"), check_selector_no_global(&s.selector));
+    }
+    if !s.service_account_selector.is_empty() {
+        errs.check(
+            p.field("serviceAccountSelector"),
+            check_selector_no_global(&s.service_account_selector),
+        );
+    }
+    check_types(errs, &p.field("types"), &s.types);
+    check_rules(errs, p, &s.ingress, &s.egress, false);
 }
 
 impl KindRules for GlobalNetworkPolicy {
@@ -711,48 +715,56 @@ impl KindRules for GlobalNetworkPolicy {
     }
 
     fn check(&self, errs: &mut Errors) {
-        let s = &self.spec;
-        let p = Path::root("spec");
-        check_tier_ref(errs, &p, &s.tier);
-        check_order(errs, &p, s.order);
-        for (field, sel) in [
-            ("selector", &s.selector),
-            ("serviceAccountSelector", &s.service_account_selector),
-            ("namespaceSelector", &s.namespace_selector),
-        ] {
-            if !sel.is_empty() {
-                errs.check(p.field(field), check_selector_no_global(sel));
-            }
-        }
-        check_types(errs, &p.field("types"), &s.types);
-        if s.do_not_track && s.pre_dnat {
-            errs.add(
-                p.field("preDNAT"),
-                "preDNAT and doNotTrack cannot both be true",
-            );
-        }
-        if s.pre_dnat {
-            if !s.egress.is_empty() {
-                errs.add(
-                    p.field("egress"),
-                    "a preDNAT policy cannot have egress rules",
-                );
-            }
-            if s.types.contains(&PolicyType::Egress) {
-                errs.add(
-                    p.field("types"),
-                    "a preDNAT policy cannot have the Egress type",
-                );
-            }
-        }
-        if (s.do_not_track || s.pre_dnat) && !s.apply_on_forward {
-            errs.add(
-                p.field("applyOnForward"),
-                "must be true when doNotTrack or preDNAT is set",
-            );
-        }
-        check_rules(errs, &p, &s.ingress, &s.egress, true);
+        check_global_network_policy_spec(errs, &Path::root("spec"), &self.spec);
     }
+}
+
+/// The spec rules of a GlobalNetworkPolicy, shared with StagedGlobalNetworkPolicy (Calico's
+/// `validateGlobalNetworkPolicySpec` plus the field tags and CEL rules of its spec).
+pub(crate) fn check_global_network_policy_spec(
+    errs: &mut Errors,
+    p: &Path,
+    s: &GlobalNetworkPolicySpec,
+) {
+    check_tier_ref(errs, p, &s.tier);
+    check_order(errs, p, s.order);
+    for (field, sel) in [
+        ("selector", &s.selector),
+        ("serviceAccountSelector", &s.service_account_selector),
+        ("namespaceSelector", &s.namespace_selector),
+    ] {
+        if !sel.is_empty() {
+            errs.check(p.field(field), check_selector_no_global(sel));
+        }
+    }
+    check_types(errs, &p.field("types"), &s.types);
+    if s.do_not_track && s.pre_dnat {
+        errs.add(
+            p.field("preDNAT"),
+            "preDNAT and doNotTrack cannot both be true",
+        );
+    }
+    if s.pre_dnat {
+        if !s.egress.is_empty() {
+            errs.add(
+                p.field("egress"),
+                "a preDNAT policy cannot have egress rules",
+            );
+        }
+        if s.types.contains(&PolicyType::Egress) {
+            errs.add(
+                p.field("types"),
+                "a preDNAT policy cannot have the Egress type",
+            );
+        }
+    }
+    if (s.do_not_track || s.pre_dnat) && !s.apply_on_forward {
+        errs.add(
+            p.field("applyOnForward"),
+            "must be true when doNotTrack or preDNAT is set",
+        );
+    }
+    check_rules(errs, p, &s.ingress, &s.egress, true);
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

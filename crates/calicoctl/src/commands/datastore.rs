@@ -39,9 +39,11 @@ pub enum Migrate {
     /// the output to a file for later use with the import command. The datastore must be
     /// locked first.
     ///
-    /// Exported: IPPools, BGPPeers, Tiers, GlobalNetworkPolicies, GlobalNetworkSets,
-    /// HostEndpoints, KubeControllersConfigurations, NetworkPolicies, NetworkSets, Nodes,
-    /// BGPConfigurations, FelixConfigurations, IPReservations, BGPFilters, then (unlike
+    /// Exported: IPPools, BGPPeers, Tiers, GlobalNetworkPolicies,
+    /// StagedGlobalNetworkPolicies, GlobalNetworkSets, HostEndpoints,
+    /// KubeControllersConfigurations, NetworkPolicies, StagedNetworkPolicies,
+    /// StagedKubernetesNetworkPolicies, NetworkSets, Nodes, BGPConfigurations,
+    /// FelixConfigurations, IPReservations, BGPFilters, then (unlike
     /// Calico, whose import target gets them from Kubernetes) IPAMConfigurations, Profiles
     /// and WorkloadEndpoints.
     ///
@@ -79,6 +81,10 @@ const EXPORTED: &[(Kind, &str)] = &[
     (Kind::BgpPeer, "BGPPeers"),
     (Kind::Tier, "Tiers"),
     (Kind::GlobalNetworkPolicy, "GlobalNetworkPolicies"),
+    (
+        Kind::StagedGlobalNetworkPolicy,
+        "StagedGlobalNetworkPolicies",
+    ),
     (Kind::GlobalNetworkSet, "GlobalNetworkSets"),
     (Kind::HostEndpoint, "HostEndpoints"),
     (
@@ -86,6 +92,12 @@ const EXPORTED: &[(Kind, &str)] = &[
         "KubeControllersConfigurations",
     ),
     (Kind::NetworkPolicy, "NetworkPolicies"),
+    (Kind::StagedNetworkPolicy, "StagedNetworkPolicies"),
+    // Calico's display name, doubled "Policies" included.
+    (
+        Kind::StagedKubernetesNetworkPolicy,
+        "StagedKubernetesNetworkPolicyPolicies",
+    ),
     (Kind::NetworkSet, "NetworkSets"),
     (Kind::Node, "Nodes"),
     (Kind::BgpConfiguration, "BGPConfigurations"),

@@ -588,10 +588,10 @@ async fn a_missing_namespace_means_default() {
 fn unknown_kinds_list_the_valid_ones_once() {
     let e = named("nosuchkind", &[]).unwrap_err();
     assert!(
-        e.starts_with("resource type 'nosuchkind' is not supported; use one of: BGPConfiguration, BGPFilter, BGPPeer, ClusterInformation, FelixConfiguration, GlobalNetworkPolicy, GlobalNetworkSet, HostEndpoint, IPAMConfiguration, IPPool, IPReservation, KubeControllersConfiguration, NetworkPolicy, NetworkSet, Node, Profile, Tier, WorkloadEndpoint ("),
+        e.starts_with("resource type 'nosuchkind' is not supported; use one of: BGPConfiguration, BGPFilter, BGPPeer, CalicoNodeStatus, ClusterInformation, FelixConfiguration, GlobalNetworkPolicy, GlobalNetworkSet, HostEndpoint, IPAMConfiguration, IPPool, IPReservation, KubeControllersConfiguration, NetworkPolicy, NetworkSet, Node, Profile, StagedGlobalNetworkPolicy, StagedKubernetesNetworkPolicy, StagedNetworkPolicy, Tier, WorkloadEndpoint ("),
         "{e}"
     );
-    assert_eq!(e.matches("NetworkPolicy,").count(), 2, "{e}");
+    assert_eq!(e.matches(" NetworkPolicy,").count(), 1, "{e}");
 }
 
 /// Every kind, as Calico's documentation writes it (the api crate's examples): `apply`, then
@@ -645,5 +645,159 @@ async fn every_kind_applies_and_reads_back_with_its_defaults() {
         assert_eq!(b["metadata"]["name"], w["metadata"]["name"]);
         checked.insert(kind);
     }
-    assert!(checked.len() >= 17, "kinds checked: {checked:?}");
+    assert!(checked.len() >= 21, "kinds checked: {checked:?}");
+}
+
+#[tokio::test]
+async fn staged_policies_and_node_statuses_go_through_every_command() {
+    let rc = client();
+    let prod = Scope {
+        namespace: Some("prod".into()),
+        all_namespaces: false,
+    };
+    let staged = "\
+apiVersion: projectcalico.org/v3
+kind: StagedNetworkPolicy
+metadata: {name: allow-web}
+spec: {selector: app == 'web', ingress: [{action: Allow}]}
+---
+apiVersion: projectcalico.org/v3
+kind: StagedNetworkPolicy
+metadata: {name: old-rule}
+spec: {stagedAction: Delete}
+";
+    let o = write(
+        &rc,
+        Write::Create { skip_exists: false },
+        docs(staged),
+        &prod,
+    )
+    .await;
+    assert_eq!(
+        o.stdout, "Successfully created 2 'StagedNetworkPolicy' resource(s)\n",
+        "{o:?}"
+    );
+    // A Delete with a spec is refused, naming the field and what to do.
+    let o = write(
+        &rc,
+        Write::Apply,
+        docs("apiVersion: projectcalico.org/v3\nkind: StagedGlobalNetworkPolicy\nmetadata: {name: g}\nspec: {stagedAction: Delete, selector: all()}\n"),
+        &Scope::default(),
+    )
+    .await;
+    assert!(!o.ok, "{o:?}");
+    assert!(
+        o.stderr
+            .contains("spec.selector: must be empty when stagedAction is Delete")
+            && o.stderr.contains("use stagedAction Set"),
+        "{o:?}"
+    );
+    let o = label(&rc, "snp", "allow-web", "team=web", false, false, &prod).await;
+    assert_eq!(
+        o.stdout, "Successfully set label team on snp allow-web\n",
+        "{o:?}"
+    );
+    let o = patch(
+        &rc,
+        "stagedpolicy",
+        "allow-web",
+        r#"{"spec":{"order":5}}"#,
+        PatchType::Merge,
+        &prod,
+    )
+    .await;
+    assert!(o.ok, "{o:?}");
+    let o = get(
+        &rc,
+        GetTarget::List(Kind::StagedNetworkPolicy),
+        &prod,
+        &Output::Wide,
+        false,
+    )
+    .await;
+    assert_eq!(
+        o.stdout,
+        "NAMESPACE   NAME        TIER      ORDER   SELECTOR       \n\
+         prod        allow-web   default   5       app == 'web'   \n\
+         prod        old-rule    default   <nil>                  \n\n"
+    );
+    let got = get(
+        &rc,
+        GetTarget::Names(Kind::StagedNetworkPolicy, vec!["allow-web".into()]),
+        &prod,
+        &Output::Yaml,
+        false,
+    )
+    .await;
+    let back = docs(&got.stdout);
+    assert_eq!(back[0].to_json()["spec"]["stagedAction"], "Set");
+    let o = write(&rc, Write::Replace, back, &prod).await;
+    assert!(o.ok, "{o:?}");
+    let (kind, names) = named("spols", &["allow-web".into(), "old-rule".into()]).unwrap();
+    let targets = names.iter().map(|n| stub(kind, None, n).unwrap()).collect();
+    let o = delete(&rc, targets, &prod, false).await;
+    assert_eq!(
+        o.stdout,
+        "Successfully deleted 2 'StagedNetworkPolicy' resource(s)\n"
+    );
+
+    // Staged Kubernetes policies keep their own kind: nothing becomes knp.default.*.
+    let o = write(
+        &rc,
+        Write::Apply,
+        docs("apiVersion: projectcalico.org/v3\nkind: StagedKubernetesNetworkPolicy\nmetadata: {name: db}\nspec: {podSelector: {matchLabels: {app: db}}}\n"),
+        &prod,
+    )
+    .await;
+    assert_eq!(
+        o.stdout,
+        "Successfully applied 1 'StagedKubernetesNetworkPolicy' resource(s)\n"
+    );
+    assert!(
+        rc.list_any(Kind::NetworkPolicy, None)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let o = get(
+        &rc,
+        GetTarget::Names(Kind::StagedKubernetesNetworkPolicy, vec!["db".into()]),
+        &prod,
+        &Output::Ps,
+        false,
+    )
+    .await;
+    assert_eq!(o.stdout, "NAMESPACE   NAME   \nprod        db     \n\n");
+
+    // CalicoNodeStatus: cluster-scoped, `nodestatus` on the command line.
+    let o = write(
+        &rc,
+        Write::Apply,
+        docs("apiVersion: projectcalico.org/v3\nkind: CalicoNodeStatus\nmetadata: {name: n1}\nspec: {node: node1, classes: [Agent, BGP], updatePeriodSeconds: 30}\n"),
+        &Scope::default(),
+    )
+    .await;
+    assert_eq!(
+        o.stdout,
+        "Successfully applied 1 'CalicoNodeStatus' resource(s)\n"
+    );
+    let (kind, _) = named("nodestatus", &["n1".into()]).unwrap();
+    let o = get(
+        &rc,
+        GetTarget::Names(kind, vec!["n1".into()]),
+        &Scope::default(),
+        &Output::Wide,
+        false,
+    )
+    .await;
+    assert_eq!(
+        o.stdout,
+        "NAME   NODE    CLASSES     \nn1     node1   Agent,BGP   \n\n"
+    );
+    let o = get(&rc, GetTarget::List(kind), &prod, &Output::Ps, false).await;
+    assert!(
+        !o.ok && o.stderr.contains("CalicoNodeStatus is not namespaced"),
+        "{o:?}"
+    );
 }

@@ -508,3 +508,38 @@ spec: {order: 1000, selector: "projectcalico.org/orchestrator == 'k8s'", types: 
         "knp/prod/knp.default.deny-all"
     );
 }
+
+#[test]
+fn staged_policies_are_never_enforced() {
+    let mut g = graph();
+    apply(&mut g, &pod("prod", "web", HOST, "10.0.0.1", "app: web"));
+    g.take_changes();
+    apply(
+        &mut g,
+        r#"
+apiVersion: projectcalico.org/v3
+kind: StagedNetworkPolicy
+metadata: {name: deny-web, namespace: prod}
+spec: {selector: app == 'web', ingress: [{action: Deny, source: {selector: app == 'x'}}]}
+---
+apiVersion: projectcalico.org/v3
+kind: StagedGlobalNetworkPolicy
+metadata: {name: deny-all}
+spec: {selector: all(), ingress: [{action: Deny}]}
+---
+apiVersion: projectcalico.org/v3
+kind: StagedKubernetesNetworkPolicy
+metadata: {name: deny-web, namespace: prod}
+spec: {podSelector: {}, policyTypes: [Ingress]}
+"#,
+    );
+    let ch = g.take_changes();
+    assert!(ch.policies.is_empty());
+    assert_eq!(g.counts().policies, 0);
+    assert_eq!(g.ipsets().active_count(), 0);
+    let ep = g.local_endpoint(&wl("prod", "web", HOST)).unwrap();
+    assert!(ep.tiers.is_empty(), "{:?}", ep.tiers);
+    g.delete(Kind::StagedNetworkPolicy, Some("prod"), "deny-web");
+    g.delete(Kind::StagedGlobalNetworkPolicy, None, "deny-all");
+    assert!(g.take_changes().policies.is_empty());
+}
