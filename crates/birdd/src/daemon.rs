@@ -1185,8 +1185,9 @@ impl Daemon {
                 permit.send(SessionCommand::Send(msgs));
             }
         }
-        // Kept for the next round, with its room.
+        // Kept for the next round, with the room of an ordinary one.
         changed.clear();
+        changed.shrink_to(crate::dirty::KEEP_ROOM);
         self.changed = changed;
         self.feed_kernel(false);
         self.release_slots();

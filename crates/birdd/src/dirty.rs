@@ -54,6 +54,10 @@ impl SlotBits {
     }
 }
 
+/// Room a drained queue keeps (16 KiB): enough for a round of ordinary churn without growing
+/// again, while the megabytes a full-table burst needed go back.
+pub const KEEP_ROOM: usize = 4096;
+
 #[derive(Debug, Default)]
 pub struct DirtyQueue {
     queue: VecDeque<DestId>,
@@ -84,14 +88,18 @@ impl DirtyQueue {
         }
     }
 
-    /// Takes up to `n` slots from the front. The queue keeps its room: a peer's queue fills
-    /// and empties every round, and growing it again each time was a tenth of a ten-sender
-    /// feed's CPU.
+    /// Takes up to `n` slots from the front. The queue keeps up to [`KEEP_ROOM`] of its
+    /// room: a peer's queue fills and empties every round, and growing it again from nothing
+    /// each time was a tenth of a ten-sender feed's CPU; but the room a full table needed
+    /// (a megabyte per peer at 200,000 prefixes) would otherwise stay with the daemon.
     pub fn take(&mut self, n: usize) -> Vec<DestId> {
         let n = n.min(self.queue.len());
         let slice: Vec<DestId> = self.queue.drain(..n).collect();
         for id in &slice {
             self.queued.remove(*id);
+        }
+        if self.queue.is_empty() {
+            self.queue.shrink_to(KEEP_ROOM);
         }
         slice
     }
@@ -119,6 +127,21 @@ mod tests {
         assert_eq!(q.queue.len(), 994);
         q.take(usize::MAX);
         assert!(q.is_empty() && !q.contains(DestId(3)));
+    }
+
+    #[test]
+    fn a_drained_queue_gives_back_a_bursts_room() {
+        let mut q = DirtyQueue::default();
+        q.extend((0..20_000).map(DestId));
+        q.take(5_000);
+        assert!(
+            q.queue.capacity() >= 15_000,
+            "room is kept while the queue drains"
+        );
+        q.take(usize::MAX);
+        assert!(q.queue.capacity() <= 2 * KEEP_ROOM);
+        q.extend((0..100).map(DestId));
+        assert_eq!(q.take(usize::MAX).len(), 100);
     }
 
     #[test]

@@ -63,6 +63,7 @@
 
 mod decision;
 mod export;
+mod paths;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -73,13 +74,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use ipnet::IpNet;
-use smallvec::SmallVec;
 
 use crate::types::{AttrEdits, Attrs, Family, FastMap, FastSet, Nlri};
 
 use decision::Ctx;
 pub use decision::LostBecause;
 pub use export::{Advertised, ExportAll, ExportPolicy, ExportSink};
+use paths::Paths;
 pub use table::DestId;
 use table::Table;
 
@@ -300,8 +301,8 @@ pub enum RibError {
 #[derive(Debug)]
 struct Dest {
     prefix: IpNet,
-    /// One path inline (most prefixes have one), more on the heap.
-    paths: SmallVec<[PathEntry; 1]>,
+    /// One path inline (most prefixes have one), more on the heap ([`Paths`]).
+    paths: Paths,
     /// Edited since the last [`Rib::decide`] while decisions are deferred: `paths` and
     /// `multipath` are not ranked yet.
     undecided: bool,
@@ -314,7 +315,7 @@ impl Dest {
     fn new(prefix: IpNet) -> Dest {
         Dest {
             prefix,
-            paths: SmallVec::new(),
+            paths: Paths::None,
             undecided: false,
             multipath: 0,
         }
@@ -956,11 +957,6 @@ impl Rib {
                     rejected: imp.rejected,
                 };
                 counts.record(&p);
-                // Past the one path held inline, room grows by half: ten paths cost six
-                // reallocations (not nine) and leave little room unused.
-                if dest.paths.len() == dest.paths.capacity() {
-                    dest.paths.reserve_exact((dest.paths.capacity() / 2).max(1));
-                }
                 dest.paths.push(p);
                 settle_now(&ctx, deferred, scratch, id, dest, changes);
             }

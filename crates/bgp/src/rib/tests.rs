@@ -1473,7 +1473,8 @@ fn a_stored_path_stays_compact() {
     assert!(std::mem::size_of::<PathEntry>() <= 24);
     // Per prefix: its slot (the prefix, the ECMP count, the paths with one inline) and a
     // 4-byte index entry.
-    assert!(std::mem::size_of::<Dest>() <= 56);
+    assert!(std::mem::size_of::<Paths>() <= 24);
+    assert!(std::mem::size_of::<Dest>() <= 48);
 }
 
 #[test]
