@@ -13,8 +13,8 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use calico_netns_harness::NetNs;
+pub use calico_netns_harness::cleanup::{pid_alive, signal_pid};
 use nix::sys::signal::Signal;
-use nix::unistd::Pid;
 
 /// Whether [`halt`] was called: the process is tearing its lab down.
 static HALTED: RwLock<bool> = RwLock::new(false);
@@ -55,25 +55,6 @@ pub(crate) fn spawn_in(ns: &NetNs, mut cmd: Command, log: &Path, detached: bool)
     let program = cmd.get_program().to_string_lossy().into_owned();
     gate(|| ns.run(move || cmd.spawn()))
         .unwrap_or_else(|e| panic!("starting {program} in {}: {e}", ns.name()))
-}
-
-/// Whether a process with this pid exists and has not exited (a zombie counts as gone).
-pub fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name: `R`, `S`, `Z`...
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .and_then(|(_, rest)| rest.chars().next())
-            .is_some_and(|state| state != 'Z' && state != 'X'),
-        Err(_) => false,
-    }
-}
-
-/// Sends `signal` to `pid`; a process already gone is not an error.
-pub fn signal_pid(pid: u32, signal: Signal) {
-    if let Ok(p) = i32::try_from(pid) {
-        let _ = nix::sys::signal::kill(Pid::from_raw(p), signal);
-    }
 }
 
 /// Stops a child: SIGTERM, then SIGKILL after `grace`; reaps it.

@@ -5,13 +5,12 @@
 //! interrupted. It only ever looks at namespaces whose names start with the prefix.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
+pub use calico_netns_harness::cleanup::{
+    Removed, namespaces_with_prefix, pids_in, remove_by_prefix,
+};
 
 use crate::Naming;
-use crate::daemon::{pid_alive, signal_pid};
 
 /// A directory for a node's or cluster's sockets, logs and data; removed when dropped if this
 /// value owns it.
@@ -70,77 +69,11 @@ impl Drop for RunDir {
     }
 }
 
-/// The network namespaces whose names start with `prefix`.
-pub fn namespaces_with_prefix(prefix: &str) -> Vec<String> {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return Vec::new();
-    };
-    // Lines read `name` or `name (id: 3)`.
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(prefix))
-        .map(str::to_string)
-        .collect()
-}
-
-/// The pids of the processes running in namespace `name` (`ip netns pids`).
-pub fn pids_in(name: &str) -> Vec<u32> {
-    let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() else {
-        return Vec::new();
-    };
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
-}
-
-/// What a teardown removed.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Removed {
-    pub namespaces: Vec<String>,
-    pub processes: usize,
-}
-
 /// Removes a named cluster: [`remove_by_prefix`], then its run and data directories.
 pub fn remove(naming: &Naming) -> Removed {
     let removed = remove_by_prefix(&naming.prefix);
     for d in [&naming.run_dir, &naming.data_dir] {
         let _ = std::fs::remove_dir_all(d);
-    }
-    removed
-}
-
-/// Kills every process running in a namespace named `prefix*` (SIGKILL: nothing of theirs
-/// needs to survive) and deletes those namespaces.
-pub fn remove_by_prefix(prefix: &str) -> Removed {
-    assert!(
-        prefix.len() >= 4,
-        "refusing a teardown by the short prefix {prefix:?}"
-    );
-    let mut removed = Removed::default();
-    // Twice: a process that was starting a namespace while the first pass ran (an
-    // interrupted launcher) leaves it for the second.
-    for _ in 0..2 {
-        let names = namespaces_with_prefix(prefix);
-        let mut pids = Vec::new();
-        for n in &names {
-            for pid in pids_in(n) {
-                signal_pid(pid, Signal::SIGKILL);
-                pids.push(pid);
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while pids.iter().any(|p| pid_alive(*p)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        removed.processes += pids.len();
-        for n in names {
-            let _ = Command::new("ip").args(["netns", "del", &n]).output();
-            if !removed.namespaces.contains(&n) {
-                removed.namespaces.push(n);
-            }
-        }
     }
     removed
 }

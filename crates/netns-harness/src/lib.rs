@@ -16,47 +16,12 @@ use std::time::Duration;
 
 use nix::sched::{CloneFlags, setns};
 
+pub mod cleanup;
+
+pub use cleanup::remove_orphaned_namespaces;
+
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 static SWEEP: Once = Once::new();
-
-/// Removes the namespaces (and what runs in them) of test processes that are gone: a test
-/// run stopped by Ctrl-C or SIGKILL runs no destructors, and its `crs<pid>-` namespaces
-/// would otherwise stay until the machine restarts. A namespace whose process is still alive
-/// belongs to a test running now and is left alone.
-pub fn remove_orphaned_namespaces() -> Vec<String> {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return Vec::new();
-    };
-    let mut removed = Vec::new();
-    for name in String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-    {
-        let Some(pid) = name
-            .strip_prefix("crs")
-            .and_then(|rest| rest.split_once('-'))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        if let Ok(pids) = Command::new("ip").args(["netns", "pids", name]).output() {
-            for p in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", p]).output();
-            }
-        }
-        if Command::new("ip")
-            .args(["netns", "del", name])
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            removed.push(name.to_string());
-        }
-    }
-    removed
-}
 
 /// A network namespace that exists for as long as this value.
 #[derive(Debug)]

@@ -216,6 +216,23 @@ fn check_empty_for_delete<S: Serialize>(errs: &mut Errors, spec: &S, keep: &[&st
     }
 }
 
+/// A staged Calico policy's defaults: those of the policy it would set, then (Calico's client
+/// does so) a Delete's defaulted types cleared, since its spec must be empty.
+fn default_staged_policy(
+    meta: &mut ObjectMeta,
+    action: &mut Option<StagedAction>,
+    tier: &mut String,
+    types: &mut Vec<PolicyType>,
+    ingress: &[Rule],
+    egress: &[Rule],
+) {
+    let action = *action.get_or_insert_default();
+    default_policy(meta, tier, types, ingress, egress);
+    if action == StagedAction::Delete {
+        types.clear();
+    }
+}
+
 impl KindRules for StagedNetworkPolicy {
     fn check_name(name: &str) -> Result<(), String> {
         check_network_policy_name(name)
@@ -223,18 +240,14 @@ impl KindRules for StagedNetworkPolicy {
 
     fn defaults(&mut self) {
         let s = &mut self.spec;
-        let action = *s.staged_action.get_or_insert_default();
-        default_policy(
+        default_staged_policy(
             &mut self.metadata,
+            &mut s.staged_action,
             &mut s.tier,
             &mut s.types,
             &s.ingress,
             &s.egress,
         );
-        // Calico's client clears the defaulted types of a Delete, whose spec must be empty.
-        if action == StagedAction::Delete {
-            s.types.clear();
-        }
     }
 
     fn check(&self, errs: &mut Errors) {
@@ -254,17 +267,14 @@ impl KindRules for StagedGlobalNetworkPolicy {
 
     fn defaults(&mut self) {
         let s = &mut self.spec;
-        let action = *s.staged_action.get_or_insert_default();
-        default_policy(
+        default_staged_policy(
             &mut self.metadata,
+            &mut s.staged_action,
             &mut s.tier,
             &mut s.types,
             &s.ingress,
             &s.egress,
         );
-        if action == StagedAction::Delete {
-            s.types.clear();
-        }
     }
 
     fn check(&self, errs: &mut Errors) {

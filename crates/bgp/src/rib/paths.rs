@@ -65,28 +65,36 @@ impl Paths {
             }
             Paths::Many(mut v) => {
                 let p = v.remove(i);
-                *self = Paths::from_vec(*v);
+                *self = Paths::settle(v);
                 p
             }
         }
     }
 
     /// Keeps the paths `keep` says to, in order; `keep` may edit them.
-    pub fn retain_mut(&mut self, keep: impl FnMut(&mut PathEntry) -> bool) {
-        let mut v = match std::mem::take(self) {
-            Paths::None => return,
-            Paths::One(p) => vec![p],
-            Paths::Many(v) => *v,
-        };
-        v.retain_mut(keep);
-        *self = Paths::from_vec(v);
+    pub fn retain_mut(&mut self, mut keep: impl FnMut(&mut PathEntry) -> bool) {
+        match std::mem::take(self) {
+            Paths::None => {}
+            Paths::One(mut p) => {
+                if keep(&mut p) {
+                    *self = Paths::One(p);
+                }
+            }
+            Paths::Many(mut v) => {
+                v.retain_mut(keep);
+                *self = Paths::settle(v);
+            }
+        }
     }
 
-    fn from_vec(mut v: Vec<PathEntry>) -> Paths {
+    /// A boxed vector that may have lost paths: kept in its box while it holds two or more,
+    /// else back inline (or nothing).
+    #[allow(clippy::box_collection)]
+    fn settle(mut v: Box<Vec<PathEntry>>) -> Paths {
         match v.len() {
             0 => Paths::None,
             1 => v.pop().map_or(Paths::None, Paths::One),
-            _ => Paths::Many(Box::new(v)),
+            _ => Paths::Many(v),
         }
     }
 }
