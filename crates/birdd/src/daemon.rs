@@ -149,8 +149,6 @@ struct Daemon {
     /// the peer's address via that gateway. They win over a learned route to the same
     /// address, as BIRD's static routes (preference 200) win over BGP's (100).
     peer_routes: HashMap<IpNet, IpAddr>,
-    /// Slots whose best path changed since the last flush, for every established peer.
-    changed: Vec<DestId>,
     events_tx: mpsc::Sender<SessionEvent>,
     listener: Option<Listener>,
     passwords: Passwords,
@@ -215,7 +213,6 @@ pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken)
         kernel_routes: SlotBits::default(),
         kernel_dirty: DirtyQueue::default(),
         peer_routes: HashMap::new(),
-        changed: Vec::new(),
         events_tx,
         listener: None,
         passwords: Passwords::new(secrets),
@@ -347,9 +344,8 @@ impl Daemon {
             // Each round's UPDATEs are decided together, before the flush (Daemon::decide).
             rib.defer_decisions();
             self.rib = Some(rib);
-            // Changes of the old RIB (its kernel routes are dealt with: removing the peers
-            // withdrew them) must not be exported from the new one, whose slots are new.
-            self.changed.clear();
+            // The old RIB's kernel routes are dealt with (removing the peers withdrew them),
+            // and no peer is left to export its changes to.
             self.kernel_routes.clear();
             self.originated.clear();
         }
@@ -917,8 +913,9 @@ impl Daemon {
             .map(|c| c.id)
             .collect();
         self.kernel_dirty.extend(for_kernel);
-        // One list for every peer; flush queues it for each.
-        self.changed.extend(changes.iter().map(|c| c.id));
+        for p in self.peers.values_mut().filter(|p| p.established()) {
+            p.dirty.extend(changes.iter().map(|c| c.id));
+        }
     }
 
     /// The static routes `reachableBy` asks for, as Calico's BIRD config has them
@@ -1057,12 +1054,10 @@ impl Daemon {
         let (Some(rib), Some(intent)) = (&self.rib, &self.intent) else {
             return;
         };
-        let mut changed = std::mem::take(&mut self.changed);
         for p in self.peers.values_mut() {
             if !p.established() {
                 continue;
             }
-            p.dirty.extend(changed.iter().copied());
             if p.dirty.is_empty() && p.eor_pending.is_empty() {
                 continue;
             }
@@ -1185,10 +1180,6 @@ impl Daemon {
                 permit.send(SessionCommand::Send(msgs));
             }
         }
-        // Kept for the next round, with the room of an ordinary one.
-        changed.clear();
-        changed.shrink_to(crate::dirty::KEEP_ROOM);
-        self.changed = changed;
         self.feed_kernel(false);
         self.release_slots();
     }
@@ -1227,10 +1218,7 @@ impl Daemon {
         let Some(rib) = &mut self.rib else {
             return;
         };
-        if !self.changed.is_empty()
-            || !self.kernel_dirty.is_empty()
-            || self.peers.values().any(|p| !p.dirty.is_empty())
-        {
+        if !self.kernel_dirty.is_empty() || self.peers.values().any(|p| !p.dirty.is_empty()) {
             return;
         }
         let (peers, kernel) = (&self.peers, &self.kernel_routes);

@@ -106,7 +106,7 @@ impl Rib {
             .map(|prefix| {
                 let paths = match (&mut ex, self.dests.get(&prefix)) {
                     (Some(ex), Some(dest)) => {
-                        ex.dest(dest);
+                        ex.dest(prefix, dest);
                         ex.buf.clone()
                     }
                     _ => Vec::new(),
@@ -128,15 +128,15 @@ impl Rib {
     ) {
         let mut ex = Exporter::new(self, to, policy);
         for id in ids {
-            let Some(dest) = self.dests.at(id) else {
+            let Some((prefix, dest)) = self.dests.at_with_prefix(id) else {
                 continue;
             };
             match &mut ex {
                 Some(ex) => {
-                    ex.dest(dest);
-                    sink(id, dest.prefix, &ex.buf);
+                    ex.dest(prefix, dest);
+                    sink(id, prefix, &ex.buf);
                 }
-                None => sink(id, dest.prefix, &[]),
+                None => sink(id, prefix, &[]),
             }
         }
     }
@@ -185,8 +185,7 @@ impl<'a, 'p> Exporter<'a, 'p> {
     }
 
     /// Puts what `self.to` should have for `dest` into `self.buf`.
-    fn dest(&mut self, dest: &Dest) {
-        let prefix = dest.prefix;
+    fn dest(&mut self, prefix: IpNet, dest: &Dest) {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         if self.to.add_path_tx[Family::of(&prefix).index()] {

@@ -299,25 +299,39 @@ pub enum RibError {
 
 /// Every path of one prefix, ranked (see the module doc).
 #[derive(Debug)]
+///
+/// 40 bytes. The prefix is not here whole: an IPv4 prefix's address is, an IPv6 prefix's
+/// sits beside the slot in its chunk (see `table.rs`), so the [`Table`] answers for a
+/// slot's prefix.
 struct Dest {
-    prefix: IpNet,
     /// One path inline (most prefixes have one), more on the heap ([`Paths`]).
     paths: Paths,
-    /// Edited since the last [`Rib::decide`] while decisions are deferred: `paths` and
-    /// `multipath` are not ranked yet.
-    undecided: bool,
+    /// The address of an IPv4 prefix (0 for IPv6).
+    addr4: u32,
     /// How many leading paths are the best plus its ties through the IGP-cost step; 0 when
     /// no path is usable.
     multipath: u32,
+    prefix_len: u8,
+    /// Edited since the last [`Rib::decide`] while decisions are deferred: `paths` and
+    /// `multipath` are not ranked yet.
+    undecided: bool,
+    /// In the table's list of slots that lost their last path (listed once however often
+    /// it empties before it is released).
+    listed_empty: bool,
 }
 
 impl Dest {
-    fn new(prefix: IpNet) -> Dest {
+    fn new(prefix: &IpNet) -> Dest {
         Dest {
-            prefix,
             paths: Paths::None,
-            undecided: false,
+            addr4: match prefix {
+                IpNet::V4(n) => n.addr().to_bits(),
+                IpNet::V6(_) => 0,
+            },
             multipath: 0,
+            prefix_len: prefix.prefix_len(),
+            undecided: false,
+            listed_empty: false,
         }
     }
 
@@ -413,6 +427,8 @@ impl SelKey {
 struct Scratch {
     decision: decision::Scratch,
     before: Vec<SelKey>,
+    /// The slots of one UPDATE's prefixes, looked up before any is changed.
+    found: Vec<Option<DestId>>,
 }
 
 /// Decisions held back until [`Rib::decide`]: each prefix edited since, with its selection
@@ -636,12 +652,26 @@ impl Rib {
             i.attrs = self.interned.intern(i.attrs.clone());
         }
         let mut changes = Vec::new();
-        for nlri in withdrawn {
-            self.put(peer, *nlri, None, &mut changes);
+        // Every prefix is looked up first, in a loop of nothing else: the lookups do not
+        // depend on each other, so the processor overlaps their cache misses (in a table
+        // of a million prefixes a lookup misses two or three times), where between two
+        // edits each lookup waited for the last. The edits then find their lines cached.
+        let mut found = std::mem::take(&mut self.scratch.found);
+        found.clear();
+        found.extend(
+            withdrawn
+                .iter()
+                .chain(announced)
+                .map(|n| self.dests.id(&n.prefix)),
+        );
+        let (found_w, found_a) = found.split_at(withdrawn.len());
+        for (nlri, id) in withdrawn.iter().zip(found_w) {
+            self.put(peer, *nlri, *id, None, &mut changes);
         }
-        for nlri in announced {
-            self.put(peer, *nlri, imported.as_ref(), &mut changes);
+        for (nlri, id) in announced.iter().zip(found_a) {
+            self.put(peer, *nlri, *id, imported.as_ref(), &mut changes);
         }
+        self.scratch.found = found;
         Ok(changes)
     }
 
@@ -654,9 +684,11 @@ impl Rib {
             igp_cost: 0,
         };
         let mut changes = Vec::new();
+        let found = self.dests.id(&prefix);
         self.put(
             PeerId::LOCAL,
             Nlri::new(prefix),
+            found,
             Some(&imported),
             &mut changes,
         );
@@ -665,7 +697,8 @@ impl Rib {
 
     pub fn withdraw_local(&mut self, prefix: IpNet) -> Vec<Change> {
         let mut changes = Vec::new();
-        self.put(PeerId::LOCAL, Nlri::new(prefix), None, &mut changes);
+        let found = self.dests.id(&prefix);
+        self.put(PeerId::LOCAL, Nlri::new(prefix), found, None, &mut changes);
         changes
     }
 
@@ -674,8 +707,8 @@ impl Rib {
     /// compete as usual.
     pub fn mark_stale(&mut self, peer: PeerId, family: Family) -> usize {
         let mut marked = 0;
-        for (_, dest) in self.dests.iter_mut() {
-            if Family::of(&dest.prefix) != family {
+        for (_, prefix, dest) in self.dests.iter_mut() {
+            if Family::of(&prefix) != family {
                 continue;
             }
             for p in dest.paths.iter_mut().filter(|p| p.peer == peer) {
@@ -714,7 +747,7 @@ impl Rib {
     pub fn prefix_count(&self) -> usize {
         self.dests
             .iter()
-            .filter(|(_, d)| d.best().is_some())
+            .filter(|(_, _, d)| d.best().is_some())
             .count()
     }
 
@@ -735,9 +768,9 @@ impl Rib {
     /// Slot `id`'s current selection as a [`Change`], for a caller that must apply it again
     /// (the kernel's rules changed, say).
     pub fn current(&self, id: DestId) -> Option<Change> {
-        let dest = self.dests.at(id)?;
+        let (prefix, dest) = self.dests.at_with_prefix(id)?;
         Some(Change {
-            prefix: dest.prefix,
+            prefix,
             id,
             best: dest.best_path(),
         })
@@ -752,12 +785,12 @@ impl Rib {
     pub fn routes(&self) -> impl Iterator<Item = (IpNet, &[PathEntry])> {
         self.dests
             .iter()
-            .map(|(_, d)| (d.prefix, d.paths.as_slice()))
+            .map(|(_, prefix, d)| (prefix, d.paths.as_slice()))
     }
 
     /// Every prefix with a path, with its slot.
     pub fn ids(&self) -> impl Iterator<Item = (DestId, IpNet)> {
-        self.dests.iter().map(|(id, d)| (id, d.prefix))
+        self.dests.iter().map(|(id, prefix, _)| (id, prefix))
     }
 
     /// The slot of `prefix`, while it has one.
@@ -767,7 +800,7 @@ impl Rib {
 
     /// The prefix in slot `id`.
     pub fn prefix(&self, id: DestId) -> Option<IpNet> {
-        self.dests.at(id).map(|d| d.prefix)
+        self.dests.prefix(id)
     }
 
     /// How long a vector indexed by [`DestId`] must be to hold every slot.
@@ -808,13 +841,13 @@ impl Rib {
         } = self;
         let ctx = Ctx { config, peers };
         for (id, before) in deferred.undecided.drain(..) {
-            let Some(dest) = dests.at_mut(id) else {
+            let Some((prefix, dest)) = dests.at_mut_with_prefix(id) else {
                 continue;
             };
             dest.undecided = false;
             scratch.before.clear();
             scratch.before.extend_from_slice(&deferred.keys[before]);
-            settle(&ctx, scratch, id, dest, &mut changes);
+            settle(&ctx, scratch, (id, prefix), dest, &mut changes);
         }
         deferred.keys.clear();
         deferred.held.clear();
@@ -897,7 +930,16 @@ impl Rib {
     }
 
     /// Stores, replaces or (with `new` `None`) removes one path, and re-decides its prefix.
-    fn put(&mut self, peer: PeerId, nlri: Nlri, new: Option<&Imported>, changes: &mut Vec<Change>) {
+    /// `found`: the prefix's slot if it had one when looked up (a slot is never released
+    /// in between, so it still holds the prefix).
+    fn put(
+        &mut self,
+        peer: PeerId,
+        nlri: Nlri,
+        found: Option<DestId>,
+        new: Option<&Imported>,
+        changes: &mut Vec<Change>,
+    ) {
         let Rib {
             config,
             peers,
@@ -910,12 +952,10 @@ impl Rib {
             ..
         } = self;
         let ctx = Ctx { config, peers };
-        let id = match new {
-            Some(_) => dests.entry(nlri.prefix),
-            None => match dests.id(&nlri.prefix) {
-                Some(id) => id,
-                None => return,
-            },
+        let id = match (found, new) {
+            (Some(id), _) => id,
+            (None, Some(_)) => dests.entry(nlri.prefix),
+            (None, None) => return,
         };
         let Some(dest) = dests.at_mut(id) else {
             return;
@@ -943,7 +983,7 @@ impl Rib {
                 p.rejected = imp.rejected;
                 p.igp_cost = imp.igp_cost;
                 counts.record(p);
-                settle_now(&ctx, deferred, scratch, id, dest, changes);
+                settle_now(&ctx, deferred, scratch, (id, nlri.prefix), dest, changes);
             }
             (None, Some(imp)) => {
                 before_edit(deferred, scratch, id, dest);
@@ -958,13 +998,13 @@ impl Rib {
                 };
                 counts.record(&p);
                 dest.paths.push(p);
-                settle_now(&ctx, deferred, scratch, id, dest, changes);
+                settle_now(&ctx, deferred, scratch, (id, nlri.prefix), dest, changes);
             }
             (Some(i), None) => {
                 before_edit(deferred, scratch, id, dest);
                 let p = dest.paths.remove(i);
                 counts.forget(&p);
-                settle_now(&ctx, deferred, scratch, id, dest, changes);
+                settle_now(&ctx, deferred, scratch, (id, nlri.prefix), dest, changes);
                 if dest.paths.is_empty() {
                     dests.emptied(id);
                 }
@@ -996,8 +1036,8 @@ impl Rib {
         } = self;
         let ctx = Ctx { config, peers };
         let mut emptied = Vec::new();
-        for (id, dest) in dests.iter_mut() {
-            if family.is_some_and(|f| f != Family::of(&dest.prefix))
+        for (id, prefix, dest) in dests.iter_mut() {
+            if family.is_some_and(|f| f != Family::of(&prefix))
                 || !dest.paths.iter().any(|p| edit(p).is_some())
             {
                 continue;
@@ -1017,7 +1057,7 @@ impl Rib {
                     }
                 }
             });
-            settle_now(&ctx, deferred, scratch, id, dest, &mut changes);
+            settle_now(&ctx, deferred, scratch, (id, prefix), dest, &mut changes);
             if *track_path_sets {
                 path_set_changes.push(id);
             }
@@ -1104,12 +1144,12 @@ fn settle_now(
     ctx: &Ctx<'_>,
     deferred: &Deferred,
     scratch: &mut Scratch,
-    id: DestId,
+    slot: (DestId, IpNet),
     dest: &mut Dest,
     changes: &mut Vec<Change>,
 ) {
     if !deferred.on {
-        settle(ctx, scratch, id, dest, changes);
+        settle(ctx, scratch, slot, dest, changes);
     }
 }
 
@@ -1118,7 +1158,7 @@ fn settle_now(
 fn settle(
     ctx: &Ctx<'_>,
     scratch: &mut Scratch,
-    id: DestId,
+    (id, prefix): (DestId, IpNet),
     dest: &mut Dest,
     changes: &mut Vec<Change>,
 ) {
@@ -1135,7 +1175,7 @@ fn settle(
     }
     if !dest.selected_as(&scratch.before) {
         changes.push(Change {
-            prefix: dest.prefix,
+            prefix,
             id,
             best: dest.best_path(),
         });

@@ -10,8 +10,10 @@
 
 use std::hash::BuildHasher;
 
+use std::net::{Ipv4Addr, Ipv6Addr};
+
 use hashbrown::HashTable;
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::Dest;
 
@@ -30,13 +32,89 @@ impl DestId {
 /// one chunk of room it does not use (a doubling vector at 100,000 prefixes holds 31 % more).
 const CHUNK: usize = 4096;
 
+/// Slots of one family. An IPv6 address is 16 bytes where an IPv4 one is 4: kept in the
+/// slot it would make every slot 8 bytes bigger (48 instead of 40), IPv4 ones included, so
+/// IPv6 addresses sit beside their slots instead.
+struct Chunk {
+    dests: Vec<Dest>,
+    /// The IPv6 addresses of `dests`, by position; empty in an IPv4 chunk.
+    v6: Vec<Ipv6Addr>,
+    is_v6: bool,
+}
+
+impl Chunk {
+    fn new(is_v6: bool) -> Chunk {
+        Chunk {
+            dests: Vec::with_capacity(CHUNK),
+            v6: if is_v6 {
+                Vec::with_capacity(CHUNK)
+            } else {
+                Vec::new()
+            },
+            is_v6,
+        }
+    }
+
+    fn prefix(&self, at: usize) -> Option<IpNet> {
+        slot_prefix(self.is_v6, &self.v6, at, self.dests.get(at)?)
+    }
+
+    /// Whether slot `at` holds `prefix`, without building the slot's prefix.
+    fn holds(&self, at: usize, prefix: &IpNet) -> bool {
+        let Some(d) = self.dests.get(at) else {
+            return false;
+        };
+        d.prefix_len == prefix.prefix_len()
+            && match prefix {
+                IpNet::V4(n) => !self.is_v6 && d.addr4 == n.addr().to_bits(),
+                IpNet::V6(n) => self.is_v6 && self.v6.get(at) == Some(&n.addr()),
+            }
+    }
+
+    /// Puts `prefix` (of this chunk's family) into slot `at`, a new one at the end or a
+    /// freed one.
+    fn put(&mut self, at: usize, prefix: &IpNet) {
+        let d = Dest::new(prefix);
+        if at == self.dests.len() {
+            self.dests.push(d);
+        } else if let Some(slot) = self.dests.get_mut(at) {
+            *slot = d;
+        }
+        if let IpNet::V6(n) = prefix {
+            if at == self.v6.len() {
+                self.v6.push(n.addr());
+            } else if let Some(a) = self.v6.get_mut(at) {
+                *a = n.addr();
+            }
+        }
+    }
+}
+
+/// The prefix of `d`, slot `at` of a chunk with IPv6 addresses `v6`.
+fn slot_prefix(is_v6: bool, v6: &[Ipv6Addr], at: usize, d: &Dest) -> Option<IpNet> {
+    Some(if is_v6 {
+        IpNet::V6(Ipv6Net::new_assert(*v6.get(at)?, d.prefix_len))
+    } else {
+        IpNet::V4(Ipv4Net::new_assert(
+            Ipv4Addr::from_bits(d.addr4),
+            d.prefix_len,
+        ))
+    })
+}
+
+fn family_index(prefix: &IpNet) -> usize {
+    usize::from(matches!(prefix, IpNet::V6(_)))
+}
+
 pub(super) struct Table {
     /// Slot numbers, hashed by the prefix in their slot: 4 bytes a prefix, where a map from
     /// prefix to slot held 24.
     index: HashTable<DestId>,
     hasher: foldhash::fast::RandomState,
-    chunks: Vec<Vec<Dest>>,
-    free: Vec<DestId>,
+    chunks: Vec<Chunk>,
+    /// By family (IPv4, IPv6): the chunk new slots go into, and freed slots to use first.
+    open: [Option<usize>; 2],
+    free: [Vec<DestId>; 2],
     /// Slots whose last path went, still indexed until released.
     emptied: Vec<DestId>,
 }
@@ -47,7 +125,8 @@ impl Default for Table {
             index: HashTable::new(),
             hasher: Default::default(),
             chunks: Vec::new(),
-            free: Vec::new(),
+            open: [None; 2],
+            free: Default::default(),
             emptied: Vec::new(),
         }
     }
@@ -58,14 +137,23 @@ impl std::fmt::Debug for Table {
         f.debug_struct("Table")
             .field("prefixes", &self.index.len())
             .field("slots", &self.capacity())
-            .field("free", &self.free.len())
+            .field("free", &(self.free[0].len() + self.free[1].len()))
             .finish()
     }
 }
 
-/// The slot `id` in `chunks`.
-fn slot(chunks: &[Vec<Dest>], id: DestId) -> Option<&Dest> {
-    chunks.get(id.index() / CHUNK)?.get(id.index() % CHUNK)
+fn split(id: DestId) -> (usize, usize) {
+    (id.index() / CHUNK, id.index() % CHUNK)
+}
+
+fn prefix_at(chunks: &[Chunk], id: DestId) -> Option<IpNet> {
+    let (c, at) = split(id);
+    chunks.get(c)?.prefix(at)
+}
+
+fn holds(chunks: &[Chunk], id: DestId, prefix: &IpNet) -> bool {
+    let (c, at) = split(id);
+    chunks.get(c).is_some_and(|c| c.holds(at, prefix))
 }
 
 /// A prefix hashed as one integer: the derived `Hash` of an `IpNet` feeds the hasher the
@@ -88,9 +176,7 @@ impl Table {
     pub fn id(&self, prefix: &IpNet) -> Option<DestId> {
         let chunks = &self.chunks;
         self.index
-            .find(self.hash(prefix), |id| {
-                slot(chunks, *id).is_some_and(|d| d.prefix == *prefix)
-            })
+            .find(self.hash(prefix), |id| holds(chunks, *id, prefix))
             .copied()
     }
 
@@ -99,13 +185,26 @@ impl Table {
     }
 
     pub fn at(&self, id: DestId) -> Option<&Dest> {
-        slot(&self.chunks, id)
+        let (c, at) = split(id);
+        self.chunks.get(c)?.dests.get(at)
     }
 
     pub fn at_mut(&mut self, id: DestId) -> Option<&mut Dest> {
-        self.chunks
-            .get_mut(id.index() / CHUNK)?
-            .get_mut(id.index() % CHUNK)
+        let (c, at) = split(id);
+        self.chunks.get_mut(c)?.dests.get_mut(at)
+    }
+
+    /// The prefix of slot `id`.
+    pub fn prefix(&self, id: DestId) -> Option<IpNet> {
+        prefix_at(&self.chunks, id)
+    }
+
+    pub fn at_with_prefix(&self, id: DestId) -> Option<(IpNet, &Dest)> {
+        Some((self.prefix(id)?, self.at(id)?))
+    }
+
+    pub fn at_mut_with_prefix(&mut self, id: DestId) -> Option<(IpNet, &mut Dest)> {
+        Some((self.prefix(id)?, self.at_mut(id)?))
     }
 
     /// The slot of `prefix`, made (empty) if it has none.
@@ -115,52 +214,65 @@ impl Table {
             index,
             hasher,
             chunks,
+            open,
             free,
             ..
         } = self;
-        if let Some(id) = index.find(hash, |id| {
-            slot(chunks, *id).is_some_and(|d| d.prefix == prefix)
-        }) {
+        if let Some(id) = index.find(hash, |id| holds(chunks, *id, &prefix)) {
             return *id;
         }
-        let id = match free.pop() {
-            Some(id) => {
-                chunks[id.index() / CHUNK][id.index() % CHUNK].prefix = prefix;
-                id
-            }
+        let family = family_index(&prefix);
+        let id = match free[family].pop() {
+            Some(id) => id,
             None => {
-                if chunks.last().is_none_or(|c| c.len() == CHUNK) {
-                    chunks.push(Vec::with_capacity(CHUNK));
-                }
-                let n = (chunks.len() - 1) * CHUNK + chunks.last().map_or(0, Vec::len);
-                if let Some(c) = chunks.last_mut() {
-                    c.push(Dest::new(prefix));
-                }
-                DestId(u32::try_from(n).unwrap_or(u32::MAX))
+                let c = match open[family] {
+                    Some(c) if chunks.get(c).is_some_and(|c| c.dests.len() < CHUNK) => c,
+                    _ => {
+                        chunks.push(Chunk::new(family == 1));
+                        open[family] = Some(chunks.len() - 1);
+                        chunks.len() - 1
+                    }
+                };
+                let at = chunks.get(c).map_or(0, |c| c.dests.len());
+                DestId(u32::try_from(c * CHUNK + at).unwrap_or(u32::MAX))
             }
         };
+        let (c, at) = split(id);
+        if let Some(chunk) = chunks.get_mut(c) {
+            chunk.put(at, &prefix);
+        }
         index.insert_unique(hash, id, |id| {
-            slot(chunks, *id).map_or(0, |d| prefix_hash(hasher, &d.prefix))
+            prefix_at(chunks, *id).map_or(0, |p| prefix_hash(hasher, &p))
         });
         id
     }
 
     /// Notes that the slot's last path went.
     pub fn emptied(&mut self, id: DestId) {
-        self.emptied.push(id);
+        if let Some(d) = self.at_mut(id)
+            && !std::mem::replace(&mut d.listed_empty, true)
+        {
+            self.emptied.push(id);
+        }
     }
 
     /// Frees the emptied slots that are still empty and that `in_use` says no caller holds;
     /// the others wait for the next call. Returns how many were freed.
+    ///
+    /// Unindexing a slot is a lookup in a table that has gone cold since the prefix was
+    /// withdrawn (two or three cache misses, a third of a million-prefix withdrawal), so when
+    /// more slots go than stay the index is built again from the slots that stay instead:
+    /// a full table withdrawn then costs one pass over the slots.
     pub fn release(&mut self, mut in_use: impl FnMut(DestId) -> bool) -> usize {
-        let mut freed = 0;
+        let mut going = Vec::new();
         let mut kept = Vec::new();
         for id in std::mem::take(&mut self.emptied) {
-            let Some(dest) = slot(&self.chunks, id) else {
+            let Some(dest) = self.at_mut(id) else {
                 continue;
             };
             // Refilled since: listed again when it empties again.
             if !dest.paths.is_empty() {
+                dest.listed_empty = false;
                 continue;
             }
             // Not decided yet (its change still to come), or held by the caller.
@@ -168,47 +280,95 @@ impl Table {
                 kept.push(id);
                 continue;
             }
-            // One lookup both checks the slot is still indexed (an id emptied twice is
-            // listed twice) and unindexes it.
-            let hash = self.hash(&dest.prefix);
-            let Ok(entry) = self.index.find_entry(hash, |x| *x == id) else {
-                continue;
-            };
-            entry.remove();
-            if let Some(d) = self.at_mut(id) {
-                d.paths = Default::default();
-            }
-            self.free.push(id);
-            freed += 1;
+            dest.listed_empty = false;
+            dest.paths = Default::default();
+            going.push(id);
         }
         self.emptied = kept;
-        freed
+        if going.len() > self.index.len().saturating_sub(going.len()) {
+            self.reindex();
+        } else {
+            for &id in &going {
+                let Some(prefix) = self.prefix(id) else {
+                    continue;
+                };
+                if let Ok(entry) = self.index.find_entry(self.hash(&prefix), |x| *x == id) {
+                    entry.remove();
+                }
+            }
+        }
+        for &id in &going {
+            let (c, _) = split(id);
+            let family = usize::from(self.chunks.get(c).is_some_and(|c| c.is_v6));
+            self.free[family].push(id);
+        }
+        going.len()
     }
 
-    /// Every slot holding a path.
-    pub fn iter(&self) -> impl Iterator<Item = (DestId, &Dest)> {
-        self.chunks
-            .iter()
-            .flatten()
-            .enumerate()
-            .filter(|(_, d)| !d.paths.is_empty())
-            .map(|(i, d)| (DestId(i as u32), d))
+    /// Builds the index again from the slots still indexed: those with paths, and emptied
+    /// ones still waiting to be released.
+    fn reindex(&mut self) {
+        let live = self.emptied.len()
+            + self
+                .chunks
+                .iter()
+                .flat_map(|c| &c.dests)
+                .filter(|d| !d.paths.is_empty())
+                .count();
+        let mut index = HashTable::with_capacity(live);
+        let Table { hasher, chunks, .. } = &*self;
+        let rehash = |id: &DestId| prefix_at(chunks, *id).map_or(0, |p| prefix_hash(hasher, &p));
+        for (c, chunk) in chunks.iter().enumerate() {
+            for (at, d) in chunk.dests.iter().enumerate() {
+                if d.paths.is_empty() && !d.listed_empty {
+                    continue;
+                }
+                let Some(prefix) = slot_prefix(chunk.is_v6, &chunk.v6, at, d) else {
+                    continue;
+                };
+                let id = DestId((c * CHUNK + at) as u32);
+                index.insert_unique(prefix_hash(hasher, &prefix), id, rehash);
+            }
+        }
+        self.index = index;
     }
 
-    /// Every slot holding a path, to change.
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (DestId, &mut Dest)> {
-        self.chunks
-            .iter_mut()
-            .flatten()
-            .enumerate()
-            .filter(|(_, d)| !d.paths.is_empty())
-            .map(|(i, d)| (DestId(i as u32), d))
+    /// Every slot holding a path, with its prefix.
+    pub fn iter(&self) -> impl Iterator<Item = (DestId, IpNet, &Dest)> {
+        self.chunks.iter().enumerate().flat_map(|(c, chunk)| {
+            chunk
+                .dests
+                .iter()
+                .enumerate()
+                .filter(|(_, d)| !d.paths.is_empty())
+                .filter_map(move |(at, d)| {
+                    Some((DestId((c * CHUNK + at) as u32), chunk.prefix(at)?, d))
+                })
+        })
     }
 
-    /// Slots in use, freed ones included: the length a caller's vector indexed by
-    /// [`DestId`] needs.
+    /// Every slot holding a path, with its prefix, to change.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (DestId, IpNet, &mut Dest)> {
+        self.chunks.iter_mut().enumerate().flat_map(|(c, chunk)| {
+            let Chunk { dests, v6, is_v6 } = chunk;
+            let (v6, is_v6) = (&*v6, *is_v6);
+            dests
+                .iter_mut()
+                .enumerate()
+                .filter(|(_, d)| !d.paths.is_empty())
+                .filter_map(move |(at, d)| {
+                    let prefix = slot_prefix(is_v6, v6, at, d)?;
+                    Some((DestId((c * CHUNK + at) as u32), prefix, d))
+                })
+        })
+    }
+
+    /// One past the highest slot handed out, freed ones included: the length a caller's
+    /// vector indexed by [`DestId`] needs.
     pub fn capacity(&self) -> usize {
-        self.chunks.iter().map(Vec::len).sum()
+        self.chunks
+            .last()
+            .map_or(0, |c| (self.chunks.len() - 1) * CHUNK + c.dests.len())
     }
 }
 
@@ -240,13 +400,102 @@ mod tests {
         assert_eq!(t.id(&a), None);
         assert_eq!(t.id(&b), None);
         assert_eq!(
-            t.id(&prefix(4999)).map(|id| t.at(id).unwrap().prefix),
+            t.id(&prefix(4999)).and_then(|id| t.prefix(id)),
             Some(prefix(4999))
         );
         // Freed slots are reused, and found again.
         let again = t.entry(a);
         assert!(again == ida || again == idb);
         assert_eq!(t.id(&a), Some(again));
+    }
+
+    #[test]
+    fn both_families_get_slots_of_their_own_and_keep_their_prefixes_whole() {
+        let mut t = Table::default();
+        let v6 = |i: u32| -> IpNet { format!("fd00:{i:x}::/48").parse().unwrap() };
+        let mut ids = Vec::new();
+        // Interleaved, past a chunk of each.
+        for i in 0..(CHUNK as u32 + 10) {
+            ids.push((t.entry(prefix(i)), prefix(i)));
+            ids.push((t.entry(v6(i)), v6(i)));
+        }
+        // The same address under two lengths, and the IPv6 default route.
+        let short: IpNet = "0.0.1.0/23".parse().unwrap();
+        let all6: IpNet = "::/0".parse().unwrap();
+        ids.push((t.entry(short), short));
+        ids.push((t.entry(all6), all6));
+        for (id, p) in &ids {
+            assert_eq!(t.prefix(*id), Some(*p));
+            assert_eq!(t.id(p), Some(*id));
+            assert!(id.index() < t.capacity());
+            let (c, _) = split(*id);
+            assert_eq!(t.chunks[c].is_v6, matches!(p, IpNet::V6(_)));
+        }
+        // Slots are dense: no id twice, none past the capacity.
+        let mut seen: Vec<DestId> = ids.iter().map(|(id, _)| *id).collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), ids.len());
+        // A freed IPv6 slot goes to the next IPv6 prefix, never to an IPv4 one.
+        let (id6, p6) = ids[1];
+        t.emptied(id6);
+        assert_eq!(t.release(|_| false), 1);
+        assert_eq!(t.id(&p6), None);
+        let new4 = t.entry(prefix(1 << 20));
+        assert_ne!(new4, id6);
+        let new6 = t.entry(v6(0xffff));
+        assert_eq!(new6, id6);
+        assert_eq!(t.prefix(new6), Some(v6(0xffff)));
+    }
+
+    /// Gives slot `id` a path, as the RIB does when a prefix is announced.
+    fn fill(t: &mut Table, id: DestId) {
+        use crate::rib::{PathEntry, PeerId};
+        let d = t.at_mut(id).unwrap();
+        d.paths.push(PathEntry {
+            peer: PeerId(1),
+            path_id: 0,
+            tx_path_id: 0,
+            igp_cost: 0,
+            attrs: Default::default(),
+            stale: false,
+            rejected: None,
+        });
+    }
+
+    #[test]
+    fn most_of_the_table_released_at_once_rebuilds_the_index_right() {
+        let mut t = Table::default();
+        let v6 = |i: u32| -> IpNet { format!("fd00:{i:x}::/48").parse().unwrap() };
+        let all: Vec<IpNet> = (0..3000).map(prefix).chain((0..3000).map(v6)).collect();
+        let ids: Vec<DestId> = all.iter().map(|p| t.entry(*p)).collect();
+        for id in &ids {
+            fill(&mut t, *id);
+        }
+        // Everything empties; a hundred are refilled, a hundred held, one listed twice.
+        for id in &ids {
+            t.at_mut(*id).unwrap().paths = Default::default();
+            t.emptied(*id);
+        }
+        t.emptied(ids[0]);
+        for id in &ids[100..200] {
+            fill(&mut t, *id);
+        }
+        let held = |id: DestId| (ids[200]..ids[300]).contains(&id);
+        assert_eq!(t.release(held), 6000 - 200);
+        for (i, (id, p)) in ids.iter().zip(&all).enumerate() {
+            let stays = (100..300).contains(&i);
+            assert_eq!(t.id(p), stays.then_some(*id), "{p}");
+        }
+        // The held ones go next time; the refilled ones are not listed any more.
+        assert_eq!(t.release(|_| false), 100);
+        assert_eq!(t.id(&all[250]), None);
+        assert_eq!(t.id(&all[150]), Some(ids[150]));
+        // Freed slots serve new prefixes of their family, found through the new index.
+        let again = t.entry(v6(5000));
+        assert!(t.chunks[split(again).0].is_v6);
+        assert_eq!(t.id(&v6(5000)), Some(again));
+        assert_eq!(t.prefix(again), Some(v6(5000)));
     }
 
     #[test]
