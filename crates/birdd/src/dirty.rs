@@ -182,7 +182,7 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            if x % 3 == 0 {
+            if x.is_multiple_of(3) {
                 let taken = q.take((x % 50) as usize);
                 for id in &taken {
                     assert!(model.remove(id), "round {round}: {id:?} taken twice");

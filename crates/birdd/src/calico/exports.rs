@@ -110,9 +110,22 @@ pub struct ExportPolicy {
 }
 
 /// `route ~ cidr` in BIRD: `net` lies inside `cidr` (or is it), same family.
+///
+/// Runs for every route against every pool, service range and community rule, so it
+/// compares the leading bits directly: ipnet's `contains` works out both networks' first
+/// and last addresses, and was a twentieth of a ten-sender feed's CPU.
 pub(crate) fn within(net: IpNet, cidr: IpNet) -> bool {
-    // ipnet's containment of a network: same family, at least as long, inside.
-    cidr.contains(&net)
+    match (net, cidr) {
+        (IpNet::V4(n), IpNet::V4(c)) => {
+            n.prefix_len() >= c.prefix_len()
+                && (n.addr().to_bits() ^ c.addr().to_bits()) & c.netmask().to_bits() == 0
+        }
+        (IpNet::V6(n), IpNet::V6(c)) => {
+            n.prefix_len() >= c.prefix_len()
+                && (n.addr().to_bits() ^ c.addr().to_bits()) & c.netmask().to_bits() == 0
+        }
+        _ => false,
+    }
 }
 
 impl ExportPolicy {

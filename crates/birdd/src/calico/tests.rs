@@ -1122,3 +1122,39 @@ fn diff_peers_reports_added_removed_and_changed_by_name() {
 }
 
 mod routes;
+
+#[test]
+fn within_agrees_with_ipnet_containment() {
+    use super::exports::within;
+    let nets: Vec<IpNet> = [
+        "0.0.0.0/0",
+        "10.0.0.0/8",
+        "10.0.0.0/16",
+        "10.0.0.1/16",
+        "10.0.3.0/24",
+        "10.0.3.128/25",
+        "10.0.3.7/32",
+        "10.1.0.0/16",
+        "11.0.0.0/8",
+        "255.255.255.255/32",
+        "::/0",
+        "fd00::/8",
+        "fd00:1::/48",
+        "fd00:1:0:1::/64",
+        "fd00:1:0:1::5/128",
+        "fd00:2::/48",
+        "::ffff:10.0.0.0/104",
+    ]
+    .iter()
+    .map(|s| s.parse().expect("net"))
+    .collect();
+    for &net in &nets {
+        for &cidr in &nets {
+            assert_eq!(
+                within(net, cidr),
+                cidr.contains(&net),
+                "{net} within {cidr}"
+            );
+        }
+    }
+}
