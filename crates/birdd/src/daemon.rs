@@ -71,9 +71,9 @@ enum Backlog {
 
 /// How often the kernel's routes are re-read and repaired if someone changed them.
 const KERNEL_RESYNC: Duration = Duration::from_secs(10);
-/// Routes handed to the kernel writer ahead of it. The rest wait as slot numbers in
-/// `kernel_dirty` (4 bytes, not a route): a 200k-route table written at once held 10 MB
-/// of pending routes, and the memory stayed with the process.
+/// Routes handed to the kernel writer ahead of it. The rest wait as bits in
+/// `kernel_dirty` (a bit a slot, not a route): a 200k-route table written at once held
+/// 10 MB of pending routes, and the memory stayed with the process.
 const KERNEL_AHEAD: usize = 8192;
 
 /// How birdd runs.
