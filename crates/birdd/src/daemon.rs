@@ -29,7 +29,7 @@ use crate::adj_out::AdjRibOut;
 use crate::dirty::{DirtyQueue, SlotBits};
 use anyhow::{Context, Result};
 use calico_bgp::fsm::{DownReason, GracefulRestartConfig, Negotiated, SessionConfig, State};
-use calico_bgp::rib::{Change, DestId, PeerId, PeerInfo, Rib, RibConfig};
+use calico_bgp::rib::{Change, DestId, ExportPolicy, PeerExport, PeerId, PeerInfo, Rib, RibConfig};
 use calico_bgp::types::{AttrEdits, Attrs, Family, FastMap, Nlri, Origin};
 use calico_bgp::wire::{self, AddPathMode, Notification, RouteRefresh};
 use calico_datastore::Datastore;
@@ -50,6 +50,10 @@ use crate::sockopt;
 /// Prefixes exported to one peer per flush: bounded so the loop stays responsive (and
 /// keepalives flow) while a full table goes out.
 const FLUSH_SLICE: usize = 20_000;
+
+/// Slots a peer takes at a time within its slice before the next peer takes the same ones
+/// (see `flush`): small enough that a step's prefixes and their paths stay cached.
+const FLUSH_STEP: usize = 1024;
 
 /// Prefixes edited by a round's UPDATEs before their decisions run anyway: large enough that
 /// ten peers sending the same prefixes are mostly decided once per prefix (bench-bgp B),
@@ -913,8 +917,19 @@ impl Daemon {
             .map(|c| c.id)
             .collect();
         self.kernel_dirty.extend(for_kernel);
+        // A peer without ADD-PATH hears the best path only: a change among the ECMP members
+        // behind it (ten equal senders make nine of those per prefix) is nothing to it.
         for p in self.peers.values_mut().filter(|p| p.established()) {
-            p.dirty.extend(changes.iter().map(|c| c.id));
+            let add_path = p
+                .negotiated
+                .as_ref()
+                .map_or([false; 2], |n| n.codec.add_path_tx);
+            p.dirty.extend(
+                changes
+                    .iter()
+                    .filter(|c| c.best_moved || add_path[Family::of(&c.prefix).index()])
+                    .map(|c| c.id),
+            );
         }
     }
 
@@ -1054,130 +1069,86 @@ impl Daemon {
         let (Some(rib), Some(intent)) = (&self.rib, &self.intent) else {
             return;
         };
+        let mut out: Vec<Outgoing<'_>> = Vec::new();
         for p in self.peers.values_mut() {
-            if !p.established() {
+            if !p.established() || (p.dirty.is_empty() && p.eor_pending.is_empty()) {
                 continue;
             }
-            if p.dirty.is_empty() && p.eor_pending.is_empty() {
+            let Peer {
+                key,
+                intent: peer_intent,
+                session,
+                negotiated: Some(n),
+                sent,
+                dirty,
+                eor_pending,
+                ..
+            } = p
+            else {
                 continue;
-            }
-            let Some(n) = &p.negotiated else { continue };
-            let (codec, families) = (n.codec, &n.families);
-            let Ok(permit) = p.session.commands.try_reserve() else {
+            };
+            let Ok(permit) = session.commands.try_reserve() else {
                 // The session is busy: the queue keeps coalescing.
                 continue;
             };
-            // The export filter (BGPFilter export rules, then Calico's export policy) runs on
-            // each path; a refused one comes back as a withdrawal. Without BGPFilters the
-            // verdict needs only the prefix and where the route came from.
-            let (peer_intent, has_filters) = (&p.intent, !p.intent.filters.is_empty());
-            // The filters' view of the last path seen: neighbouring prefixes mostly share
-            // one stored path, turned into a RouteInfo once. (While the RIB is borrowed no
-            // stored path is freed, so its address identifies it.)
-            let mut seen: Option<(*const Attrs, calico::RouteInfo)> = None;
-            let mut policy = |prefix: IpNet, attrs: &Attrs, from: Option<&PeerInfo>| {
-                let verdict = match from {
-                    None => {
-                        intent.export_verdict_for(peer_intent, &intent.originated_route(prefix))
-                    }
-                    Some(_) if has_filters => {
-                        let route = match &mut seen {
-                            Some((ptr, route)) if std::ptr::eq(*ptr, attrs) => route,
-                            slot => {
-                                &mut slot
-                                    .insert((attrs, calico::RouteInfo::of_path(prefix, attrs)))
-                                    .1
-                            }
-                        };
-                        route.prefix = prefix;
-                        intent.export_verdict_for(peer_intent, route)
-                    }
-                    Some(_) => intent.export_verdict_for(
-                        peer_intent,
-                        &calico::RouteInfo {
-                            local_pref: Some(attrs.effective_local_pref()),
-                            ..calico::RouteInfo::learned(prefix)
-                        },
-                    ),
-                };
-                match verdict {
-                    FilterVerdict::Accept(mut e) => {
-                        // LOCAL_PREF never reaches an eBGP peer, and an iBGP peer gets the
-                        // path's own anyway: no edit, so the path keeps its shared copy.
-                        if !peer_intent.is_ibgp()
-                            || e.local_pref == Some(attrs.effective_local_pref())
-                        {
-                            e.local_pref = None;
-                        }
-                        Some(e)
-                    }
-                    FilterVerdict::Reject => None,
-                }
+            let policy = PeerPolicy {
+                intent,
+                peer: peer_intent,
+                has_filters: !peer_intent.filters.is_empty(),
+                seen: None,
             };
-            // A bounded slice per round keeps the loop responsive during a full-table send;
-            // one export pass for it, so prefixes sharing attributes share the rewritten
-            // copy (and one UPDATE below).
-            let slice = p.dirty.take(FLUSH_SLICE);
-            let ours = slice.into_iter().filter(|id| {
-                rib.prefix(*id)
-                    .is_some_and(|prefix| families.contains(&Family::of(&prefix)))
+            out.push(Outgoing {
+                export: rib.peer_export(PeerId(*key), policy),
+                permit,
+                codec: n.codec,
+                families: &n.families,
+                sent,
+                dirty,
+                eor_pending,
+                updates: UpdateBuilder::default(),
+                taken: 0,
             });
-            let mut groups: Vec<(Arc<Attrs>, Vec<Nlri>)> = Vec::new();
-            let mut group_of: FastMap<usize, usize> = FastMap::default();
-            let mut last_group: Option<(usize, usize)> = None;
-            let mut withdrawn: [Vec<Nlri>; 2] = [Vec::new(), Vec::new()];
-            let sent = &mut p.sent;
-            rib.export_ids(PeerId(p.key), ours, &mut policy, &mut |id, prefix, want| {
-                let family = Family::of(&prefix);
-                let withdrawn = &mut withdrawn[family.index()];
-                sent.replace(
-                    id,
-                    codec.add_path_tx[family.index()],
-                    want,
-                    |path_id| withdrawn.push(Nlri { prefix, path_id }),
-                    |path_id, attrs| {
-                        // Neighbouring prefixes mostly share attributes: the last group
-                        // first, the map only when they differ.
-                        let key = Arc::as_ptr(attrs) as usize;
-                        let g = match last_group {
-                            Some((k, g)) if k == key => g,
-                            _ => {
-                                let g = *group_of.entry(key).or_insert_with(|| {
-                                    groups.push((attrs.clone(), Vec::new()));
-                                    groups.len() - 1
-                                });
-                                last_group = Some((key, g));
-                                g
-                            }
-                        };
-                        groups[g].1.push(Nlri { prefix, path_id });
-                    },
-                );
-            });
-            let mut msgs = Vec::new();
-            for w in withdrawn.iter().filter(|w| !w.is_empty()) {
-                msgs.extend(wire::encode_withdraw(w, &codec));
-            }
-            for (attrs, nlri) in &groups {
-                for fam in Family::ALL {
-                    let part: Vec<Nlri> = nlri
-                        .iter()
-                        .filter(|n| Family::of(&n.prefix) == fam)
-                        .copied()
-                        .collect();
-                    if !part.is_empty() {
-                        msgs.extend(wire::encode_update(attrs, &part, &codec));
-                    }
+        }
+        // A bounded slice per peer and round keeps the loop responsive during a full-table
+        // send. The peers take it a step at a time in turn: peers mostly have the same
+        // prefixes queued, and a step's slots are still cached when the next peer reads
+        // them, where a whole slice per peer had gone from the cache by the next peer.
+        loop {
+            let mut more = false;
+            for o in &mut out {
+                let want = FLUSH_STEP.min(FLUSH_SLICE - o.taken);
+                if want == 0 {
+                    continue;
                 }
+                let step = o.dirty.take(want);
+                if step.is_empty() {
+                    continue;
+                }
+                o.taken += step.len();
+                more = true;
+                let families = o.families;
+                let ours = step
+                    .into_iter()
+                    .filter(|id| rib.family(*id).is_some_and(|f| families.contains(&f)));
+                let (sent, updates, codec) = (&mut *o.sent, &mut o.updates, &o.codec);
+                o.export.ids(ours, &mut |id, prefix, want| {
+                    updates.add(sent, codec, id, prefix, want);
+                });
             }
-            if p.dirty.is_empty() {
-                for f in p.eor_pending.drain(..) {
+            if !more {
+                break;
+            }
+        }
+        for o in out {
+            let mut msgs = o.updates.encode(rib, &o.codec);
+            if o.dirty.is_empty() {
+                for f in o.eor_pending.drain(..) {
                     msgs.push(wire::encode_end_of_rib(f));
                 }
             }
             if !msgs.is_empty() {
                 self.metrics.updates_sent.inc_by(msgs.len() as u64);
-                permit.send(SessionCommand::Send(msgs));
+                o.permit.send(SessionCommand::Send(msgs));
             }
         }
         self.feed_kernel(false);
@@ -1484,6 +1455,161 @@ async fn listen(
         }
     });
     Ok((task, fd))
+}
+
+/// One peer's share of a flush: its export, its queue and what it was told, the UPDATEs
+/// being built, and the room reserved on its session.
+struct Outgoing<'a> {
+    export: PeerExport<'a, PeerPolicy<'a>>,
+    permit: mpsc::Permit<'a, SessionCommand>,
+    codec: wire::Codec,
+    families: &'a [Family],
+    sent: &'a mut AdjRibOut,
+    dirty: &'a mut DirtyQueue,
+    eor_pending: &'a mut Vec<Family>,
+    updates: UpdateBuilder,
+    /// Slots taken from the queue this round.
+    taken: usize,
+}
+
+/// A peer's export filter: BGPFilter export rules, then Calico's export policy, on each
+/// path; a refused one comes back as a withdrawal. Without BGPFilters the verdict needs only
+/// the prefix and where the route came from.
+struct PeerPolicy<'a> {
+    intent: &'a BgpIntent,
+    peer: &'a PeerIntent,
+    has_filters: bool,
+    /// The filters' view of the last path seen: neighbouring prefixes mostly share one
+    /// stored path, turned into a RouteInfo once. (While the RIB is borrowed no stored path
+    /// is freed, so its address identifies it.)
+    seen: Option<(*const Attrs, calico::RouteInfo)>,
+}
+
+impl ExportPolicy for PeerPolicy<'_> {
+    fn export(
+        &mut self,
+        prefix: IpNet,
+        attrs: &Attrs,
+        from: Option<&PeerInfo>,
+    ) -> Option<AttrEdits> {
+        let (intent, peer) = (self.intent, self.peer);
+        let verdict = match from {
+            None => intent.export_verdict_for(peer, &intent.originated_route(prefix)),
+            Some(_) if self.has_filters => {
+                let route = match &mut self.seen {
+                    Some((ptr, route)) if std::ptr::eq(*ptr, attrs) => route,
+                    slot => {
+                        &mut slot
+                            .insert((attrs, calico::RouteInfo::of_path(prefix, attrs)))
+                            .1
+                    }
+                };
+                route.prefix = prefix;
+                intent.export_verdict_for(peer, route)
+            }
+            Some(_) => intent.export_verdict_for(
+                peer,
+                &calico::RouteInfo {
+                    local_pref: Some(attrs.effective_local_pref()),
+                    ..calico::RouteInfo::learned(prefix)
+                },
+            ),
+        };
+        match verdict {
+            FilterVerdict::Accept(mut e) => {
+                // LOCAL_PREF never reaches an eBGP peer, and an iBGP peer gets the path's own
+                // anyway: no edit, so the path keeps its shared copy.
+                if !peer.is_ibgp() || e.local_pref == Some(attrs.effective_local_pref()) {
+                    e.local_pref = None;
+                }
+                Some(e)
+            }
+            FilterVerdict::Reject => None,
+        }
+    }
+}
+
+/// A prefix by its RIB slot, and a path id.
+type SlotPath = (DestId, u32);
+
+/// One peer's UPDATEs of a flush: withdrawals per family, and announcements grouped by
+/// attributes (by pointer: export shares one rewritten copy between prefixes). Prefixes are
+/// kept as (slot, path id), 8 bytes where an `Nlri` is 24: every peer's builder is alive
+/// until the flush ends, and ten peers' slices are two hundred thousand of them.
+#[derive(Default)]
+struct UpdateBuilder {
+    groups: Vec<(Arc<Attrs>, Vec<SlotPath>)>,
+    group_of: FastMap<usize, usize>,
+    last_group: Option<(usize, usize)>,
+    withdrawn: [Vec<Nlri>; 2],
+}
+
+impl UpdateBuilder {
+    /// What the peer should now have for slot `id` (`want`), against what it was told.
+    fn add(
+        &mut self,
+        sent: &mut AdjRibOut,
+        codec: &wire::Codec,
+        id: DestId,
+        prefix: IpNet,
+        want: &[(u32, Arc<Attrs>)],
+    ) {
+        let family = Family::of(&prefix);
+        let UpdateBuilder {
+            groups,
+            group_of,
+            last_group,
+            withdrawn,
+        } = self;
+        let withdrawn = &mut withdrawn[family.index()];
+        sent.replace(
+            id,
+            codec.add_path_tx[family.index()],
+            want,
+            |path_id| withdrawn.push(Nlri { prefix, path_id }),
+            |path_id, attrs| {
+                // Neighbouring prefixes mostly share attributes: the last group first, the
+                // map only when they differ.
+                let key = Arc::as_ptr(attrs) as usize;
+                let g = match *last_group {
+                    Some((k, g)) if k == key => g,
+                    _ => {
+                        let g = *group_of.entry(key).or_insert_with(|| {
+                            groups.push((attrs.clone(), Vec::new()));
+                            groups.len() - 1
+                        });
+                        *last_group = Some((key, g));
+                        g
+                    }
+                };
+                groups[g].1.push((id, path_id));
+            },
+        );
+    }
+
+    /// The UPDATE messages: withdrawals first, then each group, a family at a time. The
+    /// slots are those `rib` exported from, none released since.
+    fn encode(&self, rib: &Rib, codec: &wire::Codec) -> Vec<Vec<u8>> {
+        let mut msgs = Vec::new();
+        for w in self.withdrawn.iter().filter(|w| !w.is_empty()) {
+            msgs.extend(wire::encode_withdraw(w, codec));
+        }
+        let mut part: [Vec<Nlri>; 2] = Default::default();
+        for (attrs, members) in &self.groups {
+            for &(id, path_id) in members {
+                if let Some(prefix) = rib.prefix(id) {
+                    part[Family::of(&prefix).index()].push(Nlri { prefix, path_id });
+                }
+            }
+            for nlri in &mut part {
+                if !nlri.is_empty() {
+                    msgs.extend(wire::encode_update(attrs, nlri, codec));
+                    nlri.clear();
+                }
+            }
+        }
+        msgs
+    }
 }
 
 #[cfg(test)]

@@ -67,6 +67,20 @@ where
     }
 }
 
+/// A policy borrowed as a trait object, for the calls that take one.
+struct Borrowed<'p>(&'p mut dyn ExportPolicy);
+
+impl ExportPolicy for Borrowed<'_> {
+    fn export(
+        &mut self,
+        prefix: IpNet,
+        attrs: &Attrs,
+        from: Option<&PeerInfo>,
+    ) -> Option<AttrEdits> {
+        self.0.export(prefix, attrs, from)
+    }
+}
+
 /// No export filter: every path the protocol allows, unchanged.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ExportAll;
@@ -100,7 +114,7 @@ impl Rib {
         prefixes: impl IntoIterator<Item = IpNet>,
         policy: &mut dyn ExportPolicy,
     ) -> Vec<(IpNet, Advertised)> {
-        let mut ex = Exporter::new(self, to, policy);
+        let mut ex = Exporter::new(self, to, Borrowed(policy));
         prefixes
             .into_iter()
             .map(|prefix| {
@@ -126,12 +140,44 @@ impl Rib {
         policy: &mut dyn ExportPolicy,
         sink: &mut ExportSink<'_>,
     ) {
-        let mut ex = Exporter::new(self, to, policy);
+        self.peer_export(to, Borrowed(policy)).ids(ids, sink);
+    }
+
+    /// An export to `to` through `policy` that several calls share: [`PeerExport::ids`]
+    /// keeps sharing rewritten attributes from one call to the next.
+    pub fn peer_export<P: ExportPolicy>(&self, to: PeerId, policy: P) -> PeerExport<'_, P> {
+        PeerExport {
+            rib: self,
+            ex: Exporter::new(self, to, policy),
+        }
+    }
+}
+
+/// Export to one peer across several batches of slots ([`Rib::peer_export`]). A caller
+/// exporting the same slots to many peers can go a batch at a time through all of them
+/// while the slots are still cached, and still group each peer's prefixes by pointer.
+pub struct PeerExport<'a, P> {
+    rib: &'a Rib,
+    /// `None`: the peer is unknown to the RIB, and hears only withdrawals.
+    ex: Option<Exporter<'a, P>>,
+}
+
+impl<P> std::fmt::Debug for PeerExport<'_, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerExport")
+            .field("to", &self.ex.as_ref().map(|e| e.to_id))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: ExportPolicy> PeerExport<'_, P> {
+    /// What the peer should have for each slot in `ids`, handed to `sink` in order.
+    pub fn ids(&mut self, ids: impl IntoIterator<Item = DestId>, sink: &mut ExportSink<'_>) {
         for id in ids {
-            let Some((prefix, dest)) = self.dests.at_with_prefix(id) else {
+            let Some((prefix, dest)) = self.rib.dests.at_with_prefix(id) else {
                 continue;
             };
-            match &mut ex {
+            match &mut self.ex {
                 Some(ex) => {
                     ex.dest(prefix, dest);
                     sink(id, prefix, &ex.buf);
@@ -147,11 +193,11 @@ type RewriteKey = (usize, PeerId, Family);
 
 /// Export to one peer, remembering rewritten attributes for the length of one call (while
 /// `&Rib` is borrowed no stored `Arc` can be freed, so its address is a sound key).
-struct Exporter<'a, 'p> {
+struct Exporter<'a, P> {
     rib: &'a Rib,
     to_id: PeerId,
     to: &'a PeerInfo,
-    policy: &'p mut dyn ExportPolicy,
+    policy: P,
     rewritten: crate::types::FastMap<RewriteKey, Option<Arc<Attrs>>>,
     /// Paths the policy changed, by what it changed: prefixes given the same edits of the
     /// same stored attributes still share one `Arc`.
@@ -165,12 +211,8 @@ struct Exporter<'a, 'p> {
     source: Option<(PeerId, &'a PeerInfo)>,
 }
 
-impl<'a, 'p> Exporter<'a, 'p> {
-    fn new(
-        rib: &'a Rib,
-        to_id: PeerId,
-        policy: &'p mut dyn ExportPolicy,
-    ) -> Option<Exporter<'a, 'p>> {
+impl<'a, P: ExportPolicy> Exporter<'a, P> {
+    fn new(rib: &'a Rib, to_id: PeerId, policy: P) -> Option<Exporter<'a, P>> {
         Some(Exporter {
             rib,
             to_id,

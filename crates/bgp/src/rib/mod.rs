@@ -79,7 +79,7 @@ use crate::types::{AttrEdits, Attrs, Family, FastMap, FastSet, Nlri};
 
 use decision::Ctx;
 pub use decision::LostBecause;
-pub use export::{Advertised, ExportAll, ExportPolicy, ExportSink};
+pub use export::{Advertised, ExportAll, ExportPolicy, ExportSink, PeerExport};
 use paths::Paths;
 pub use table::DestId;
 use table::Table;
@@ -279,6 +279,9 @@ pub struct Change {
     /// The prefix's slot, valid until the caller lets [`Rib::release_empty`] free it.
     pub id: DestId,
     pub best: Option<BestPath>,
+    /// The best path itself changed (another path, other attributes, or none), not only
+    /// the ECMP members behind it: only then does a peer without ADD-PATH hear anything new.
+    pub best_moved: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -318,6 +321,8 @@ struct Dest {
     /// In the table's list of slots that lost their last path (listed once however often
     /// it empties before it is released).
     listed_empty: bool,
+    /// Released: in the table's free list, not indexed.
+    vacant: bool,
 }
 
 impl Dest {
@@ -332,6 +337,7 @@ impl Dest {
             prefix_len: prefix.prefix_len(),
             undecided: false,
             listed_empty: false,
+            vacant: false,
         }
     }
 
@@ -664,7 +670,17 @@ impl Rib {
                 .chain(announced)
                 .map(|n| self.dests.id(&n.prefix)),
         );
-        let (found_w, found_a) = found.split_at(withdrawn.len());
+        let (found_w, found_a) = found.split_at_mut(withdrawn.len());
+        // New prefixes get their slots together too, before any path goes in: each one's
+        // index entry is a store to a line not yet cached, and the next path's reference
+        // count increment (an atomic) would wait for it, one miss after another.
+        if imported.is_some() {
+            for (nlri, id) in announced.iter().zip(found_a.iter_mut()) {
+                if id.is_none() {
+                    *id = Some(self.dests.entry(nlri.prefix));
+                }
+            }
+        }
         for (nlri, id) in withdrawn.iter().zip(found_w) {
             self.put(peer, *nlri, *id, None, &mut changes);
         }
@@ -773,6 +789,7 @@ impl Rib {
             prefix,
             id,
             best: dest.best_path(),
+            best_moved: true,
         })
     }
 
@@ -801,6 +818,17 @@ impl Rib {
     /// The prefix in slot `id`.
     pub fn prefix(&self, id: DestId) -> Option<IpNet> {
         self.dests.prefix(id)
+    }
+
+    /// The family of slot `id`'s prefix, without reading the prefix.
+    pub fn family(&self, id: DestId) -> Option<Family> {
+        self.dests.is_v6(id).map(|v6| {
+            if v6 {
+                Family::Ipv6Unicast
+            } else {
+                Family::Ipv4Unicast
+            }
+        })
     }
 
     /// How long a vector indexed by [`DestId`] must be to hold every slot.
@@ -1178,6 +1206,7 @@ fn settle(
             prefix,
             id,
             best: dest.best_path(),
+            best_moved: scratch.before.first().copied() != dest.best().map(SelKey::of),
         });
     }
 }

@@ -199,6 +199,16 @@ impl Table {
         prefix_at(&self.chunks, id)
     }
 
+    /// Whether slot `id` is of an IPv6 prefix (`None`: no such slot), without reading the
+    /// slot: its chunk says.
+    pub fn is_v6(&self, id: DestId) -> Option<bool> {
+        let (c, at) = split(id);
+        self.chunks
+            .get(c)
+            .filter(|c| at < c.dests.len())
+            .map(|c| c.is_v6)
+    }
+
     pub fn at_with_prefix(&self, id: DestId) -> Option<(IpNet, &Dest)> {
         Some((self.prefix(id)?, self.at(id)?))
     }
@@ -210,6 +220,12 @@ impl Table {
     /// The slot of `prefix`, made (empty) if it has none.
     pub fn entry(&mut self, prefix: IpNet) -> DestId {
         let hash = self.hash(&prefix);
+        // Full: grown here rather than by hashbrown (see `reindex_for`), to twice the
+        // buckets. (Room for exactly twice the prefixes: hashbrown rounds up to a power of
+        // two buckets at 7/8 load, and one more prefix would double that again.)
+        if self.index.len() == self.index.capacity() && self.id(&prefix).is_none() {
+            self.reindex_for((2 * self.index.len()).max(16));
+        }
         let Table {
             index,
             hasher,
@@ -281,6 +297,7 @@ impl Table {
                 continue;
             }
             dest.listed_empty = false;
+            dest.vacant = true;
             dest.paths = Default::default();
             going.push(id);
         }
@@ -305,22 +322,27 @@ impl Table {
         going.len()
     }
 
-    /// Builds the index again from the slots still indexed: those with paths, and emptied
-    /// ones still waiting to be released.
+    /// Builds the index again, as small as the slots still indexed allow.
     fn reindex(&mut self) {
-        let live = self.emptied.len()
-            + self
-                .chunks
-                .iter()
-                .flat_map(|c| &c.dests)
-                .filter(|d| !d.paths.is_empty())
-                .count();
-        let mut index = HashTable::with_capacity(live);
+        let live = self
+            .chunks
+            .iter()
+            .flat_map(|c| &c.dests)
+            .filter(|d| !d.vacant)
+            .count();
+        self.reindex_for(live);
+    }
+
+    /// Builds the index again from the slots not vacant, with room for `capacity`. A walk
+    /// over the slots in order, where hashbrown's own growth visits its buckets and looks
+    /// up each one's slot at random (a cache miss each, a seventh of a full table's load).
+    fn reindex_for(&mut self, capacity: usize) {
+        let mut index = HashTable::with_capacity(capacity);
         let Table { hasher, chunks, .. } = &*self;
         let rehash = |id: &DestId| prefix_at(chunks, *id).map_or(0, |p| prefix_hash(hasher, &p));
         for (c, chunk) in chunks.iter().enumerate() {
             for (at, d) in chunk.dests.iter().enumerate() {
-                if d.paths.is_empty() && !d.listed_empty {
+                if d.vacant {
                     continue;
                 }
                 let Some(prefix) = slot_prefix(chunk.is_v6, &chunk.v6, at, d) else {
@@ -496,6 +518,48 @@ mod tests {
         assert!(t.chunks[split(again).0].is_v6);
         assert_eq!(t.id(&v6(5000)), Some(again));
         assert_eq!(t.prefix(again), Some(v6(5000)));
+    }
+
+    #[test]
+    fn growth_reindexes_every_slot_in_use_and_no_freed_one() {
+        let mut t = Table::default();
+        let first: Vec<DestId> = (0..100)
+            .map(|i| {
+                let id = t.entry(prefix(i));
+                fill(&mut t, id);
+                id
+            })
+            .collect();
+        let empty = |t: &mut Table, ids: &[DestId]| {
+            for id in ids {
+                t.at_mut(*id).unwrap().paths = Default::default();
+                t.emptied(*id);
+            }
+        };
+        // Ten freed, ten emptied but held.
+        empty(&mut t, &first[..20]);
+        let held = first[10..20].to_vec();
+        assert_eq!(t.release(|id| held.contains(&id)), 10);
+        // Slots entered without a path yet (the RIB enters an UPDATE's new prefixes before
+        // it adds their paths), through several doublings; the first ten take the freed slots.
+        let fresh: Vec<(DestId, IpNet)> = (1000..11_000)
+            .map(|i| (t.entry(prefix(i)), prefix(i)))
+            .collect();
+        assert!(fresh[..10].iter().all(|(id, _)| first[..10].contains(id)));
+        assert_eq!(t.index.len(), 90 + fresh.len());
+        // Twice the buckets per growth, as hashbrown's own: 10,090 prefixes at 7/8 load.
+        assert_eq!(t.index.capacity(), 14_336);
+        for (i, id) in first.iter().enumerate() {
+            let p = prefix(i as u32);
+            assert_eq!(t.id(&p), (i >= 10).then_some(*id), "{p}");
+        }
+        for (id, p) in &fresh {
+            assert_eq!(t.id(p), Some(*id));
+            assert_eq!(t.prefix(*id), Some(*p));
+        }
+        // The held ones are still released later.
+        assert_eq!(t.release(|_| false), 10);
+        assert_eq!(t.id(&prefix(15)), None);
     }
 
     #[test]

@@ -1229,7 +1229,8 @@ fn removing_a_peer_moves_the_best_and_finally_withdraws() {
         vec![Change {
             prefix: p1(),
             id: rib.id(p1()).unwrap(),
-            best: None
+            best: None,
+            best_moved: true,
         }]
     );
     assert_eq!(rib.prefix_count(), 0);
@@ -1249,10 +1250,12 @@ fn the_ecmp_set_holds_ties_through_igp_cost_with_distinct_next_hops() {
             (5, ebgp(5, 65005)),
         ],
     );
-    announce(&mut rib, 1, p1(), route(&[65001], 1));
+    let changes = announce(&mut rib, 1, p1(), route(&[65001], 1));
+    assert!(changes[0].best_moved, "a first path is a new best");
     let changes = announce(&mut rib, 2, p1(), route(&[65002], 2));
     assert_eq!(changes.len(), 1, "the ECMP set grew: a change");
     assert_eq!(changes[0].best.as_ref().map(|b| b.peer), Some(PeerId(1)));
+    assert!(!changes[0].best_moved, "behind the same best");
 
     assert!(
         announce(&mut rib, 3, p1(), route(&[65003], 1)).is_empty(),
@@ -1280,6 +1283,18 @@ fn the_ecmp_set_holds_ties_through_igp_cost_with_distinct_next_hops() {
 
     let changes = withdraw(&mut rib, 2, p1());
     assert_eq!(changes[0].best.as_ref().unwrap().multipath.len(), 1);
+    assert!(
+        !changes[0].best_moved,
+        "an ECMP member left, the best stayed"
+    );
+
+    // The best goes: peer 3's path (next hop 1, as peer 1's) takes over.
+    let changes = withdraw(&mut rib, 1, p1());
+    assert_eq!(changes[0].best.as_ref().map(|b| b.peer), Some(PeerId(3)));
+    assert!(changes[0].best_moved);
+    // The same peer's path with new attributes is a new best too.
+    let changes = announce(&mut rib, 3, p1(), route(&[65003], 3));
+    assert!(changes[0].best_moved);
 }
 
 #[test]
@@ -1347,7 +1362,8 @@ fn one_update_withdraws_then_announces_and_missing_attributes_withdraw() {
         vec![Change {
             prefix: q,
             id: rib.id(q).unwrap(),
-            best: None
+            best: None,
+            best_moved: true,
         }]
     );
     assert_eq!(rib.prefix_count(), 0);
@@ -1363,7 +1379,8 @@ fn local_routes_can_be_withdrawn() {
         vec![Change {
             prefix: p1(),
             id: rib.id(p1()).unwrap(),
-            best: None
+            best: None,
+            best_moved: true,
         }]
     );
     assert!(rib.withdraw_local(p1()).is_empty());
