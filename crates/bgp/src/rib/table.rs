@@ -180,6 +180,15 @@ impl Table {
             .copied()
     }
 
+    /// Whether slot `id` holds `prefix` and is indexed: what [`Table::id`] would answer,
+    /// from the slot alone.
+    pub fn indexed_as(&self, id: DestId, prefix: &IpNet) -> bool {
+        let (c, at) = split(id);
+        self.chunks
+            .get(c)
+            .is_some_and(|c| c.holds(at, prefix) && c.dests.get(at).is_some_and(|d| !d.vacant))
+    }
+
     pub fn get(&self, prefix: &IpNet) -> Option<&Dest> {
         self.at(self.id(prefix)?)
     }
@@ -220,10 +229,16 @@ impl Table {
     /// The slot of `prefix`, made (empty) if it has none.
     pub fn entry(&mut self, prefix: IpNet) -> DestId {
         let hash = self.hash(&prefix);
-        // Full: grown here rather than by hashbrown (see `reindex_for`), to twice the
-        // buckets. (Room for exactly twice the prefixes: hashbrown rounds up to a power of
-        // two buckets at 7/8 load, and one more prefix would double that again.)
-        if self.index.len() == self.index.capacity() && self.id(&prefix).is_none() {
+        // Full, while most slots are in use (a table filling up): grown here rather than by
+        // hashbrown (see `reindex_for`), to twice the buckets. (Room for exactly twice the
+        // prefixes: hashbrown rounds up to a power of two buckets at 7/8 load, and one more
+        // prefix would double that again.) A table refilling its freed slots after a mass
+        // withdrawal is left to hashbrown: the walk would pass every vacant slot at each
+        // doubling.
+        if self.index.len() == self.index.capacity()
+            && 2 * self.index.len() >= self.capacity()
+            && self.id(&prefix).is_none()
+        {
             self.reindex_for((2 * self.index.len()).max(16));
         }
         let Table {
@@ -560,6 +575,27 @@ mod tests {
         // The held ones are still released later.
         assert_eq!(t.release(|_| false), 10);
         assert_eq!(t.id(&prefix(15)), None);
+
+        // Nearly everything goes, then comes back through the freed slots: the index grows
+        // from a handful while most slots are vacant (hashbrown's own growth).
+        for (id, _) in &fresh {
+            fill(&mut t, *id);
+        }
+        let (gone, kept) = fresh.split_at(fresh.len() - 5);
+        empty(&mut t, &gone.iter().map(|(id, _)| *id).collect::<Vec<_>>());
+        assert_eq!(t.release(|_| false), gone.len());
+        assert_eq!(t.index.len(), 90 - 10 + kept.len());
+        let back: Vec<(DestId, IpNet)> = (20_000..25_000)
+            .map(|i| (t.entry(prefix(i)), prefix(i)))
+            .collect();
+        assert!(
+            back.iter().all(|(id, _)| id.index() < 11_000),
+            "freed slots reused"
+        );
+        for (id, p) in back.iter().chain(kept) {
+            assert_eq!(t.id(p), Some(*id));
+        }
+        assert_eq!(t.id(&gone[0].1), None);
     }
 
     #[test]

@@ -693,7 +693,7 @@ fn a_path_that_went_round_our_cluster_is_refused() {
     );
 
     // Without a cluster id, our router id is what the check looks for.
-    let mut rib = super::tests::rib(config(), &[(1, ibgp(1))]);
+    let mut rib = self::rib(config(), &[(1, ibgp(1))]);
     announce(
         &mut rib,
         1,
@@ -1367,6 +1367,62 @@ fn one_update_withdraws_then_announces_and_missing_attributes_withdraw() {
         }]
     );
     assert_eq!(rib.prefix_count(), 0);
+}
+
+#[test]
+fn prefixes_are_found_in_any_order_through_released_and_reused_slots() {
+    let mut rib = rib(config(), &[(1, ebgp(1, 65001))]);
+    let nets = |r: std::ops::Range<u32>| -> Vec<Nlri> {
+        r.map(|i| {
+            Nlri::new(IpNet::V4(
+                ipnet::Ipv4Net::new(Ipv4Addr::from(i << 8), 24).unwrap(),
+            ))
+        })
+        .collect()
+    };
+    let attrs = || Some(Arc::new(route(&[65001], 1)));
+    let first = nets(0..300);
+    rib.apply(PeerId(1), &[], &first, attrs()).unwrap();
+    // In order, then every other one, then backwards: each withdrawal finds its prefix.
+    let (a, b) = first.split_at(100);
+    assert_eq!(rib.apply(PeerId(1), a, &[], None).unwrap().len(), 100);
+    let odd: Vec<Nlri> = b.iter().skip(1).step_by(2).copied().collect();
+    assert_eq!(rib.apply(PeerId(1), &odd, &[], None).unwrap().len(), 100);
+    let even: Vec<Nlri> = b.iter().step_by(2).rev().copied().collect();
+    assert_eq!(rib.apply(PeerId(1), &even, &[], None).unwrap().len(), 100);
+    assert_eq!(rib.prefix_count(), 0);
+    assert_eq!(rib.release_empty(|_| false), 300);
+    // New prefixes take the freed slots, which still hold the old addresses until reused;
+    // the old prefixes are gone however they are asked for.
+    let second = nets(1000..1200);
+    rib.apply(PeerId(1), &[], &second, attrs()).unwrap();
+    assert!(rib.apply(PeerId(1), &first, &[], None).unwrap().is_empty());
+    assert!(first.iter().all(|n| rib.id(n.prefix).is_none()));
+    // Sent again: nothing changes, and every prefix keeps its slot.
+    let ids: Vec<_> = second.iter().map(|n| rib.id(n.prefix)).collect();
+    assert!(
+        rib.apply(PeerId(1), &[], &second, attrs())
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        ids,
+        second.iter().map(|n| rib.id(n.prefix)).collect::<Vec<_>>()
+    );
+    assert_eq!(rib.prefix_count(), 200);
+    assert_eq!(rib.apply(PeerId(1), &second, &[], None).unwrap().len(), 200);
+    assert_eq!(rib.prefix_count(), 0);
+
+    // A freed slot right after a found one, still holding its old prefix, is not taken
+    // for that prefix coming back: it goes in through the index again.
+    let mut rib = self::rib(config(), &[(1, ebgp(1, 65001))]);
+    let ten = nets(0..10);
+    rib.apply(PeerId(1), &[], &ten, attrs()).unwrap();
+    rib.apply(PeerId(1), &ten[5..6], &[], None).unwrap();
+    assert_eq!(rib.release_empty(|_| false), 1);
+    rib.apply(PeerId(1), &[], &ten[4..6], attrs()).unwrap();
+    assert_eq!(rib.prefix_count(), 10);
+    assert!(ten.iter().all(|n| rib.id(n.prefix).is_some()));
 }
 
 #[test]
