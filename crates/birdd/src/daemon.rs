@@ -927,7 +927,7 @@ impl Daemon {
             p.dirty.extend(
                 changes
                     .iter()
-                    .filter(|c| c.best_moved || add_path[Family::of(&c.prefix).index()])
+                    .filter(|c| heard_by(c, add_path))
                     .map(|c| c.id),
             );
         }
@@ -1457,6 +1457,12 @@ async fn listen(
     Ok((task, fd))
 }
 
+/// Whether a peer sending with ADD-PATH in the families `add_path_tx` says has anything new
+/// to hear from `c`: without ADD-PATH in its family only the best path goes out.
+fn heard_by(c: &Change, add_path_tx: [bool; 2]) -> bool {
+    c.best_moved || add_path_tx[Family::of(&c.prefix).index()]
+}
+
 /// One peer's share of a flush: its export, its queue and what it was told, the UPDATEs
 /// being built, and the room reserved on its session.
 struct Outgoing<'a> {
@@ -1624,6 +1630,28 @@ mod tests {
             tokio::time::timeout(Duration::from_secs(2), socket.connect(addr)).await,
             Ok(Ok(_))
         )
+    }
+
+    #[test]
+    fn ecmp_only_changes_reach_only_peers_taking_add_path_in_their_family() {
+        let change = |prefix: &str, best_moved| Change {
+            prefix: prefix.parse().unwrap(),
+            id: DestId(0),
+            best: None,
+            best_moved,
+        };
+        let (v4, v6) = ("10.1.0.0/24", "fd00:1::/48");
+        // A new best goes to everyone.
+        for add_path in [[false, false], [true, false], [false, true]] {
+            assert!(heard_by(&change(v4, true), add_path));
+            assert!(heard_by(&change(v6, true), add_path));
+        }
+        // Only the ECMP members moved: ADD-PATH peers of that family alone.
+        assert!(!heard_by(&change(v4, false), [false, false]));
+        assert!(heard_by(&change(v4, false), [true, false]));
+        assert!(!heard_by(&change(v4, false), [false, true]));
+        assert!(heard_by(&change(v6, false), [false, true]));
+        assert!(!heard_by(&change(v6, false), [true, false]));
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! Prefixes waiting to be exported to a peer, by RIB slot ([`DestId`]).
 //!
-//! Every best-path change goes into each established peer's queue; each flush exports a
+//! Every best-path change goes into each established peer's queue (a change among the ECMP
+//! members behind an unchanged best only into ADD-PATH peers'); each flush exports a
 //! bounded slice, reading the RIB as it is then. A queue holds each prefix at
 //! most once, so a prefix that changes ten times while the peer is behind is exported
 //! once, in its latest state (measured: allowing duplicates made a ten-sender withdrawal

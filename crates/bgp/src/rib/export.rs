@@ -3,8 +3,8 @@
 //!
 //! Pure functions of the RIB: the caller keeps Adj-RIB-Out and diffs against it. A path
 //! whose attributes need no change for the peer comes back as the very `Arc` stored, and
-//! within one call the same stored attributes from the same source yield one shared `Arc`,
-//! so callers can group prefixes into UPDATEs by pointer.
+//! within one call (or one [`PeerExport`]) the same stored attributes from the same source
+//! yield one shared `Arc`, so callers can group prefixes into UPDATEs by pointer.
 //!
 //! Rules, per path, in order:
 //! - never a refused path, never a path back to the peer it came from;
@@ -191,8 +191,9 @@ impl<P: ExportPolicy> PeerExport<'_, P> {
 /// A stored attribute set (by address), where it came from, and the family it goes out in.
 type RewriteKey = (usize, PeerId, Family);
 
-/// Export to one peer, remembering rewritten attributes for the length of one call (while
-/// `&Rib` is borrowed no stored `Arc` can be freed, so its address is a sound key).
+/// Export to one peer, remembering rewritten attributes for as long as it lives (it borrows
+/// `&Rib`, and while that borrow lasts no stored `Arc` can be freed, so its address is a
+/// sound key).
 struct Exporter<'a, P> {
     rib: &'a Rib,
     to_id: PeerId,

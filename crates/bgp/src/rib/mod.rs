@@ -3,7 +3,8 @@
 //!
 //! It never opens a socket, reads a clock or spawns a task: the session hands it the NLRI of
 //! one UPDATE ([`Rib::apply`]) and gets back the prefixes whose best path changed
-//! ([`Change`]); the caller asks [`Rib::export_ids`] what each established peer should now
+//! ([`Change`]); the caller asks [`Rib::export_ids`] (or, over several batches,
+//! [`Rib::peer_export`]) what each established peer should now
 //! have for those prefixes, and diffs that against what it last sent (Adj-RIB-Out lives in
 //! the caller, as in RustyBGP).
 //!
@@ -970,8 +971,8 @@ impl Rib {
     }
 
     /// Stores, replaces or (with `new` `None`) removes one path, and re-decides its prefix.
-    /// `found`: the prefix's slot if it had one when looked up (a slot is never released
-    /// in between, so it still holds the prefix).
+    /// `found`: the prefix's slot if it had one when looked up, or was entered before the
+    /// edits (a slot is never released in between, so it still holds the prefix).
     fn put(
         &mut self,
         peer: PeerId,

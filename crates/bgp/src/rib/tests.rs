@@ -1426,6 +1426,32 @@ fn prefixes_are_found_in_any_order_through_released_and_reused_slots() {
 }
 
 #[test]
+fn a_new_prefix_twice_in_one_update_or_withdrawn_and_announced_gets_one_slot() {
+    let mut rib = rib(config(), &[(1, ebgp(1, 65001))]);
+    let q = net("10.1.0.0/16");
+    let attrs = || Some(Arc::new(route(&[65001], 1)));
+    let changes = rib
+        .apply(PeerId(1), &[], &[Nlri::new(p1()), Nlri::new(p1())], attrs())
+        .unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(rib.paths(p1()).len(), 1);
+    // Withdrawn and announced in one UPDATE: the announcement stands.
+    let changes = rib
+        .apply(PeerId(1), &[Nlri::new(q)], &[Nlri::new(q)], attrs())
+        .unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(rib.prefix_count(), 2);
+    assert_eq!(rib.release_empty(|_| false), 0);
+    // Both go; their slots are released and the prefixes are not found any more.
+    rib.apply(PeerId(1), &[Nlri::new(p1()), Nlri::new(q)], &[], None)
+        .unwrap();
+    assert_eq!(rib.release_empty(|_| false), 2);
+    assert_eq!(rib.id(p1()), None);
+    assert_eq!(rib.id(q), None);
+    assert_eq!(rib.prefix_count(), 0);
+}
+
+#[test]
 fn local_routes_can_be_withdrawn() {
     let mut rib = rib(config(), &[]);
     assert_eq!(rib.originate(p1(), Arc::new(Attrs::default())).len(), 1);
