@@ -1671,16 +1671,15 @@ impl Ipam {
                 reserved: 0,
                 available: 0,
             };
-            let mut covered: u128 = 0;
+            let mut carved = Vec::new();
             for b in blocks.iter().filter(|b| pool.net.contains(&b.cidr)) {
                 let cap = b.size() as u128;
                 let in_use = b.num_allocated() as u128;
                 let res = (0..b.size()).filter(|o| reserved(b.ip(*o))).count() as u128;
                 let free = b.num_free(&reserved) as u128;
                 pu.in_use += in_use;
-                pu.reserved += res;
                 pu.available += free;
-                covered += cap;
+                carved.push(b.cidr);
                 usage.blocks.push(BlockUsage {
                     cidr: b.cidr,
                     pool: pool.name.clone(),
@@ -1691,9 +1690,11 @@ impl Ipam {
                     available: free,
                 });
             }
-            // Space with no block yet is available, less what reservations hold there.
-            let unblocked = pu.capacity.saturating_sub(covered);
-            pu.available += unblocked;
+            // Reserved over the whole pool; space with no block yet is available, less what
+            // reservations hold there.
+            let space = reservations.pool_space(&pool.net, &carved);
+            pu.reserved = space.reserved;
+            pu.available += space.free_outside_blocks;
             usage.pools.push(pu);
         }
         Ok(usage)

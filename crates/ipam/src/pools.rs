@@ -212,6 +212,86 @@ impl Reservations {
             .iter()
             .any(|n| n.contains(&block.network()) && n.prefix_len() <= block.prefix_len())
     }
+
+    /// How much of `pool` is reserved, and how much is free outside its `blocks`: over
+    /// the pool's whole CIDR, space no block has been carved from included (Calico's
+    /// `countPoolSpace`). Overlapping reservations count once.
+    pub fn pool_space(&self, pool: &IpNet, blocks: &[IpNet]) -> PoolSpace {
+        let same_family = |n: &&IpNet| n.addr().is_ipv4() == pool.addr().is_ipv4();
+        let pool_r = vec![range(pool)];
+        let reserved = intersect(
+            &merged(self.nets.iter().filter(same_family).map(range).collect()),
+            &pool_r,
+        );
+        let blocked = intersect(
+            &merged(blocks.iter().filter(same_family).map(range).collect()),
+            &pool_r,
+        );
+        let capacity = count(&pool_r);
+        let reserved_n = count(&reserved);
+        let outside = capacity.saturating_sub(count(&blocked));
+        let reserved_outside = reserved_n.saturating_sub(count(&intersect(&reserved, &blocked)));
+        PoolSpace {
+            reserved: reserved_n,
+            free_outside_blocks: outside.saturating_sub(reserved_outside),
+        }
+    }
+}
+
+/// A pool's reserved addresses and the free ones outside its blocks
+/// ([`Reservations::pool_space`]).
+#[derive(Debug, PartialEq, Eq)]
+pub struct PoolSpace {
+    pub reserved: u128,
+    pub free_outside_blocks: u128,
+}
+
+/// Inclusive address ranges of one family, as integers.
+type Ranges = Vec<(u128, u128)>;
+
+fn range(n: &IpNet) -> (u128, u128) {
+    match n {
+        IpNet::V4(n) => (
+            u128::from(u32::from(n.network())),
+            u128::from(u32::from(n.broadcast())),
+        ),
+        IpNet::V6(n) => (u128::from(n.network()), u128::from(n.broadcast())),
+    }
+}
+
+/// Sorted, non-overlapping, non-adjacent.
+fn merged(mut r: Ranges) -> Ranges {
+    r.sort_unstable();
+    let mut out: Ranges = Vec::with_capacity(r.len());
+    for (a, b) in r {
+        match out.last_mut() {
+            Some((_, end)) if a <= end.saturating_add(1) => *end = (*end).max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+fn intersect(x: &Ranges, y: &Ranges) -> Ranges {
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < x.len() && j < y.len() {
+        let (a, b) = (x[i].0.max(y[j].0), x[i].1.min(y[j].1));
+        if a <= b {
+            out.push((a, b));
+        }
+        if x[i].1 < y[j].1 {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    out
+}
+
+fn count(r: &Ranges) -> u128 {
+    r.iter()
+        .map(|(a, b)| (b - a).saturating_add(1))
+        .fold(0u128, u128::saturating_add)
 }
 
 #[cfg(test)]
@@ -409,5 +489,36 @@ mod tests {
         assert!(r.covers(&"10.0.0.64/26".parse().unwrap()));
         assert!(!r.covers(&"10.0.1.0/26".parse().unwrap()));
         assert!(r.contains("10.0.1.5".parse().unwrap()));
+    }
+
+    #[test]
+    fn reservations_count_once_inside_and_outside_blocks() {
+        let net = |s: &str| -> IpNet { s.parse().unwrap() };
+        // Overlapping reservations, one half inside the block, and one of the other family.
+        let space = Reservations::new(vec![
+            net("10.0.0.32/27"),
+            net("10.0.0.48/28"),
+            net("10.0.0.128/32"),
+            net("fd00::/64"),
+            net("192.168.0.0/16"),
+        ])
+        .pool_space(&net("10.0.0.0/24"), &[net("10.0.0.0/26")]);
+        // 32 + 1 reserved; outside the block: 192 addresses, 1 of them reserved.
+        assert_eq!(
+            space,
+            PoolSpace {
+                reserved: 33,
+                free_outside_blocks: 191
+            }
+        );
+        let v6 =
+            Reservations::new(vec![net("fd00:10::5/128")]).pool_space(&net("fd00:10::/48"), &[]);
+        assert_eq!(
+            v6,
+            PoolSpace {
+                reserved: 1,
+                free_outside_blocks: (1u128 << 80) - 1
+            }
+        );
     }
 }

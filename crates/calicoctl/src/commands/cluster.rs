@@ -141,7 +141,7 @@ pub async fn collect(rc: &ResourceClient) -> (Vec<(String, Vec<u8>)>, String) {
     let ipam = Ipam::new(rc.datastore().clone());
     b.add(
         "cluster/ipam/show-blocks.txt",
-        show::usage(rc, &ipam, true).await,
+        show::usage(&ipam, true).await,
     );
     b.add("cluster/ipam/show-borrowed.txt", show::borrowed(rc).await);
     b.add(

@@ -120,7 +120,7 @@ pub async fn run(rc: &ResourceClient, cmd: &Command) -> Result<ExitCode> {
         },
         Command::Show {
             show_blocks: true, ..
-        } => show::usage(rc, &ipam, true).await?,
+        } => show::usage(&ipam, true).await?,
         Command::Show {
             show_borrowed: true,
             ..
@@ -129,7 +129,7 @@ pub async fn run(rc: &ResourceClient, cmd: &Command) -> Result<ExitCode> {
             show_configuration: true,
             ..
         } => show::configuration(&ipam).await?,
-        Command::Show { .. } => show::usage(rc, &ipam, false).await?,
+        Command::Show { .. } => show::usage(&ipam, false).await?,
         Command::Check {
             output,
             show_all_ips,

@@ -5,11 +5,9 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use anyhow::Result;
-use calico_api::resource::{AnyResource, Kind};
 use calico_datastore::ResourceClient;
 use calico_ipam::Ipam;
 use calico_ipam::block::{ATTR_NAMESPACE, ATTR_NODE, ATTR_POD, ATTR_TYPE};
-use ipnet::IpNet;
 
 use crate::printer::{boxed, boxed_right};
 
@@ -21,30 +19,22 @@ const ATTR_VMI_NAME: &str = "vmi-name";
 /// IPReservation covers (allocated or not: the two may overlap), FREE those that are
 /// neither. A pool's RESERVED and FREE cover its whole CIDR, space no block has been carved
 /// from included (Calico's `countPoolSpace`).
-pub async fn usage(rc: &ResourceClient, ipam: &Ipam, blocks: bool) -> Result<String> {
+pub async fn usage(ipam: &Ipam, blocks: bool) -> Result<String> {
     let usage = ipam.usage().await?;
-    let reservations = reserved_nets(rc).await?;
     let mut rows = Vec::new();
     for p in &usage.pools {
-        let pool_blocks: Vec<_> = usage.blocks.iter().filter(|b| b.pool == p.name).collect();
-        let space = PoolSpace::count(
-            &p.cidr,
-            &reservations,
-            &pool_blocks.iter().map(|b| b.cidr).collect::<Vec<_>>(),
-        );
-        let free_in_blocks: u128 = pool_blocks.iter().map(|b| b.available).sum();
         rows.push(row(
             "IP Pool",
             &p.cidr.to_string(),
             Counts {
                 capacity: p.capacity,
                 in_use: p.in_use,
-                reserved: space.reserved,
-                free: free_in_blocks + space.free_outside_blocks,
+                reserved: p.reserved,
+                free: p.available,
             },
         ));
         if blocks {
-            for b in pool_blocks {
+            for b in usage.blocks.iter().filter(|b| b.pool == p.name) {
                 rows.push(row(
                     "Block",
                     &b.cidr.to_string(),
@@ -97,105 +87,6 @@ pub(super) fn row(kind: &str, cidr: &str, c: Counts) -> Vec<String> {
         with_pct(c.reserved),
         with_pct(c.free),
     ]
-}
-
-/// Every CIDR (or single address) of every IPReservation; malformed entries are skipped, as
-/// Calico skips them (validation keeps them out).
-async fn reserved_nets(rc: &ResourceClient) -> Result<Vec<IpNet>> {
-    let list = rc.list_any(Kind::IpReservation, None).await?;
-    let mut out = Vec::new();
-    for r in list.items {
-        let AnyResource::IpReservation(r) = r else {
-            continue;
-        };
-        for c in &r.spec.reserved_cidrs {
-            let c = c.trim();
-            if let Ok(n) = c.parse::<IpNet>() {
-                out.push(n.trunc());
-            } else if let Ok(ip) = c.parse::<IpAddr>() {
-                out.push(IpNet::from(ip));
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Inclusive address ranges of one family, as integers.
-type Ranges = Vec<(u128, u128)>;
-
-fn range(n: &IpNet) -> (u128, u128) {
-    match n {
-        IpNet::V4(n) => (
-            u128::from(u32::from(n.network())),
-            u128::from(u32::from(n.broadcast())),
-        ),
-        IpNet::V6(n) => (u128::from(n.network()), u128::from(n.broadcast())),
-    }
-}
-
-/// Sorted, non-overlapping, non-adjacent.
-fn merged(mut r: Ranges) -> Ranges {
-    r.sort_unstable();
-    let mut out: Ranges = Vec::with_capacity(r.len());
-    for (a, b) in r {
-        match out.last_mut() {
-            Some((_, end)) if a <= end.saturating_add(1) => *end = (*end).max(b),
-            _ => out.push((a, b)),
-        }
-    }
-    out
-}
-
-fn intersect(x: &Ranges, y: &Ranges) -> Ranges {
-    let (mut i, mut j, mut out) = (0, 0, Vec::new());
-    while i < x.len() && j < y.len() {
-        let (a, b) = (x[i].0.max(y[j].0), x[i].1.min(y[j].1));
-        if a <= b {
-            out.push((a, b));
-        }
-        if x[i].1 < y[j].1 {
-            i += 1;
-        } else {
-            j += 1;
-        }
-    }
-    out
-}
-
-fn count(r: &Ranges) -> u128 {
-    r.iter()
-        .map(|(a, b)| (b - a).saturating_add(1))
-        .fold(0u128, u128::saturating_add)
-}
-
-/// A pool's reserved addresses and the free ones outside its blocks.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) struct PoolSpace {
-    pub reserved: u128,
-    pub free_outside_blocks: u128,
-}
-
-impl PoolSpace {
-    pub(super) fn count(pool: &IpNet, reservations: &[IpNet], blocks: &[IpNet]) -> PoolSpace {
-        let same_family = |n: &&IpNet| n.addr().is_ipv4() == pool.addr().is_ipv4();
-        let pool_r = vec![range(pool)];
-        let reserved = intersect(
-            &merged(reservations.iter().filter(same_family).map(range).collect()),
-            &pool_r,
-        );
-        let blocked = intersect(
-            &merged(blocks.iter().filter(same_family).map(range).collect()),
-            &pool_r,
-        );
-        let capacity = count(&pool_r);
-        let reserved_n = count(&reserved);
-        let outside = capacity.saturating_sub(count(&blocked));
-        let reserved_outside = reserved_n.saturating_sub(count(&intersect(&reserved, &blocked)));
-        PoolSpace {
-            reserved: reserved_n,
-            free_outside_blocks: outside.saturating_sub(reserved_outside),
-        }
-    }
 }
 
 /// Go's `%.5g`, as `ipam show` prints counts.

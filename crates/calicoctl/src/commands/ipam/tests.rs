@@ -10,6 +10,7 @@ use std::sync::Arc;
 use calico_api::codec::decode_documents;
 use calico_datastore::memory::MemoryDatastore;
 use calico_datastore::{Key, ResourceClient};
+use calico_ipam::pools::{PoolSpace, Reservations};
 use calico_ipam::{AutoAssignArgs, Ipam};
 use ipnet::IpNet;
 
@@ -77,6 +78,31 @@ fn opts() -> Options {
     Options::default()
 }
 
+#[tokio::test]
+async fn the_usage_table_counts_a_reservation_over_the_whole_pool() {
+    // Five addresses in use in one block, and a /24 reserved where no block is.
+    let (rc, ipam) = cluster().await;
+    apply(
+        &rc,
+        "apiVersion: projectcalico.org/v3\nkind: IPReservation\nmetadata: {name: r1}\nspec: {reservedCIDRs: [10.65.0.0/24]}\n",
+    )
+    .await;
+    for i in 0..5 {
+        assign(&ipam, "node1", &format!("h{i}"), &format!("p{i}")).await;
+    }
+    let t = show::usage(&ipam, true).await.unwrap();
+    let pool_row = t.lines().find(|l| l.starts_with("| IP Pool")).unwrap();
+    let cells: Vec<&str> = pool_row.split('|').map(str::trim).collect();
+    assert_eq!(
+        cells[3..7],
+        ["65536", "5 (0%)", "256 (0%)", "65275 (100%)"],
+        "{t}"
+    );
+    let block_row = t.lines().find(|l| l.starts_with("| Block")).unwrap();
+    let cells: Vec<&str> = block_row.split('|').map(str::trim).collect();
+    assert_eq!(cells[3..7], ["64", "5 (8%)", "0 (0%)", "59 (92%)"], "{t}");
+}
+
 #[test]
 fn numbers_print_as_calicoctl_prints_them() {
     assert_eq!(show::g5(256.0), "256");
@@ -92,10 +118,11 @@ fn the_usage_table_matches_calicos_layout() {
     // A /16 pool with one /26 block (5 in use) and a /24 reservation in unblocked space.
     let pool: IpNet = "10.65.0.0/16".parse().unwrap();
     let block: IpNet = "10.65.79.0/26".parse().unwrap();
-    let space = show::PoolSpace::count(&pool, &["10.65.0.0/24".parse().unwrap()], &[block]);
+    let space =
+        Reservations::new(vec!["10.65.0.0/24".parse().unwrap()]).pool_space(&pool, &[block]);
     assert_eq!(
         space,
-        show::PoolSpace {
+        PoolSpace {
             reserved: 256,
             free_outside_blocks: 65536 - 64 - 256
         }
@@ -124,39 +151,6 @@ fn the_usage_table_matches_calicos_layout() {
 +----------+---------------+-----------+------------+--------------+--------------+
 ";
     assert_eq!(t, want);
-}
-
-#[test]
-fn reservations_count_once_inside_and_outside_blocks() {
-    let net = |s: &str| -> IpNet { s.parse().unwrap() };
-    // Overlapping reservations, one half inside the block, and one of the other family.
-    let space = show::PoolSpace::count(
-        &net("10.0.0.0/24"),
-        &[
-            net("10.0.0.32/27"),
-            net("10.0.0.48/28"),
-            net("10.0.0.128/32"),
-            net("fd00::/64"),
-            net("192.168.0.0/16"),
-        ],
-        &[net("10.0.0.0/26")],
-    );
-    // 32 + 1 reserved; outside the block: 192 addresses, 1 of them reserved.
-    assert_eq!(
-        space,
-        show::PoolSpace {
-            reserved: 33,
-            free_outside_blocks: 191
-        }
-    );
-    let v6 = show::PoolSpace::count(&net("fd00:10::/48"), &[net("fd00:10::5/128")], &[]);
-    assert_eq!(
-        v6,
-        show::PoolSpace {
-            reserved: 1,
-            free_outside_blocks: (1u128 << 80) - 1
-        }
-    );
 }
 
 #[tokio::test]
