@@ -110,29 +110,13 @@ pub struct Sources {
 
 /// The input of create, apply, replace and validate: `-f` is required.
 #[derive(Debug, clap::Args)]
+#[command(mut_arg("files", |a| a.required(true)))]
 pub struct FileArgs {
-    /// File, directory or `-` (stdin) with YAML or JSON resources; repeatable.
-    #[arg(short = 'f', long = "filename", required = true)]
-    pub files: Vec<PathBuf>,
-    /// Process the directories given with -f recursively.
-    #[arg(short = 'R', long)]
-    pub recursive: bool,
-    /// Do not error if any files or directory specified using --filename contain no data.
-    #[arg(long)]
-    pub skip_empty: bool,
+    #[command(flatten)]
+    pub sources: Sources,
     /// Namespace for namespaced resources that do not name one (default: default).
     #[arg(short = 'n', long)]
     pub namespace: Option<String>,
-}
-
-impl FileArgs {
-    pub fn sources(&self) -> Sources {
-        Sources {
-            files: self.files.clone(),
-            recursive: self.recursive,
-            skip_empty: self.skip_empty,
-        }
-    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -324,7 +308,7 @@ mod tests {
                 Command::Create { files, .. }
                 | Command::Apply { files }
                 | Command::Replace { files }
-                | Command::Validate(files) => (files.sources(), files.namespace),
+                | Command::Validate(files) => (files.sources, files.namespace),
                 Command::Delete {
                     sources, namespace, ..
                 }
@@ -345,6 +329,11 @@ mod tests {
             panic!("not delete")
         };
         assert!(skip_not_exists);
+        // Create, apply, replace and validate need -f; delete and get also take names.
+        for cmd in ["create", "apply", "replace", "validate"] {
+            assert!(parse(&[cmd]).is_err(), "{cmd} without -f");
+        }
+        assert!(parse(&["get", "ippool"]).is_ok());
     }
 
     #[test]

@@ -8,12 +8,11 @@
 //! written to a private temporary directory for the moment of connecting, then removed.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use calico_datastore::ResourceClient;
 use calico_datastore::config::DatastoreConfig;
 use calico_datastore::etcd::EtcdConfig;
-use calico_datastore::{Datastore, ResourceClient};
 use serde_json::Value;
 
 pub const DEFAULT_CONFIG: &str = "/etc/calico/calicoctl.cfg";
@@ -66,31 +65,9 @@ const METADATA_FIELDS: &[&str] = &[
     "managedFields",
 ];
 
-/// The settings of a CalicoAPIConfig file or the environment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiConfig {
-    pub datastore: DatastoreConfig,
-    /// Inline PEM from the file (never from the environment, as in Calico).
-    pub inline: InlineTls,
-}
-
-/// `etcdCACert`, `etcdCert`, `etcdKey`: PEM text.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct InlineTls {
-    pub ca_cert: Option<String>,
-    pub cert: Option<String>,
-    pub key: Option<String>,
-}
-
-impl InlineTls {
-    fn is_empty(&self) -> bool {
-        self.ca_cert.is_none() && self.cert.is_none() && self.key.is_none()
-    }
-}
-
 /// Reads the settings: the file when it exists (a missing non-default file is an error),
 /// the environment otherwise.
-pub fn load(path: &Path) -> Result<ApiConfig> {
+pub fn load(path: &Path) -> Result<DatastoreConfig> {
     if !path.exists() {
         if path != Path::new(DEFAULT_CONFIG) {
             bail!(
@@ -98,19 +75,11 @@ pub fn load(path: &Path) -> Result<ApiConfig> {
                 path.display()
             );
         }
-        return Ok(ApiConfig {
-            datastore: DatastoreConfig::from_env()?,
-            inline: InlineTls::default(),
-        });
+        return Ok(DatastoreConfig::from_env()?);
     }
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("Error reading config file: {}", path.display()))?;
     from_file_text(&text).with_context(|| format!("invalid config file {}", path.display()))
-}
-
-/// The datastore settings alone.
-pub fn datastore_config(path: &Path) -> Result<DatastoreConfig> {
-    load(path).map(|c| c.datastore)
 }
 
 fn unknown_fields(obj: &serde_json::Map<String, Value>, known: &[&str], at: &str) -> Result<()> {
@@ -124,7 +93,7 @@ fn unknown_fields(obj: &serde_json::Map<String, Value>, known: &[&str], at: &str
 }
 
 /// Parses a CalicoAPIConfig document.
-pub fn from_file_text(text: &str) -> Result<ApiConfig> {
+pub fn from_file_text(text: &str) -> Result<DatastoreConfig> {
     let docs = calico_api::codec::parse_documents(text)?;
     let [doc] = docs.as_slice() else {
         bail!(
@@ -166,11 +135,9 @@ pub fn from_file_text(text: &str) -> Result<ApiConfig> {
             Some(other) => bail!("spec.{k} must be a string, not {other}"),
         }
     };
-    let inline = InlineTls {
-        ca_cert: field("etcdCACert")?,
-        cert: field("etcdCert")?,
-        key: field("etcdKey")?,
-    };
+    // Inline PEM comes from the file only, never from the environment, as in Calico.
+    let (ca_pem, cert_pem, key_pem) = (field("etcdCACert")?, field("etcdCert")?, field("etcdKey")?);
+    let inline = ca_pem.is_some() || cert_pem.is_some() || key_pem.is_some();
     let datastore = match field("datastoreType")?.as_deref() {
         Some("etcdv3") | None if field("etcdEndpoints")?.is_some() => {
             let endpoints = field("etcdEndpoints")?.unwrap_or_default();
@@ -188,16 +155,19 @@ pub fn from_file_text(text: &str) -> Result<ApiConfig> {
             cfg.password = field("etcdPassword")?;
             let files =
                 cfg.ca_cert_file.is_some() || cfg.cert_file.is_some() || cfg.key_file.is_some();
-            if files && !inline.is_empty() {
+            if files && inline {
                 // Calico: "Cannot mix inline certificate-key and certificate / key files".
                 bail!(
                     "cannot mix inline certificate-key (etcdCACert, etcdCert, etcdKey) and certificate / key files (etcdCACertFile, etcdCertFile, etcdKeyFile); use one or the other"
                 );
             }
-            if inline.cert.is_some() != inline.key.is_some() {
+            if cert_pem.is_some() != key_pem.is_some() {
                 bail!("set both spec.etcdCert and spec.etcdKey for client TLS, or neither");
             }
-            DatastoreConfig::Etcd(cfg)
+            cfg.ca_cert_pem = ca_pem;
+            cfg.cert_pem = cert_pem;
+            cfg.key_pem = key_pem;
+            DatastoreConfig::Etcd(Box::new(cfg))
         }
         Some("etcdv3") => bail!("spec.etcdEndpoints is required with datastoreType etcdv3"),
         Some("kubernetes") | None => DatastoreConfig::Kubernetes {
@@ -207,72 +177,7 @@ pub fn from_file_text(text: &str) -> Result<ApiConfig> {
             bail!("spec.datastoreType {other:?} is not supported; use etcdv3 or kubernetes")
         }
     };
-    Ok(ApiConfig { datastore, inline })
-}
-
-/// A private directory holding inline PEM while the connection is made; removed on drop.
-struct PemDir(PathBuf);
-
-impl PemDir {
-    fn create() -> Result<PemDir> {
-        let base = std::env::temp_dir();
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir = base.join(format!("calicoctl-tls-{}-{nanos}", std::process::id()));
-        let mut b = std::fs::DirBuilder::new();
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-        b.create(&dir).with_context(|| {
-            format!(
-                "creating {} for the inline etcd certificates (check TMPDIR)",
-                dir.display()
-            )
-        })?;
-        Ok(PemDir(dir))
-    }
-
-    fn write(&self, name: &str, pem: &str) -> Result<PathBuf> {
-        let p = self.0.join(name);
-        std::fs::write(&p, pem).with_context(|| format!("writing {}", p.display()))?;
-        Ok(p)
-    }
-}
-
-impl Drop for PemDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl ApiConfig {
-    /// Connects to the datastore, with the inline PEM if there is any.
-    pub async fn connect(&self) -> Result<Arc<dyn Datastore>> {
-        if self.inline.is_empty() {
-            return Ok(self.datastore.connect().await?);
-        }
-        let dir = PemDir::create()?;
-        let cfg = self.with_pem_files(&dir)?;
-        // The files are read while connecting; `dir` is removed when this returns.
-        Ok(cfg.connect().await?)
-    }
-
-    /// The datastore settings with the inline PEM written into `dir` and named as files.
-    fn with_pem_files(&self, dir: &PemDir) -> Result<DatastoreConfig> {
-        let DatastoreConfig::Etcd(etcd) = &self.datastore else {
-            return Ok(self.datastore.clone());
-        };
-        let mut etcd = etcd.clone();
-        if let Some(ca) = &self.inline.ca_cert {
-            etcd.ca_cert_file = Some(dir.write("ca.pem", ca)?);
-        }
-        if let (Some(cert), Some(key)) = (&self.inline.cert, &self.inline.key) {
-            etcd.cert_file = Some(dir.write("cert.pem", cert)?);
-            etcd.key_file = Some(dir.write("key.pem", key)?);
-        }
-        Ok(DatastoreConfig::Etcd(etcd))
-    }
+    Ok(datastore)
 }
 
 /// A client on the configured datastore.
@@ -298,7 +203,7 @@ mod tests {
             "{HEAD}spec:\n  datastoreType: etcdv3\n  etcdEndpoints: http://10.0.0.1:2379, http://10.0.0.2:2379\n  etcdCACertFile: /etc/calico/ca.pem\n"
         ))
         .unwrap();
-        let DatastoreConfig::Etcd(e) = cfg.datastore else {
+        let DatastoreConfig::Etcd(e) = cfg else {
             panic!("not etcd: {cfg:?}")
         };
         assert_eq!(
@@ -349,32 +254,16 @@ mod tests {
             "{HEAD}spec:\n  etcdEndpoints: https://e:2379\n  etcdCACert: |\n    {}\n  etcdCert: cert-pem\n  etcdKey: key-pem\n",
             pem.trim_end().replace('\n', "\n    ")
         );
-        let cfg = from_file_text(&text).unwrap();
-        assert_eq!(cfg.inline.ca_cert.as_deref(), Some(pem));
-        assert_eq!(cfg.inline.cert.as_deref(), Some("cert-pem"));
-        assert_eq!(cfg.inline.key.as_deref(), Some("key-pem"));
+        let DatastoreConfig::Etcd(e) = from_file_text(&text).unwrap() else {
+            panic!("not etcd")
+        };
+        // Handed to the etcd client as PEM text; nothing is written to disk.
+        assert_eq!(e.ca_cert_pem.as_deref(), Some(pem));
+        assert_eq!(e.cert_pem.as_deref(), Some("cert-pem"));
+        assert_eq!(e.key_pem.as_deref(), Some("key-pem"));
         let mixed = text.replace("  etcdCert: cert-pem\n", "  etcdCertFile: /c.pem\n");
         assert!(err(&mixed).contains("cannot mix inline"), "{}", err(&mixed));
         let half = text.replace("  etcdKey: key-pem\n", "");
         assert!(err(&half).contains("etcdKey"), "{}", err(&half));
-        // What the etcd client is given: files holding exactly the PEM, private, and gone
-        // once the connection has been made.
-        let dir = PemDir::create().unwrap();
-        let DatastoreConfig::Etcd(e) = cfg.with_pem_files(&dir).unwrap() else {
-            panic!("not etcd")
-        };
-        let read = |p: &Option<PathBuf>| std::fs::read_to_string(p.as_ref().unwrap()).unwrap();
-        assert_eq!(read(&e.ca_cert_file), pem);
-        assert_eq!(read(&e.cert_file), "cert-pem");
-        assert_eq!(read(&e.key_file), "key-pem");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&dir.0).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o700);
-        }
-        let path = dir.0.clone();
-        drop(dir);
-        assert!(!path.exists());
     }
 }

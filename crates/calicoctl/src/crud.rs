@@ -4,6 +4,7 @@
 
 use calico_api::codec::{Strictness, decode_object, parse_documents};
 use calico_api::resource::{AnyResource, Kind};
+use calico_datastore::client::normalise_kind;
 use calico_datastore::{DatastoreError, ResourceClient};
 use serde_json::Value;
 
@@ -119,34 +120,10 @@ fn single_kind(resources: &[AnyResource]) -> Option<Kind> {
     resources.iter().all(|r| r.kind() == first).then_some(first)
 }
 
+/// The kind of resources already as stored ([`normalise_kind`]): a Kubernetes
+/// NetworkPolicy is reported as the Calico NetworkPolicy it became.
 fn kind_label(kind: Option<Kind>) -> String {
-    kind.map(|k| format!("'{}' ", calico_kind(k)))
-        .unwrap_or_default()
-}
-
-/// Kubernetes NetworkPolicies are stored (and reported) as Calico NetworkPolicies.
-fn calico_kind(k: Kind) -> Kind {
-    if k == Kind::K8sNetworkPolicy {
-        Kind::NetworkPolicy
-    } else {
-        k
-    }
-}
-
-/// A resource as it is stored: a Kubernetes NetworkPolicy becomes the Calico policy
-/// `knp.default.<name>` that enforces it (as Calico names such policies), keeping the
-/// document's resourceVersion. Every command converts first, so that create, apply,
-/// replace, get and delete of the same file name the same object.
-pub fn as_stored(r: AnyResource) -> AnyResource {
-    match r {
-        AnyResource::K8sNetworkPolicy(knp) => {
-            let rv = knp.metadata.resource_version.clone();
-            let mut np = calico_api::resource::Resource::into_any(knp.to_calico().0);
-            np.metadata_mut().resource_version = rv;
-            np
-        }
-        other => other,
-    }
+    kind.map(|k| format!("'{k}' ")).unwrap_or_default()
 }
 
 /// create / apply / replace of resources read from files.
@@ -157,7 +134,7 @@ pub async fn write(
     scope: &Scope,
 ) -> Outcome {
     let (verb, past) = op.verb();
-    let resources: Vec<AnyResource> = resources.into_iter().map(as_stored).collect();
+    let resources: Vec<AnyResource> = resources.into_iter().map(normalise_kind).collect();
     let total = resources.len();
     let kind = single_kind(&resources);
     let mut ok = 0usize;
@@ -273,7 +250,7 @@ pub async fn delete(
     scope: &Scope,
     skip_not_exists: bool,
 ) -> Outcome {
-    let targets: Vec<AnyResource> = targets.into_iter().map(as_stored).collect();
+    let targets: Vec<AnyResource> = targets.into_iter().map(normalise_kind).collect();
     let kind = single_kind(&targets);
     let mut ok = 0usize;
     let mut errs = Vec::new();
@@ -382,7 +359,7 @@ pub async fn get(
             }
         }
         GetTarget::Resources(rs) => {
-            for mut r in rs.into_iter().map(as_stored) {
+            for mut r in rs.into_iter().map(normalise_kind) {
                 match settle_namespace(&mut r, scope) {
                     Ok(()) => wanted.push((
                         r.kind(),

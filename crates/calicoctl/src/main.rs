@@ -108,7 +108,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Migrate::Lock | Migrate::Unlock => ("", ""),
         };
         if !verb.is_empty() {
-            let kind = match config::datastore_config(&config) {
+            let kind = match config::load(&config) {
                 Ok(DatastoreConfig::Etcd(_)) => None,
                 Ok(DatastoreConfig::Kubernetes { .. }) => Some("kubernetes"),
                 Ok(DatastoreConfig::Memory) => Some("memory"),
@@ -158,7 +158,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 async fn dispatch(rc: &ResourceClient, command: Command) -> Result<ExitCode> {
     let rc = rc.clone();
     let code = match command {
-        Command::Create { files, skip_exists } => match input::load(&files.sources()) {
+        Command::Create { files, skip_exists } => match input::load(&files.sources) {
             Ok(rs) if rs.is_empty() => nothing_to_do(),
             Ok(rs) => print(
                 crud::write(
@@ -171,14 +171,14 @@ async fn dispatch(rc: &ResourceClient, command: Command) -> Result<ExitCode> {
             ),
             Err(e) => print(Outcome::failed(e)),
         },
-        Command::Apply { files } => match input::load(&files.sources()) {
+        Command::Apply { files } => match input::load(&files.sources) {
             Ok(rs) if rs.is_empty() => nothing_to_do(),
             Ok(rs) => {
                 print(crud::write(&rc, Write::Apply, rs, &scope(files.namespace, false)).await)
             }
             Err(e) => print(Outcome::failed(e)),
         },
-        Command::Replace { files } => match input::load(&files.sources()) {
+        Command::Replace { files } => match input::load(&files.sources) {
             Ok(rs) if rs.is_empty() => nothing_to_do(),
             Ok(rs) => {
                 print(crud::write(&rc, Write::Replace, rs, &scope(files.namespace, false)).await)

@@ -31,30 +31,53 @@ pub enum PatchError {
 
 /// Applies `patch` to `target` in the format `kind`.
 pub fn apply(kind: PatchType, target: &mut Value, patch: &Value) -> Result<(), PatchError> {
-    match kind {
-        PatchType::Merge => {
-            if !patch.is_object() {
-                return Err(PatchError::NotAnObject { kind: "merge" });
-            }
-            merge_patch(target, patch);
-            Ok(())
-        }
-        PatchType::Strategic => {
-            if !patch.is_object() {
-                return Err(PatchError::NotAnObject { kind: "strategic" });
-            }
-            strategic(target, patch)
-        }
-        PatchType::Json => json_patch(target, patch),
+    let (name, directives) = match kind {
+        PatchType::Merge => ("merge", false),
+        PatchType::Strategic => ("strategic", true),
+        PatchType::Json => return json_patch(target, patch),
+    };
+    if !patch.is_object() {
+        return Err(PatchError::NotAnObject { kind: name });
     }
+    merge(target, patch, directives)
 }
 
-/// RFC 7386: objects merge key by key, `null` deletes, anything else replaces.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
+/// RFC 7386 merge patch: objects merge key by key, `null` deletes, anything else replaces.
+/// With `directives`, a strategic merge patch of types without list merge keys: an object
+/// may also carry `$patch: replace` (it replaces the target object) or `$patch: delete` (it
+/// removes it), and any other `$` key is refused.
+fn merge(target: &mut Value, patch: &Value, directives: bool) -> Result<(), PatchError> {
     let Value::Object(p) = patch else {
         *target = patch.clone();
-        return;
+        return Ok(());
     };
+    if directives {
+        match p.get("$patch") {
+            None => {}
+            Some(Value::String(d)) if d == "replace" => {
+                let mut replacement = p.clone();
+                replacement.remove("$patch");
+                *target = Value::Object(replacement);
+                return Ok(());
+            }
+            Some(Value::String(d)) if d == "delete" => {
+                *target = Value::Null;
+                return Ok(());
+            }
+            Some(other) => {
+                return Err(PatchError::Directive {
+                    directive: "$patch".into(),
+                    value: other.to_string(),
+                });
+            }
+        }
+        if let Some(k) = p.keys().find(|k| k.starts_with('$')) {
+            return Err(PatchError::Directive {
+                directive: k.clone(),
+                value: p[k].to_string(),
+            });
+        }
+    }
     if !target.is_object() {
         *target = Value::Object(Default::default());
     }
@@ -62,58 +85,13 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
         for (k, v) in p {
             if v.is_null() {
                 t.remove(k);
-            } else {
-                merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
-            }
-        }
-    }
-}
-
-/// A strategic merge patch of types without list merge keys: a merge patch in which an
-/// object may carry `$patch: replace` (it replaces the target object) or `$patch: delete`
-/// (it removes it).
-fn strategic(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
-    let Value::Object(p) = patch else {
-        *target = patch.clone();
-        return Ok(());
-    };
-    let mut p = p.clone();
-    match p.remove("$patch") {
-        None => {}
-        Some(Value::String(d)) if d == "replace" => {
-            *target = Value::Object(p);
-            return Ok(());
-        }
-        Some(Value::String(d)) if d == "delete" => {
-            *target = Value::Null;
-            return Ok(());
-        }
-        Some(other) => {
-            return Err(PatchError::Directive {
-                directive: "$patch".into(),
-                value: other.to_string(),
-            });
-        }
-    }
-    if let Some(k) = p.keys().find(|k| k.starts_with('$')) {
-        return Err(PatchError::Directive {
-            directive: k.clone(),
-            value: p[k].to_string(),
-        });
-    }
-    if !target.is_object() {
-        *target = Value::Object(Default::default());
-    }
-    if let Value::Object(t) = target {
-        for (k, v) in p {
-            if v.is_null() {
-                t.remove(&k);
                 continue;
             }
             let slot = t.entry(k.clone()).or_insert(Value::Null);
-            strategic(slot, &v)?;
+            merge(slot, v, directives)?;
+            // `$patch: delete` below.
             if slot.is_null() {
-                t.remove(&k);
+                t.remove(k);
             }
         }
     }
@@ -181,44 +159,26 @@ fn one_op(doc: &mut Value, op: &Value) -> Result<(), String> {
     }
 }
 
-/// A JSON pointer's reference tokens (RFC 6901), unescaped.
-fn tokens(path: &str) -> Result<Vec<String>, String> {
-    if path.is_empty() {
-        return Ok(Vec::new());
-    }
-    let Some(rest) = path.strip_prefix('/') else {
-        return Err(format!("path {path:?} must start with '/'"));
-    };
-    Ok(rest
-        .split('/')
-        .map(|t| t.replace("~1", "/").replace("~0", "~"))
-        .collect())
-}
-
+/// The value at JSON pointer `path` (RFC 6901).
 fn pointer_mut<'a>(doc: &'a mut Value, path: &str) -> Result<&'a mut Value, String> {
-    let mut cur = doc;
-    for t in tokens(path)? {
-        cur = match cur {
-            Value::Object(m) => m.get_mut(&t),
-            Value::Array(a) => t.parse::<usize>().ok().and_then(move |i| a.get_mut(i)),
-            _ => None,
-        }
-        .ok_or_else(|| format!("path {path} does not exist"))?;
+    if !path.is_empty() && !path.starts_with('/') {
+        return Err(format!("path {path:?} must start with '/'"));
     }
-    Ok(cur)
+    doc.pointer_mut(path)
+        .ok_or_else(|| format!("path {path} does not exist"))
 }
 
-/// The parent of `path` and the last token.
+/// The parent of `path` and the last token, unescaped.
 fn parent<'a>(doc: &'a mut Value, path: &str) -> Result<(&'a mut Value, String), String> {
-    let mut ts = tokens(path)?;
-    let last = ts
-        .pop()
-        .ok_or_else(|| "the whole document cannot be the target; name a field".to_string())?;
-    let parent_path: String = ts
-        .iter()
-        .map(|t| format!("/{}", t.replace('~', "~0").replace('/', "~1")))
-        .collect();
-    Ok((pointer_mut(doc, &parent_path)?, last))
+    let Some((parent_path, last)) = path.rsplit_once('/') else {
+        return Err(if path.is_empty() {
+            "the whole document cannot be the target; name a field".to_string()
+        } else {
+            format!("path {path:?} must start with '/'")
+        });
+    };
+    let last = last.replace("~1", "/").replace("~0", "~");
+    Ok((pointer_mut(doc, parent_path)?, last))
 }
 
 fn add(doc: &mut Value, path: &str, v: Value) -> Result<(), String> {

@@ -405,7 +405,7 @@ impl NetConf {
             cfg.ca_cert_file = self.etcd_ca_cert_file.clone().map(PathBuf::from);
             cfg.cert_file = self.etcd_cert_file.clone().map(PathBuf::from);
             cfg.key_file = self.etcd_key_file.clone().map(PathBuf::from);
-            return Ok(DatastoreConfig::Etcd(cfg));
+            return Ok(DatastoreConfig::Etcd(Box::new(cfg)));
         }
         if self.datastore_type.as_deref() == Some("etcdv3") {
             return Err(CniError::config(

@@ -74,10 +74,17 @@ fn parse_revision(m: &ObjectMeta, kind: Kind) -> Result<i64> {
     })
 }
 
-/// K8s NetworkPolicies are stored as the Calico policy that enforces them.
-fn normalise_kind(r: AnyResource) -> AnyResource {
+/// A resource as it is stored: a Kubernetes NetworkPolicy becomes the Calico policy
+/// `knp.default.<name>` that enforces it (as Calico names such policies), keeping the
+/// document's resourceVersion.
+pub fn normalise_kind(r: AnyResource) -> AnyResource {
     match r {
-        AnyResource::K8sNetworkPolicy(knp) => knp.to_calico().0.into_any(),
+        AnyResource::K8sNetworkPolicy(knp) => {
+            let rv = knp.metadata.resource_version.clone();
+            let mut np = knp.to_calico().0.into_any();
+            np.metadata_mut().resource_version = rv;
+            np
+        }
         other => other,
     }
 }

@@ -17,11 +17,10 @@ pub const NODENAME_FILE: &str = "/var/lib/calico/nodename";
 /// Which datastore to use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatastoreConfig {
-    Etcd(EtcdConfig),
+    /// Boxed: etcd's settings are a few hundred bytes, the other variants a few words.
+    Etcd(Box<EtcdConfig>),
     /// The Kubernetes API (CRDs); not available in this build.
-    Kubernetes {
-        kubeconfig: Option<String>,
-    },
+    Kubernetes { kubeconfig: Option<String> },
     /// A private in-memory store (tests and demos only: nothing is shared).
     Memory,
 }
@@ -40,7 +39,7 @@ impl DatastoreConfig {
         let kind = var("DATASTORE_TYPE");
         match kind.as_deref() {
             Some("etcdv3") | None if var("ETCD_ENDPOINTS").is_some() => EtcdConfig::from_env()
-                .map(DatastoreConfig::Etcd)
+                .map(|c| DatastoreConfig::Etcd(Box::new(c)))
                 .ok_or_else(|| bad_config("ETCD_ENDPOINTS is empty")),
             Some("etcdv3") => Err(bad_config(
                 "DATASTORE_TYPE is etcdv3 but ETCD_ENDPOINTS is not set; set it, e.g. ETCD_ENDPOINTS=http://127.0.0.1:2379",

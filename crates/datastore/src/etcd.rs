@@ -30,6 +30,11 @@ pub struct EtcdConfig {
     pub ca_cert_file: Option<PathBuf>,
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
+    /// The same as PEM text (calicoctl's inline `etcdCACert`, `etcdCert`, `etcdKey`), used
+    /// in place of the files.
+    pub ca_cert_pem: Option<String>,
+    pub cert_pem: Option<String>,
+    pub key_pem: Option<String>,
     pub username: Option<String>,
     pub password: Option<String>,
     pub connect_timeout: Duration,
@@ -44,6 +49,9 @@ impl EtcdConfig {
             ca_cert_file: None,
             cert_file: None,
             key_file: None,
+            ca_cert_pem: None,
+            cert_pem: None,
+            key_pem: None,
             username: None,
             password: None,
             connect_timeout: Duration::from_secs(5),
@@ -103,10 +111,17 @@ const MAX_RESPONSE_BYTES: usize = 512 * 1024 * 1024;
 /// How often a list restarts when etcd compacts the revision it was reading at.
 const LIST_ATTEMPTS: usize = 3;
 
-fn read_file(what: &str, path: &PathBuf) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| DatastoreError::Config {
-        reason: format!("cannot read the {what} {}: {e}", path.display()),
-    })
+/// PEM given inline, else read from its file, else none.
+fn pem(what: &str, inline: &Option<String>, file: &Option<PathBuf>) -> Result<Option<Vec<u8>>> {
+    match (inline, file) {
+        (Some(text), _) => Ok(Some(text.clone().into_bytes())),
+        (None, Some(path)) => std::fs::read(path)
+            .map(Some)
+            .map_err(|e| DatastoreError::Config {
+                reason: format!("cannot read the {what} {}: {e}", path.display()),
+            }),
+        (None, None) => Ok(None),
+    }
 }
 
 impl EtcdDatastore {
@@ -128,18 +143,16 @@ impl EtcdDatastore {
         if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
             opts = opts.with_user(u.clone(), p.clone());
         }
-        if cfg.ca_cert_file.is_some() || cfg.cert_file.is_some() {
+        let ca = pem("etcd CA certificate", &cfg.ca_cert_pem, &cfg.ca_cert_file)?;
+        let cert = pem("etcd client certificate", &cfg.cert_pem, &cfg.cert_file)?;
+        if ca.is_some() || cert.is_some() {
             let mut tls = TlsOptions::new();
-            if let Some(ca) = &cfg.ca_cert_file {
-                tls = tls
-                    .ca_certificate(Certificate::from_pem(read_file("etcd CA certificate", ca)?));
+            if let Some(ca) = ca {
+                tls = tls.ca_certificate(Certificate::from_pem(ca));
             }
-            match (&cfg.cert_file, &cfg.key_file) {
+            match (cert, pem("etcd client key", &cfg.key_pem, &cfg.key_file)?) {
                 (Some(c), Some(k)) => {
-                    tls = tls.identity(Identity::from_pem(
-                        read_file("etcd client certificate", c)?,
-                        read_file("etcd client key", k)?,
-                    ));
+                    tls = tls.identity(Identity::from_pem(c, k));
                 }
                 (None, None) => {}
                 _ => {
@@ -614,5 +627,31 @@ async fn next_watch_event(mut st: WatchState) -> Option<(Result<WatchEvent>, Wat
                     .push_back(Err(map_err(&st.endpoints, "watch", "", e)));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn pem_comes_inline_before_its_file_and_a_missing_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ca.pem");
+        std::fs::write(&file, "from-file").unwrap();
+        let inline = Some("inline".to_string());
+        let path = Some(file.clone());
+        assert_eq!(pem("CA", &inline, &path).unwrap(), Some(b"inline".to_vec()));
+        assert_eq!(
+            pem("CA", &None, &path).unwrap(),
+            Some(b"from-file".to_vec())
+        );
+        assert_eq!(pem("CA", &None, &None).unwrap(), None);
+        let gone = Some(dir.path().join("gone.pem"));
+        let err = pem("etcd CA certificate", &None, &gone)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot read the etcd CA certificate"), "{err}");
     }
 }

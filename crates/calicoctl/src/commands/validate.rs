@@ -18,14 +18,14 @@ pub fn run(args: &FileArgs) -> Result<ExitCode> {
     };
     let mut ok = 0usize;
     let mut failed = 0usize;
-    for group in read_groups(&args.files, args.recursive)? {
+    for group in read_groups(&args.sources.files, args.sources.recursive)? {
         for src in &group.sources {
             match decode_documents(&src.text) {
                 Err(e) => {
                     failed += 1;
                     eprintln!("{}: {e}", src.name);
                 }
-                Ok(resources) if resources.is_empty() && !args.skip_empty => {
+                Ok(resources) if resources.is_empty() && !args.sources.skip_empty => {
                     failed += 1;
                     eprintln!("{}", empty_message("file", &src.name));
                 }
@@ -46,7 +46,7 @@ pub fn run(args: &FileArgs) -> Result<ExitCode> {
                 }
             }
         }
-        if group.is_dir && group.sources.is_empty() && !args.skip_empty {
+        if group.is_dir && group.sources.is_empty() && !args.sources.skip_empty {
             failed += 1;
             eprintln!("{}", empty_message("directory", &group.arg));
         }

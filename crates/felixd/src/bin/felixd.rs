@@ -47,9 +47,9 @@ fn datastore() -> Result<DatastoreConfig> {
         && std::env::var_os("CALICO_ETCD_ENDPOINTS").is_none()
         && let Ok(eps) = std::env::var("FELIX_ETCDENDPOINTS")
     {
-        return Ok(DatastoreConfig::Etcd(EtcdConfig::new(
+        return Ok(DatastoreConfig::Etcd(Box::new(EtcdConfig::new(
             eps.split(',').map(str::trim).filter(|e| !e.is_empty()),
-        )));
+        ))));
     }
     Ok(DatastoreConfig::from_env()?)
 }
