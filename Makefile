@@ -5,13 +5,15 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 CARGO ?= cargo
 
-# Debian packages the build, the tests and the demo use. Each is installed only if missing.
+# Debian packages the build, the tests and the demo use (g++: libFuzzer's sources for the
+# fuzz step). Each is installed only if missing.
 DEB_PACKAGES := \
 	etcd-server etcd-client \
 	iproute2 iptables nftables ipset conntrack \
 	bird2 gobgpd frr \
 	containernetworking-plugins \
 	protobuf-compiler libprotobuf-dev \
+	g++ \
 	ca-certificates
 
 .PHONY: all deps root-check build test lint fmt fuzz fuzz-deps demo bench bench-ipam bench-cni bench-felix bench-bgp clean help

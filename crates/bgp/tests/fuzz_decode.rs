@@ -258,18 +258,35 @@ fn session_seeds_reach_established() {
     }
 }
 
-/// Writes the seed corpora of the libFuzzer targets (`fuzz/seeds/<target>/`); run by hand
-/// after the seeds change: `cargo test -p calico-bgp --test fuzz_decode -- --ignored`.
+/// The seed corpora of the libFuzzer targets (`fuzz/seeds/<target>/`) are the seeds above,
+/// byte for byte. After the seeds change, write them again with
+/// `UPDATE_FUZZ_SEEDS=1 cargo test -p calico-bgp --test fuzz_decode fuzz_seed_corpora`.
 #[test]
-#[ignore = "writes files into fuzz/seeds"]
-fn write_fuzz_seed_corpora() {
+fn fuzz_seed_corpora_are_the_seeds_above() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds");
+    let update = std::env::var_os("UPDATE_FUZZ_SEEDS").is_some();
     for (target, seeds) in [("decode", decoder_seeds()), ("session", session_seeds())] {
         let dir = root.join(target);
-        std::fs::create_dir_all(&dir).expect("create the seed directory");
-        for (i, seed) in seeds.iter().enumerate() {
-            std::fs::write(dir.join(format!("seed-{i:02}")), seed).expect("write a seed");
+        if update {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("create the seed directory");
+            for (i, seed) in seeds.iter().enumerate() {
+                std::fs::write(dir.join(format!("seed-{i:02}")), seed).expect("write a seed");
+            }
         }
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .expect("the seed directory (write it with UPDATE_FUZZ_SEEDS=1)")
+            .map(|e| e.expect("a directory entry").path())
+            .collect();
+        files.sort();
+        let on_disk: Vec<Vec<u8>> = files
+            .iter()
+            .map(|f| std::fs::read(f).expect("read a seed"))
+            .collect();
+        assert_eq!(
+            on_disk, seeds,
+            "fuzz/seeds/{target} differs from the seeds in this file: write them again with UPDATE_FUZZ_SEEDS=1"
+        );
     }
 }
 

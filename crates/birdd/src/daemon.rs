@@ -1094,7 +1094,6 @@ impl Daemon {
             let policy = PeerPolicy {
                 intent,
                 peer: peer_intent,
-                has_filters: !peer_intent.filters.is_empty(),
                 seen: None,
             };
             out.push(Outgoing {
@@ -1484,7 +1483,6 @@ struct Outgoing<'a> {
 struct PeerPolicy<'a> {
     intent: &'a BgpIntent,
     peer: &'a PeerIntent,
-    has_filters: bool,
     /// The filters' view of the last path seen: neighbouring prefixes mostly share one
     /// stored path, turned into a RouteInfo once. (While the RIB is borrowed no stored path
     /// is freed, so its address identifies it.)
@@ -1501,7 +1499,7 @@ impl ExportPolicy for PeerPolicy<'_> {
         let (intent, peer) = (self.intent, self.peer);
         let verdict = match from {
             None => intent.export_verdict_for(peer, &intent.originated_route(prefix)),
-            Some(_) if self.has_filters => {
+            Some(_) if !peer.filters.is_empty() => {
                 let route = match &mut self.seen {
                     Some((ptr, route)) if std::ptr::eq(*ptr, attrs) => route,
                     slot => {

@@ -40,7 +40,7 @@ pub use etcd::EtcdServer;
 pub use node::{Node, NodeOptions};
 pub use state::{ClusterState, DaemonPids, EtcdState, NodeState};
 pub use teardown::{
-    Removed, RunDir, namespaces_with_prefix, pids_in, remove, remove_by_prefix, wait_for_interrupt,
+    Removed, RunDir, namespaces_with_prefix, remove, remove_by_prefix, wait_for_interrupt,
 };
 
 pub const NODE_V4: &str = "10.99.0.1";

@@ -6,9 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-pub use calico_netns_harness::cleanup::{
-    Removed, namespaces_with_prefix, pids_in, remove_by_prefix,
-};
+pub use calico_netns_harness::cleanup::{Removed, namespaces_with_prefix, remove_by_prefix};
 
 use crate::Naming;
 

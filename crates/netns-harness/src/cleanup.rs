@@ -103,6 +103,7 @@ pub fn remove_orphaned_namespaces() -> Vec<String> {
         .filter_map(|name| name.strip_prefix("crs")?.split_once('-')?.0.parse().ok())
         .filter(|&pid| pid != std::process::id() && !pid_alive(pid))
         .collect();
+    dead.sort_unstable();
     dead.dedup();
     dead.into_iter()
         .flat_map(|pid| remove_by_prefix(&format!("crs{pid}-")).namespaces)

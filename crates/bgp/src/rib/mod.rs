@@ -835,13 +835,7 @@ impl Rib {
 
     /// The family of slot `id`'s prefix, without reading the prefix.
     pub fn family(&self, id: DestId) -> Option<Family> {
-        self.dests.is_v6(id).map(|v6| {
-            if v6 {
-                Family::Ipv6Unicast
-            } else {
-                Family::Ipv4Unicast
-            }
-        })
+        self.dests.family(id)
     }
 
     /// How long a vector indexed by [`DestId`] must be to hold every slot.

@@ -20,6 +20,7 @@ use hashbrown::HashTable;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::Dest;
+use crate::types::Family;
 
 /// A prefix's slot in the RIB (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -106,10 +107,6 @@ fn slot_prefix(is_v6: bool, v6: &[Ipv6Addr], at: usize, d: &Dest) -> Option<IpNe
     })
 }
 
-fn family_index(prefix: &IpNet) -> usize {
-    usize::from(matches!(prefix, IpNet::V6(_)))
-}
-
 pub(super) struct Table {
     /// Slot numbers, hashed by the prefix in their slot: 4 bytes a prefix, where a map from
     /// prefix to slot held 24.
@@ -187,10 +184,7 @@ impl Table {
     /// Whether slot `id` holds `prefix` and is indexed: what [`Table::id`] would answer,
     /// from the slot alone.
     pub fn indexed_as(&self, id: DestId, prefix: &IpNet) -> bool {
-        let (c, at) = split(id);
-        self.chunks
-            .get(c)
-            .is_some_and(|c| c.holds(at, prefix) && c.dests.get(at).is_some_and(|d| !d.vacant))
+        holds(&self.chunks, id, prefix) && self.at(id).is_some_and(|d| !d.vacant)
     }
 
     pub fn get(&self, prefix: &IpNet) -> Option<&Dest> {
@@ -212,14 +206,17 @@ impl Table {
         prefix_at(&self.chunks, id)
     }
 
-    /// Whether slot `id` is of an IPv6 prefix (`None`: no such slot), without reading the
-    /// slot: its chunk says.
-    pub fn is_v6(&self, id: DestId) -> Option<bool> {
+    /// The family of slot `id`'s prefix (`None`: no such slot), without reading the slot:
+    /// its chunk says.
+    pub fn family(&self, id: DestId) -> Option<Family> {
         let (c, at) = split(id);
-        self.chunks
-            .get(c)
-            .filter(|c| at < c.dests.len())
-            .map(|c| c.is_v6)
+        self.chunks.get(c).filter(|c| at < c.dests.len()).map(|c| {
+            if c.is_v6 {
+                Family::Ipv6Unicast
+            } else {
+                Family::Ipv4Unicast
+            }
+        })
     }
 
     pub fn at_with_prefix(&self, id: DestId) -> Option<(IpNet, &Dest)> {
@@ -256,7 +253,7 @@ impl Table {
         if let Some(id) = index.find(hash, |id| holds(chunks, *id, &prefix)) {
             return *id;
         }
-        let family = family_index(&prefix);
+        let family = Family::of(&prefix).index();
         let id = match free[family].pop() {
             Some(id) => id,
             None => {
@@ -334,9 +331,9 @@ impl Table {
             }
         }
         for &id in &going {
-            let (c, _) = split(id);
-            let family = usize::from(self.chunks.get(c).is_some_and(|c| c.is_v6));
-            self.free[family].push(id);
+            if let Some(family) = self.family(id) {
+                self.free[family.index()].push(id);
+            }
         }
         going.len()
     }
