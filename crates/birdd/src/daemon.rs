@@ -31,7 +31,7 @@ use anyhow::{Context, Result};
 use calico_bgp::fsm::{DownReason, GracefulRestartConfig, Negotiated, SessionConfig, State};
 use calico_bgp::rib::{Change, DestId, ExportPolicy, PeerExport, PeerId, PeerInfo, Rib, RibConfig};
 use calico_bgp::types::{AttrEdits, Attrs, Family, FastMap, Nlri, Origin};
-use calico_bgp::wire::{self, AddPathMode, Notification, RouteRefresh};
+use calico_bgp::wire::{self, AddPathMode, Notification, RouteRefresh, UpdatePacker};
 use calico_datastore::Datastore;
 use calico_datastore::syncer::{SyncEvent, SyncStatus, Syncer, SyncerConfig};
 use ipnet::IpNet;
@@ -1540,12 +1540,13 @@ type SlotPath = (DestId, u32);
 /// attributes (by pointer: export shares one rewritten copy between prefixes). Prefixes are
 /// kept as (slot, path id), 8 bytes where an `Nlri` is 24: every peer's builder is alive
 /// until the flush ends, and ten peers' slices are two hundred thousand of them.
+/// Withdrawals go straight into their messages.
 #[derive(Default)]
 struct UpdateBuilder {
     groups: Vec<(Arc<Attrs>, Vec<SlotPath>)>,
     group_of: FastMap<usize, usize>,
     last_group: Option<(usize, usize)>,
-    withdrawn: [Vec<Nlri>; 2],
+    withdrawn: [Option<UpdatePacker>; 2],
 }
 
 impl UpdateBuilder {
@@ -1570,7 +1571,11 @@ impl UpdateBuilder {
             id,
             codec.add_path_tx[family.index()],
             want,
-            |path_id| withdrawn.push(Nlri { prefix, path_id }),
+            |path_id| {
+                withdrawn
+                    .get_or_insert_with(|| UpdatePacker::withdraw(family, codec))
+                    .push(&Nlri { prefix, path_id });
+            },
             |path_id, attrs| {
                 // Neighbouring prefixes mostly share attributes: the last group first, the
                 // map only when they differ.
@@ -1593,23 +1598,23 @@ impl UpdateBuilder {
 
     /// The UPDATE messages: withdrawals first, then each group, a family at a time. The
     /// slots are those `rib` exported from, none released since.
-    fn encode(&self, rib: &Rib, codec: &wire::Codec) -> Vec<Vec<u8>> {
+    fn encode(self, rib: &Rib, codec: &wire::Codec) -> Vec<Vec<u8>> {
         let mut msgs = Vec::new();
-        for w in self.withdrawn.iter().filter(|w| !w.is_empty()) {
-            msgs.extend(wire::encode_withdraw(w, codec));
+        for w in self.withdrawn.into_iter().flatten() {
+            msgs.extend(w.finish());
         }
-        let mut part: [Vec<Nlri>; 2] = Default::default();
         for (attrs, members) in &self.groups {
+            let mut part: [Option<UpdatePacker>; 2] = Default::default();
             for &(id, path_id) in members {
                 if let Some(prefix) = rib.prefix(id) {
-                    part[Family::of(&prefix).index()].push(Nlri { prefix, path_id });
+                    let family = Family::of(&prefix);
+                    part[family.index()]
+                        .get_or_insert_with(|| UpdatePacker::announce(family, attrs, codec))
+                        .push(&Nlri { prefix, path_id });
                 }
             }
-            for nlri in &mut part {
-                if !nlri.is_empty() {
-                    msgs.extend(wire::encode_update(attrs, nlri, codec));
-                    nlri.clear();
-                }
+            for p in part.into_iter().flatten() {
+                msgs.extend(p.finish());
             }
         }
         msgs

@@ -8,9 +8,17 @@
 //! holds its id (a withdrawal not yet sent, say), so an id never silently changes prefix
 //! under a caller.
 //!
-//! A slot is indexed exactly while it is not vacant (released to the free list). An indexed
-//! slot may be without paths: emptied and waiting for release, or entered by the RIB for an
-//! UPDATE's new prefix and given its path later in the same call.
+//! Every slot that is not vacant (released to the free list) is indexed. Such a slot may be
+//! without paths: emptied and waiting for release, or entered by the RIB for an UPDATE's new
+//! prefix and given its path later in the same call.
+//!
+//! A released slot keeps its index entry for a while ("stale": a lookup passes it over,
+//! since the slot is vacant). Taking an entry out is a probe of an index gone cold since the
+//! prefix was withdrawn, a cache miss at random, and that was a fifth of a withdrawal's
+//! CPU. A stale entry goes when its slot is handed out again (the probe then, only on
+//! churn), or with the others in a rebuild of the index from the slots, once few slots are
+//! in use or the index needs room. Stale entries hold no memory the removals would have
+//! given back: hashbrown does not shrink on removal either.
 
 use std::hash::BuildHasher;
 
@@ -64,12 +72,14 @@ impl Chunk {
         slot_prefix(self.is_v6, &self.v6, at, self.dests.get(at)?)
     }
 
-    /// Whether slot `at` holds `prefix`, without building the slot's prefix.
+    /// Whether slot `at` holds `prefix` and is not vacant, without building the slot's
+    /// prefix. A vacant slot still has the prefix it last held, and may still be indexed.
     fn holds(&self, at: usize, prefix: &IpNet) -> bool {
         let Some(d) = self.dests.get(at) else {
             return false;
         };
-        d.prefix_len == prefix.prefix_len()
+        !d.vacant
+            && d.prefix_len == prefix.prefix_len()
             && match prefix {
                 IpNet::V4(n) => !self.is_v6 && d.addr4 == n.addr().to_bits(),
                 IpNet::V6(n) => self.is_v6 && self.v6.get(at) == Some(&n.addr()),
@@ -116,6 +126,9 @@ pub(super) struct Table {
     /// By family (IPv4, IPv6): the chunk new slots go into, and freed slots to use first.
     open: [Option<usize>; 2],
     free: [Vec<DestId>; 2],
+    /// By family: `free[f][..unindexed[f]]` have no index entry; the slots above it keep
+    /// their stale one (see the module doc).
+    unindexed: [usize; 2],
     /// Slots whose last path went, still indexed until released.
     emptied: Vec<DestId>,
 }
@@ -128,6 +141,7 @@ impl Default for Table {
             chunks: Vec::new(),
             open: [None; 2],
             free: Default::default(),
+            unindexed: [0; 2],
             emptied: Vec::new(),
         }
     }
@@ -136,7 +150,8 @@ impl Default for Table {
 impl std::fmt::Debug for Table {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Table")
-            .field("prefixes", &self.index.len())
+            .field("prefixes", &self.live())
+            .field("stale", &self.stale())
             .field("slots", &self.capacity())
             .field("free", &(self.free[0].len() + self.free[1].len()))
             .finish()
@@ -181,10 +196,27 @@ impl Table {
             .copied()
     }
 
-    /// Whether slot `id` holds `prefix` and is indexed: what [`Table::id`] would answer,
+    /// Whether slot `id` holds `prefix` and is not vacant: what [`Table::id`] would answer,
     /// from the slot alone.
     pub fn indexed_as(&self, id: DestId, prefix: &IpNet) -> bool {
-        holds(&self.chunks, id, prefix) && self.at(id).is_some_and(|d| !d.vacant)
+        holds(&self.chunks, id, prefix)
+    }
+
+    /// Index entries of released slots (see the module doc).
+    fn stale(&self) -> usize {
+        (0..2).map(|f| self.free[f].len() - self.unindexed[f]).sum()
+    }
+
+    /// Slots that are not vacant (every one indexed).
+    fn live(&self) -> usize {
+        self.index.len() - self.stale()
+    }
+
+    /// Whether rebuilding the index from the slots costs less than taking the stale entries
+    /// out one by one: a rebuild reads every slot in order and inserts the live ones, a
+    /// miss each as a removal is, where a slot read in order costs a few percent of one.
+    fn rebuild_is_cheaper(&self) -> bool {
+        self.capacity() / 32 + self.live() <= self.stale()
     }
 
     pub fn get(&self, prefix: &IpNet) -> Option<&Dest> {
@@ -230,17 +262,25 @@ impl Table {
     /// The slot of `prefix`, made (empty) if it has none.
     pub fn entry(&mut self, prefix: IpNet) -> DestId {
         let hash = self.hash(&prefix);
+        // A full index with stale entries making up an eighth of it makes room by dropping
+        // them instead of growing.
+        //
         // Full, with at least half the slots in use (a table filling up): grown here rather
         // than by hashbrown (see `reindex_for`). Asking for room for 2 × len keeps hashbrown's
         // bucket count exactly doubled; 2 × len + 1 would quadruple it. A table refilling its
         // freed slots after a mass withdrawal is left to hashbrown: the walk would pass every
         // vacant slot at each doubling.
-        let slots = self.capacity();
-        if self.index.len() == self.index.capacity()
-            && 2 * self.index.len() >= slots
-            && self.id(&prefix).is_none()
-        {
-            self.reindex_for((2 * self.index.len()).max(16));
+        if self.index.len() == self.index.capacity() && self.id(&prefix).is_none() {
+            let stale = self.stale();
+            if stale > 0 && 8 * stale >= self.index.len() {
+                if self.rebuild_is_cheaper() {
+                    self.reindex_for(self.index.capacity());
+                } else {
+                    self.unindex_stale();
+                }
+            } else if 2 * self.live() >= self.capacity() {
+                self.reindex_for((2 * self.index.len()).max(16));
+            }
         }
         let Table {
             index,
@@ -248,6 +288,7 @@ impl Table {
             chunks,
             open,
             free,
+            unindexed,
             ..
         } = self;
         if let Some(id) = index.find(hash, |id| holds(chunks, *id, &prefix)) {
@@ -255,7 +296,19 @@ impl Table {
         }
         let family = Family::of(&prefix).index();
         let id = match free[family].pop() {
-            Some(id) => id,
+            Some(id) if free[family].len() >= unindexed[family] => {
+                // Its stale entry goes before the slot takes its new prefix.
+                if let Some(old) = prefix_at(chunks, id)
+                    && let Ok(entry) = index.find_entry(prefix_hash(hasher, &old), |x| *x == id)
+                {
+                    entry.remove();
+                }
+                id
+            }
+            Some(id) => {
+                unindexed[family] = free[family].len();
+                id
+            }
             None => {
                 let c = match open[family] {
                     Some(c) if chunks.get(c).is_some_and(|c| c.dests.len() < CHUNK) => c,
@@ -291,10 +344,10 @@ impl Table {
     /// Frees the emptied slots that are still empty and that `in_use` says no caller holds;
     /// the others wait for the next call. Returns how many were freed.
     ///
-    /// Unindexing a slot is a lookup in a table that has gone cold since the prefix was
-    /// withdrawn (two or three cache misses, a third of a million-prefix withdrawal), so when
-    /// more slots go than stay the index is built again from the slots that stay instead:
-    /// a full table withdrawn then costs one pass over the slots.
+    /// Their index entries stay (see the module doc). Once the slots in use are few beside
+    /// the stale entries, and a rebuild is the cheaper way, the index is built again from
+    /// the slots in use, as small as they allow: a full table withdrawn costs a pass or two
+    /// over the slots, and gives the index's memory back.
     pub fn release(&mut self, mut in_use: impl FnMut(DestId) -> bool) -> usize {
         let mut going = Vec::new();
         let mut kept = Vec::new();
@@ -318,40 +371,44 @@ impl Table {
             going.push(id);
         }
         self.emptied = kept;
-        if going.len() > self.index.len().saturating_sub(going.len()) {
-            self.reindex();
-        } else {
-            for &id in &going {
-                let Some(prefix) = self.prefix(id) else {
-                    continue;
-                };
-                if let Ok(entry) = self.index.find_entry(self.hash(&prefix), |x| *x == id) {
-                    entry.remove();
-                }
-            }
-        }
         for &id in &going {
             if let Some(family) = self.family(id) {
                 self.free[family.index()].push(id);
             }
         }
+        let stale = self.stale();
+        if stale > 0 && 16 * self.live() <= stale && self.rebuild_is_cheaper() {
+            self.reindex_for(self.live());
+        }
         going.len()
     }
 
-    /// Builds the index again, as small as the slots still indexed allow.
-    fn reindex(&mut self) {
-        let live = self
-            .chunks
-            .iter()
-            .flat_map(|c| &c.dests)
-            .filter(|d| !d.vacant)
-            .count();
-        self.reindex_for(live);
+    /// Takes the stale entries out of the index one by one.
+    fn unindex_stale(&mut self) {
+        let Table {
+            index,
+            hasher,
+            chunks,
+            free,
+            unindexed,
+            ..
+        } = self;
+        for (free, unindexed) in free.iter().zip(unindexed) {
+            for &id in &free[*unindexed..] {
+                if let Some(prefix) = prefix_at(chunks, id)
+                    && let Ok(entry) = index.find_entry(prefix_hash(hasher, &prefix), |x| *x == id)
+                {
+                    entry.remove();
+                }
+            }
+            *unindexed = free.len();
+        }
     }
 
     /// Builds the index again from the slots not vacant, with room for `capacity`. A walk
     /// over the slots in order, where hashbrown's own growth visits its buckets and looks
     /// up each one's slot at random (a cache miss each, a seventh of a full table's load).
+    /// Stale entries are left behind.
     fn reindex_for(&mut self, capacity: usize) {
         let mut index = HashTable::with_capacity(capacity);
         let Table { hasher, chunks, .. } = &*self;
@@ -369,6 +426,7 @@ impl Table {
             }
         }
         self.index = index;
+        self.unindexed = [self.free[0].len(), self.free[1].len()];
     }
 
     /// Every slot holding a path, with its prefix.
@@ -598,6 +656,119 @@ mod tests {
             assert_eq!(t.id(p), Some(*id));
         }
         assert_eq!(t.id(&gone[0].1), None);
+    }
+
+    /// Every slot not vacant is indexed once and found; every other index entry is the stale
+    /// entry of a released slot above `unindexed`, once.
+    fn check_index(t: &Table) {
+        let mut entries: Vec<DestId> = t.index.iter().copied().collect();
+        entries.sort();
+        let before = entries.len();
+        entries.dedup();
+        assert_eq!(entries.len(), before, "a slot indexed twice");
+        let stale: Vec<DestId> = (0..2)
+            .flat_map(|f| t.free[f][t.unindexed[f]..].iter().copied())
+            .collect();
+        for id in &entries {
+            let d = t.at(*id).unwrap();
+            if d.vacant {
+                assert!(stale.contains(id), "slot {id:?} is vacant but not stale");
+            } else {
+                let p = t.prefix(*id).unwrap();
+                assert_eq!(t.id(&p), Some(*id), "{p}");
+            }
+        }
+        let live = (0..t.capacity() as u32)
+            .filter(|i| t.at(DestId(*i)).is_some_and(|d| !d.vacant))
+            .count();
+        assert_eq!(t.live(), live);
+        assert_eq!(t.stale(), stale.len());
+        assert_eq!(entries.len(), live + stale.len());
+    }
+
+    #[test]
+    fn released_slots_keep_a_stale_entry_that_no_lookup_takes_until_reuse_or_rebuild() {
+        let mut t = Table::default();
+        let v6 = |i: u32| -> IpNet { format!("fd00:{i:x}::/48").parse().unwrap() };
+        let all: Vec<IpNet> = (0..2000).map(prefix).chain((0..2000).map(v6)).collect();
+        let ids: Vec<DestId> = all.iter().map(|p| t.entry(*p)).collect();
+        let release = |t: &mut Table, range: std::ops::Range<usize>| {
+            for id in &ids[range] {
+                t.emptied(*id);
+            }
+            t.release(|_| false)
+        };
+        // A tenth of each family goes: the entries stay, and no lookup finds them.
+        assert_eq!(release(&mut t, 0..200), 200);
+        assert_eq!(release(&mut t, 2000..2200), 200);
+        assert_eq!(t.stale(), 400);
+        check_index(&t);
+        for (i, (id, p)) in ids.iter().zip(&all).enumerate() {
+            let gone = (0..200).contains(&i) || (2000..2200).contains(&i);
+            assert_eq!(t.id(p), (!gone).then_some(*id), "{p}");
+            assert_eq!(t.indexed_as(*id, p), !gone);
+        }
+        // A released prefix comes back into a freed slot of its family; other new prefixes
+        // take the rest; each reused slot's stale entry goes.
+        let back = t.entry(all[5]);
+        assert!(ids[..200].contains(&back));
+        assert_eq!(t.id(&all[5]), Some(back));
+        let fresh: Vec<(DestId, IpNet)> = (5000..5100)
+            .flat_map(|i| [prefix(i), v6(i)])
+            .map(|p| (t.entry(p), p))
+            .collect();
+        check_index(&t);
+        assert_eq!(t.stale(), 400 - 201);
+        for (id, p) in &fresh {
+            assert_eq!(t.id(p), Some(*id));
+        }
+        // Nearly everything goes: the index is built again from the slots in use.
+        let going: Vec<DestId> = (0..t.capacity() as u32)
+            .map(DestId)
+            .filter(|id| *id != back && t.at(*id).is_some_and(|d| !d.vacant))
+            .collect();
+        for id in &going {
+            t.emptied(*id);
+        }
+        assert_eq!(t.release(|_| false), going.len());
+        check_index(&t);
+        assert_eq!(t.stale(), 0);
+        assert_eq!(t.live(), 1);
+        assert_eq!(t.id(&all[5]), Some(back));
+        assert_eq!(t.id(&all[6]), None);
+    }
+
+    #[test]
+    fn a_full_index_drops_stale_entries_instead_of_growing() {
+        let v6 = |i: u32| -> IpNet { format!("fd00:{i:x}::/48").parse().unwrap() };
+        // Released IPv6 slots stay stale while only IPv4 prefixes come in (a family's new
+        // prefixes reuse only its own freed slots), until the index is full. 1,000 stale
+        // beside 2,500 live are taken out one by one; 2,000 beside 1,500, by a rebuild.
+        for released in [1000, 2000] {
+            let mut t = Table::default();
+            let ids: Vec<DestId> = (0..3000).map(|i| t.entry(v6(i))).collect();
+            let mut next = 0;
+            while t.index.len() < t.index.capacity() {
+                t.entry(prefix(next));
+                next += 1;
+            }
+            let size = t.index.allocation_size();
+            for id in &ids[..released] {
+                t.emptied(*id);
+            }
+            assert_eq!(t.release(|_| false), released);
+            assert_eq!(t.stale(), released);
+            check_index(&t);
+            for _ in 0..200 {
+                t.entry(prefix(next));
+                next += 1;
+            }
+            assert_eq!(t.stale(), 0, "{released}");
+            assert_eq!(t.index.allocation_size(), size, "{released}");
+            check_index(&t);
+            assert_eq!(t.id(&v6(0)), None);
+            assert_eq!(t.id(&v6(2999)), Some(ids[2999]));
+        }
     }
 
     #[test]

@@ -163,120 +163,225 @@ pub fn encode_route_refresh(rr: &RouteRefresh) -> Vec<u8> {
 /// Empty `nlri` gives no messages; so do attributes so large that not one prefix would fit
 /// beside them (RFC 4271 §9.2 leaves such a route unadvertised).
 pub fn encode_update(attrs: &Attrs, nlri: &[Nlri], codec: &Codec) -> Vec<Vec<u8>> {
-    let Some((family, nlri)) = one_family(nlri) else {
+    let Some(first) = nlri.first() else {
         return Vec::new();
     };
-    let add_path = codec.add_path_tx[family.index()];
-    match family {
-        Family::Ipv4Unicast => {
-            let next_hop = match attrs.next_hop {
-                Some(IpAddr::V4(a)) => Some(a),
-                _ => None,
-            };
-            let path_attrs = path_attributes(attrs, codec, next_hop);
-            let room = MAX_MESSAGE_LEN.saturating_sub(UPDATE_OVERHEAD + path_attrs.len());
-            pack(&nlri, add_path, room)
-                .iter()
-                .map(|chunk| update(&[], &path_attrs, chunk))
-                .collect()
-        }
-        Family::Ipv6Unicast => {
-            let path_attrs = path_attributes(attrs, codec, None);
-            let next_hop = ipv6_next_hop(attrs);
-            // AFI, SAFI, next hop length, next hop, reserved byte.
-            let fixed = LONG_ATTR_HEADER + 3 + 1 + next_hop.len() + 1;
-            let room = MAX_MESSAGE_LEN.saturating_sub(UPDATE_OVERHEAD + path_attrs.len() + fixed);
-            pack(&nlri, add_path, room)
-                .iter()
-                .map(|chunk| {
-                    let mut value = afi_safi(family).to_vec();
-                    value.push(next_hop.len() as u8);
-                    value.extend_from_slice(&next_hop);
-                    value.push(0);
-                    value.extend_from_slice(chunk);
-                    // RFC 7606 §5.1: MP_REACH_NLRI goes first.
-                    let mut all = Vec::with_capacity(value.len() + path_attrs.len() + 4);
-                    push_attr(
-                        &mut all,
-                        known_flags(attr::MP_REACH_NLRI),
-                        attr::MP_REACH_NLRI,
-                        &value,
-                    );
-                    all.extend_from_slice(&path_attrs);
-                    update(&[], &all, &[])
-                })
-                .collect()
-        }
-    }
+    let mut packer = UpdatePacker::announce(Family::of(&first.prefix), attrs, codec);
+    nlri.iter().for_each(|n| packer.push(n));
+    packer.finish()
 }
 
 /// Withdraws `nlri` (one family, as for [`encode_update`]): IPv4 in the classic Withdrawn
 /// Routes field, IPv6 in MP_UNREACH_NLRI, split to stay within 4096 bytes.
 pub fn encode_withdraw(nlri: &[Nlri], codec: &Codec) -> Vec<Vec<u8>> {
-    let Some((family, nlri)) = one_family(nlri) else {
+    let Some(first) = nlri.first() else {
         return Vec::new();
     };
-    let add_path = codec.add_path_tx[family.index()];
-    match family {
-        Family::Ipv4Unicast => pack(&nlri, add_path, MAX_MESSAGE_LEN - UPDATE_OVERHEAD)
-            .iter()
-            .map(|chunk| update(chunk, &[], &[]))
-            .collect(),
-        Family::Ipv6Unicast => {
-            let room = MAX_MESSAGE_LEN - UPDATE_OVERHEAD - LONG_ATTR_HEADER - 3;
-            pack(&nlri, add_path, room)
-                .iter()
-                .map(|chunk| update(&[], &mp_unreach(family, chunk), &[]))
-                .collect()
-        }
-    }
+    let mut packer = UpdatePacker::withdraw(Family::of(&first.prefix), codec);
+    nlri.iter().for_each(|n| packer.push(n));
+    packer.finish()
 }
 
 /// End-of-RIB (RFC 4724 §2): an empty UPDATE for IPv4 unicast, an UPDATE with only an
 /// empty MP_UNREACH_NLRI for other families.
 pub fn encode_end_of_rib(family: Family) -> Vec<u8> {
     match family {
-        Family::Ipv4Unicast => update(&[], &[], &[]),
-        Family::Ipv6Unicast => update(&[], &mp_unreach(family, &[]), &[]),
+        Family::Ipv4Unicast => update(&[], None, &[], &[]),
+        Family::Ipv6Unicast => update(
+            &[],
+            Some((attr::MP_UNREACH_NLRI, &[&afi_safi(family)[..]])),
+            &[],
+            &[],
+        ),
     }
 }
 
-/// The family of the first prefix and the prefixes of that family.
-fn one_family(nlri: &[Nlri]) -> Option<(Family, Vec<Nlri>)> {
-    let family = Family::of(&nlri.first()?.prefix);
-    debug_assert!(
-        nlri.iter().all(|n| Family::of(&n.prefix) == family),
-        "one UPDATE carries one family"
-    );
-    let same: Vec<Nlri> = nlri
-        .iter()
-        .filter(|n| Family::of(&n.prefix) == family)
-        .copied()
-        .collect();
-    Some((family, same))
+/// Prefixes of one family written into UPDATEs as they come, all announced with one set of
+/// attributes or all withdrawn, each message as full as 4096 bytes allow: what
+/// [`encode_update`] and [`encode_withdraw`] make of a list, for a caller whose prefixes are
+/// spread over its own tables and need not be copied into a list first.
+///
+/// A prefix of another family is left out (debug builds assert); should one not fit even
+/// in an empty message, nothing at all is sent, as for the functions above.
+#[derive(Debug)]
+pub struct UpdatePacker {
+    family: Family,
+    add_path: bool,
+    frame: Frame,
+    /// Bytes of prefixes one message has room for.
+    room: usize,
+    run: Vec<u8>,
+    messages: Vec<Vec<u8>>,
+    overflow: bool,
 }
 
-/// An UPDATE from its three fields (RFC 4271 §4.3).
-fn update(withdrawn: &[u8], attrs: &[u8], nlri: &[u8]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(4 + withdrawn.len() + attrs.len() + nlri.len());
-    body.extend_from_slice(&(withdrawn.len() as u16).to_be_bytes());
-    body.extend_from_slice(withdrawn);
-    body.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
-    body.extend_from_slice(attrs);
-    body.extend_from_slice(nlri);
-    message(msg_type::UPDATE, &body)
+/// What goes around a run of prefixes.
+#[derive(Debug)]
+enum Frame {
+    /// IPv4 in the Withdrawn Routes field, IPv6 in MP_UNREACH_NLRI.
+    Withdraw,
+    /// IPv4: the path attributes, then the prefixes in the NLRI field.
+    Announce4 { path_attrs: Vec<u8> },
+    /// IPv6: MP_REACH_NLRI (AFI/SAFI, next hop, the prefixes) before the path attributes
+    /// (RFC 7606 §5.1).
+    Announce6 {
+        path_attrs: Vec<u8>,
+        /// AFI, SAFI, next hop length, next hop, reserved byte.
+        mp_head: Vec<u8>,
+    },
 }
 
-fn mp_unreach(family: Family, nlri: &[u8]) -> Vec<u8> {
-    let mut value = afi_safi(family).to_vec();
-    value.extend_from_slice(nlri);
-    let mut out = Vec::with_capacity(value.len() + 4);
-    push_attr(
-        &mut out,
-        known_flags(attr::MP_UNREACH_NLRI),
-        attr::MP_UNREACH_NLRI,
-        &value,
-    );
+impl UpdatePacker {
+    /// Withdrawals of `family`.
+    pub fn withdraw(family: Family, codec: &Codec) -> UpdatePacker {
+        let room = match family {
+            Family::Ipv4Unicast => MAX_MESSAGE_LEN - UPDATE_OVERHEAD,
+            Family::Ipv6Unicast => MAX_MESSAGE_LEN - UPDATE_OVERHEAD - LONG_ATTR_HEADER - 3,
+        };
+        UpdatePacker::new(family, codec, Frame::Withdraw, room)
+    }
+
+    /// Announcements of `family` with `attrs`, written as [`encode_update`] says.
+    pub fn announce(family: Family, attrs: &Attrs, codec: &Codec) -> UpdatePacker {
+        let (frame, fixed) = match family {
+            Family::Ipv4Unicast => {
+                let next_hop = match attrs.next_hop {
+                    Some(IpAddr::V4(a)) => Some(a),
+                    _ => None,
+                };
+                let path_attrs = path_attributes(attrs, codec, next_hop);
+                let fixed = path_attrs.len();
+                (Frame::Announce4 { path_attrs }, fixed)
+            }
+            Family::Ipv6Unicast => {
+                let path_attrs = path_attributes(attrs, codec, None);
+                let next_hop = ipv6_next_hop(attrs);
+                let mut mp_head = afi_safi(family).to_vec();
+                mp_head.push(next_hop.len() as u8);
+                mp_head.extend_from_slice(&next_hop);
+                mp_head.push(0);
+                let fixed = path_attrs.len() + LONG_ATTR_HEADER + mp_head.len();
+                (
+                    Frame::Announce6 {
+                        path_attrs,
+                        mp_head,
+                    },
+                    fixed,
+                )
+            }
+        };
+        let room = MAX_MESSAGE_LEN.saturating_sub(UPDATE_OVERHEAD + fixed);
+        UpdatePacker::new(family, codec, frame, room)
+    }
+
+    fn new(family: Family, codec: &Codec, frame: Frame, room: usize) -> UpdatePacker {
+        UpdatePacker {
+            family,
+            add_path: codec.add_path_tx[family.index()],
+            frame,
+            room,
+            run: Vec::new(),
+            messages: Vec::new(),
+            overflow: false,
+        }
+    }
+
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    pub fn push(&mut self, n: &Nlri) {
+        if Family::of(&n.prefix) != self.family {
+            debug_assert!(false, "one UPDATE carries one family");
+            return;
+        }
+        let size = prefix_size(n, self.add_path);
+        if size > self.room {
+            self.overflow = true;
+        }
+        if self.overflow {
+            return;
+        }
+        if self.run.len() + size > self.room {
+            self.seal();
+        }
+        push_prefix(&mut self.run, n, self.add_path);
+    }
+
+    /// The messages, in order.
+    pub fn finish(mut self) -> Vec<Vec<u8>> {
+        if self.overflow {
+            return Vec::new();
+        }
+        if !self.run.is_empty() {
+            self.seal();
+        }
+        self.messages
+    }
+
+    fn seal(&mut self) {
+        let run = &self.run[..];
+        let msg = match &self.frame {
+            Frame::Withdraw => match self.family {
+                Family::Ipv4Unicast => update(run, None, &[], &[]),
+                Family::Ipv6Unicast => update(
+                    &[],
+                    Some((attr::MP_UNREACH_NLRI, &[&afi_safi(self.family)[..], run])),
+                    &[],
+                    &[],
+                ),
+            },
+            Frame::Announce4 { path_attrs } => update(&[], None, path_attrs, run),
+            Frame::Announce6 {
+                path_attrs,
+                mp_head,
+            } => update(
+                &[],
+                Some((attr::MP_REACH_NLRI, &[mp_head, run])),
+                path_attrs,
+                &[],
+            ),
+        };
+        self.messages.push(msg);
+        self.run.clear();
+    }
+}
+
+/// An UPDATE (RFC 4271 §4.3), written once: the Withdrawn Routes field; the path
+/// attributes, an MP attribute first when given (its code and the parts of its value), then
+/// `attrs`; the NLRI field.
+fn update(withdrawn: &[u8], mp: Option<(u8, &[&[u8]])>, attrs: &[u8], nlri: &[u8]) -> Vec<u8> {
+    let mp_len: usize = mp.map_or(0, |(_, parts)| parts.iter().map(|p| p.len()).sum());
+    let mp_header = match mp {
+        None => 0,
+        Some(_) if mp_len <= 255 => 3,
+        Some(_) => LONG_ATTR_HEADER,
+    };
+    let attrs_len = mp_header + mp_len + attrs.len();
+    let len = UPDATE_OVERHEAD + withdrawn.len() + attrs_len + nlri.len();
+    debug_assert!(len <= MAX_MESSAGE_LEN, "message of {len} bytes");
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(&[0xFF; 16]);
+    out.extend_from_slice(&(len as u16).to_be_bytes());
+    out.push(msg_type::UPDATE);
+    out.extend_from_slice(&(withdrawn.len() as u16).to_be_bytes());
+    out.extend_from_slice(withdrawn);
+    out.extend_from_slice(&(attrs_len as u16).to_be_bytes());
+    if let Some((code, parts)) = mp {
+        let flags = known_flags(code) & !attr::EXTENDED_LENGTH;
+        match u8::try_from(mp_len) {
+            Ok(l) => out.extend_from_slice(&[flags, code, l]),
+            Err(_) => {
+                out.extend_from_slice(&[flags | attr::EXTENDED_LENGTH, code]);
+                out.extend_from_slice(&(mp_len as u16).to_be_bytes());
+            }
+        }
+        for part in parts {
+            out.extend_from_slice(part);
+        }
+    }
+    out.extend_from_slice(attrs);
+    out.extend_from_slice(nlri);
     out
 }
 
@@ -324,27 +429,6 @@ fn push_prefix(out: &mut Vec<u8>, n: &Nlri, add_path: bool) {
         ipnet::IpNet::V4(net) => out.extend_from_slice(&net.addr().octets()[..bytes]),
         ipnet::IpNet::V6(net) => out.extend_from_slice(&net.addr().octets()[..bytes]),
     }
-}
-
-/// Encoded prefixes in runs of at most `room` bytes, one run per message. Nothing at all
-/// when not even one prefix fits.
-fn pack(nlri: &[Nlri], add_path: bool, room: usize) -> Vec<Vec<u8>> {
-    let mut runs = Vec::new();
-    let mut run = Vec::new();
-    for n in nlri {
-        let size = prefix_size(n, add_path);
-        if size > room {
-            return Vec::new();
-        }
-        if run.len() + size > room {
-            runs.push(std::mem::take(&mut run));
-        }
-        push_prefix(&mut run, n, add_path);
-    }
-    if !run.is_empty() {
-        runs.push(run);
-    }
-    runs
 }
 
 // ===== path attributes (RFC 4271 §5, RFC 6793) =====

@@ -12,8 +12,8 @@ mod notification;
 
 pub use decode::{decode_message, frame_len};
 pub use encode::{
-    encode_end_of_rib, encode_keepalive, encode_notification, encode_open, encode_route_refresh,
-    encode_update, encode_withdraw,
+    UpdatePacker, encode_end_of_rib, encode_keepalive, encode_notification, encode_open,
+    encode_route_refresh, encode_update, encode_withdraw,
 };
 pub use notification::Notification;
 

@@ -10,8 +10,9 @@ use crate::types::{
 };
 use crate::wire::{
     AddPathMode, Capability, Codec, GracefulRestart, MAX_MESSAGE_LEN, Message, Notification, Open,
-    RouteRefresh, Update, decode_message, encode_end_of_rib, encode_keepalive, encode_notification,
-    encode_open, encode_route_refresh, encode_update, encode_withdraw, frame_len,
+    RouteRefresh, Update, UpdatePacker, decode_message, encode_end_of_rib, encode_keepalive,
+    encode_notification, encode_open, encode_route_refresh, encode_update, encode_withdraw,
+    frame_len,
 };
 
 // ===== helpers =====
@@ -585,6 +586,43 @@ fn ipv6_announcements_split_too() {
         seen.extend(update.announced);
     }
     assert_eq!(seen, nlri);
+}
+
+#[test]
+fn ipv6_withdrawals_fill_each_message_and_the_packer_writes_what_the_list_functions_do() {
+    let nlri: Vec<Nlri> = (0..2000u128)
+        .map(|i| {
+            Nlri::new(
+                IpNet::new(
+                    IpAddr::V6(Ipv6Addr::from((0xfd00u128 << 112) | (i << 80))),
+                    48,
+                )
+                .unwrap(),
+            )
+        })
+        .collect();
+    let messages = encode_withdraw(&nlri, &FOUR);
+    // 4096 less the header, the two field lengths, MP_UNREACH_NLRI's long header and
+    // AFI/SAFI leave 4066 bytes: 580 prefixes of 7 bytes each.
+    let counts: Vec<usize> = messages
+        .iter()
+        .map(|m| decode_update(m, &FOUR).withdrawn.len())
+        .collect();
+    assert_eq!(counts, [580, 580, 580, 260]);
+    assert!(messages.iter().all(|m| m.len() <= MAX_MESSAGE_LEN));
+    // Pushed one at a time: the same bytes, withdrawn and announced.
+    let mut packer = UpdatePacker::withdraw(Family::Ipv6Unicast, &FOUR);
+    nlri.iter().for_each(|n| packer.push(n));
+    assert_eq!(packer.finish(), messages);
+    let mut packer = UpdatePacker::announce(Family::Ipv6Unicast, &ipv6_attrs(), &FOUR);
+    nlri.iter().for_each(|n| packer.push(n));
+    assert_eq!(packer.finish(), encode_update(&ipv6_attrs(), &nlri, &FOUR));
+    // Nothing pushed, nothing sent.
+    assert!(
+        UpdatePacker::withdraw(Family::Ipv4Unicast, &FOUR)
+            .finish()
+            .is_empty()
+    );
 }
 
 #[test]
