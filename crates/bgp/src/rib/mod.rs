@@ -270,7 +270,48 @@ pub struct BestPath {
     /// The best path first, then every path tied with it through the IGP-cost step (equal
     /// LOCAL_PREF, locality, AS_PATH length, ORIGIN, surviving MED, eBGP/iBGP and IGP cost),
     /// one per distinct next hop: the kernel route's ECMP next hops (BIRD `merge paths`).
-    pub multipath: Vec<(PeerId, Arc<Attrs>)>,
+    pub multipath: Multipath,
+}
+
+/// The members of a selection, best first: a slice. One member, nearly every prefix's case,
+/// is held inline: a vector for each [`Change`] was a heap allocation and a free per changed
+/// prefix, a twentieth of a table's load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Multipath {
+    One([(PeerId, Arc<Attrs>); 1]),
+    Many(Vec<(PeerId, Arc<Attrs>)>),
+}
+
+impl std::ops::Deref for Multipath {
+    type Target = [(PeerId, Arc<Attrs>)];
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Multipath::One(one) => one,
+            Multipath::Many(many) => many,
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a Multipath {
+    type Item = &'a (PeerId, Arc<Attrs>);
+    type IntoIter = std::slice::Iter<'a, (PeerId, Arc<Attrs>)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl FromIterator<(PeerId, Arc<Attrs>)> for Multipath {
+    fn from_iter<I: IntoIterator<Item = (PeerId, Arc<Attrs>)>>(iter: I) -> Multipath {
+        let mut iter = iter.into_iter();
+        match (iter.next(), iter.next()) {
+            (Some(first), None) => Multipath::One([first]),
+            (first, second) => {
+                Multipath::Many(first.into_iter().chain(second).chain(iter).collect())
+            }
+        }
+    }
 }
 
 /// The best path of `prefix` changed; `None` = it has no usable path any more.

@@ -1912,3 +1912,18 @@ fn removing_a_peer_never_reports_its_pending_path_as_best() {
     );
     assert_eq!(best_peer(&rib, p1()), Some(PeerId(1)));
 }
+
+#[test]
+fn multipath_holds_one_member_inline_and_reads_as_a_slice_for_any_count() {
+    let member = |i: u32| (PeerId(i), Arc::new(Attrs::default()));
+    let none: Multipath = std::iter::empty().collect();
+    assert!(none.is_empty());
+    let one: Multipath = [member(1)].into_iter().collect();
+    assert!(matches!(one, Multipath::One(_)));
+    assert_eq!(one.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [PeerId(1)]);
+    let three: Multipath = (1..=3).map(member).collect();
+    assert_eq!(
+        (&three).into_iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+        [PeerId(1), PeerId(2), PeerId(3)]
+    );
+}
