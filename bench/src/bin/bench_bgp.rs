@@ -11,7 +11,8 @@
 //! - converge: from the first UPDATE written to the receiver holding every prefix;
 //! - last UPDATE to the receiver, and to any session (senders hear each other's routes);
 //! - withdraw: from the first withdrawal written to the receiver holding none;
-//! - DUT CPU seconds for the announcement (utime + stime until every session was quiet),
+//! - DUT CPU seconds for the announcement (its process CPU clock, every thread, until every
+//!   session was quiet),
 //!   peak RSS (VmHWM), bytes per path (RSS growth / paths received), UPDATEs to the receiver;
 //! - the generator's own CPU over the same time, to show it was not the bottleneck.
 
@@ -949,7 +950,12 @@ fn f2(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{v:.3}"))
 }
 
-/// CPU seconds: clock ticks are 10 ms, so two decimals.
+/// A process's CPU seconds (its CPU clock), to the millisecond.
+fn c3(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.3}"))
+}
+
+/// The machine's busy seconds: /proc/stat counts 10 ms ticks, so two decimals.
 fn c2(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{v:.2}"))
 }
@@ -996,13 +1002,13 @@ fn render(sc: &Scenario, results: &[(DutKind, Outcome)]) -> String {
             r.push(f2(o.fib_withdraw));
         }
         r.extend([
-            c2(o.cpu),
-            c2(o.cpu_withdraw),
+            c3(o.cpu),
+            c3(o.cpu_withdraw),
             mb(o.peak_rss).map_or("-".into(), |v| format!("{v:.1}")),
             o.bytes_per_path.map_or("-".into(), |v| format!("{v:.0}")),
             o.updates_out.map_or("-".into(), |v| v.to_string()),
             o.changes_out.map_or("-".into(), |v| v.to_string()),
-            c2(o.gen_cpu),
+            c3(o.gen_cpu),
             c2(o.other_cpu),
         ]);
         r
