@@ -1241,6 +1241,9 @@ fn settle(
     if let [only] = dest.paths.as_slice() {
         // One path (most prefixes): selected unless refused, nothing to rank.
         dest.multipath = u32::from(only.rejected.is_none());
+    } else if dest.paths.is_empty() {
+        // Withdrawn: nothing to rank either.
+        dest.multipath = 0;
     } else {
         let multipath = decision::select(&dest.paths, ctx, &mut scratch.decision);
         dest.multipath = u32::try_from(multipath).unwrap_or(u32::MAX);
