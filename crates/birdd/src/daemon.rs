@@ -63,6 +63,11 @@ const DECIDE_BATCH: usize = 4096;
 /// How soon a peer whose session had no room for more is tried again.
 const BLOCKED_RETRY: Duration = Duration::from_millis(2);
 
+/// How often the timers run (graceful-restart stale routes, kernel resync, password files,
+/// the first reconcile) and readiness and the gauges are brought up to date: every timer
+/// counts in seconds. At 50 ms the wake-ups alone kept an idle birdd at 0.7 % of a CPU.
+const TICK: Duration = Duration::from_millis(500);
+
 /// Whether some peer still waits for prefixes after a flush.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backlog {
@@ -229,7 +234,7 @@ pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken)
         restarting: true,
         metrics,
     };
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut backlog = Backlog::None;
     loop {

@@ -371,7 +371,10 @@ impl Table {
             going.push(id);
         }
         self.emptied = kept;
-        for &id in &going {
+        // Pushed last first, so they are handed out again in the order they went: a peer
+        // sending the prefixes again, then withdrawing them, in its order finds each in the
+        // slot after the last (see `Rib::apply_edited`).
+        for &id in going.iter().rev() {
             if let Some(family) = self.family(id) {
                 self.free[family.index()].push(id);
             }
@@ -769,6 +772,18 @@ mod tests {
             assert_eq!(t.id(&v6(0)), None);
             assert_eq!(t.id(&v6(2999)), Some(ids[2999]));
         }
+    }
+
+    #[test]
+    fn freed_slots_are_handed_out_again_in_the_order_they_went() {
+        let mut t = Table::default();
+        let ids: Vec<DestId> = (0..100).map(|i| t.entry(prefix(i))).collect();
+        for id in &ids[10..20] {
+            t.emptied(*id);
+        }
+        assert_eq!(t.release(|_| false), 10);
+        let again: Vec<DestId> = (1000..1010).map(|i| t.entry(prefix(i))).collect();
+        assert_eq!(again, ids[10..20]);
     }
 
     #[test]
