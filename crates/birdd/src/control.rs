@@ -71,7 +71,7 @@ pub struct DaemonStatus {
     pub routes_in_kernel: u64,
 }
 
-/// Whether birdd is ready, and if not, why (set by the daemon loop after every turn).
+/// Whether birdd is ready, and if not, why (set by the daemon loop on each timer tick).
 #[derive(Debug, Clone)]
 pub struct Readiness(Arc<Mutex<Result<(), String>>>);
 

@@ -264,7 +264,7 @@ pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken)
             }
             // A peer still has prefixes queued past this round's slice: go on once the
             // other tasks had their turn, or shortly when its session is full (without
-            // this it waited for the next event or tick: 50 ms per slice).
+            // this it waited for the next event or tick: a tick per slice).
             _ = tokio::task::yield_now(), if backlog == Backlog::Ready => {}
             _ = tokio::time::sleep(BLOCKED_RETRY), if backlog == Backlog::Blocked => {}
         }

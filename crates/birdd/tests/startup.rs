@@ -45,6 +45,10 @@ fn arena_max_of(child: &mut Child) -> Option<String> {
             .split(|b| *b == 0)
             .find_map(|kv| kv.strip_prefix(b"MALLOC_ARENA_MAX="))
         {
+            // Still named birdd for ps and pgrep after starting again.
+            let comm =
+                std::fs::read_to_string(format!("/proc/{}/comm", child.id())).unwrap_or_default();
+            assert_eq!(comm.trim(), "birdd");
             return Some(String::from_utf8_lossy(v).into_owned());
         }
         std::thread::sleep(Duration::from_millis(20));

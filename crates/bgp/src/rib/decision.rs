@@ -244,9 +244,19 @@ impl Elimination<'_> {
         key: impl Fn(&Cand) -> K,
         why: impl Fn(K, K) -> LostBecause,
     ) {
-        let Some(min) = self.alive.iter().map(&key).min() else {
+        let mut keys = self.alive.iter().map(&key);
+        let Some(first) = keys.next() else {
             return;
         };
+        // Equal paths (ten senders of one table) tie at most steps: then no pass to drop.
+        let (mut min, mut tied) = (first, true);
+        for k in keys {
+            tied &= k == min;
+            min = min.min(k);
+        }
+        if tied {
+            return;
+        }
         let dropped = &mut *self.dropped;
         self.alive.retain(|c| {
             let k = key(c);

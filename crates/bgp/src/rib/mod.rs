@@ -276,7 +276,7 @@ pub struct BestPath {
 /// The members of a selection, best first: a slice. One member, nearly every prefix's case,
 /// is held inline: a vector for each [`Change`] was a heap allocation and a free per changed
 /// prefix, a twentieth of a table's load.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Multipath {
     One([(PeerId, Arc<Attrs>); 1]),
     Many(Vec<(PeerId, Arc<Attrs>)>),
@@ -292,6 +292,15 @@ impl std::ops::Deref for Multipath {
         }
     }
 }
+
+/// Equal by members, however they are held.
+impl PartialEq for Multipath {
+    fn eq(&self, other: &Multipath) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Multipath {}
 
 impl<'a> IntoIterator for &'a Multipath {
     type Item = &'a (PeerId, Arc<Attrs>);

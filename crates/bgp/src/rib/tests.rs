@@ -1921,6 +1921,7 @@ fn multipath_holds_one_member_inline_and_reads_as_a_slice_for_any_count() {
     let one: Multipath = [member(1)].into_iter().collect();
     assert!(matches!(one, Multipath::One(_)));
     assert_eq!(one.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [PeerId(1)]);
+    assert_eq!(one, Multipath::Many(vec![member(1)]), "equal by members");
     let three: Multipath = (1..=3).map(member).collect();
     assert_eq!(
         (&three).into_iter().map(|(p, _)| *p).collect::<Vec<_>>(),

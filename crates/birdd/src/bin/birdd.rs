@@ -75,9 +75,14 @@ fn main() -> Result<()> {
 fn one_malloc_arena() {
     use std::os::unix::process::CommandExt;
     const VAR: &str = "MALLOC_ARENA_MAX";
-    if std::env::var_os(VAR).is_some() {
+    // Set on the way in: should the loader drop VAR (a setuid start does), birdd still
+    // starts again only once.
+    const AGAIN: &str = "BIRDD_STARTED_AGAIN";
+    if std::env::var_os(VAR).is_some() || std::env::var_os(AGAIN).is_some() {
         return;
     }
+    // The binary's own path, not /proc/self/exe: the kernel names the process after the
+    // file it runs, and `ps`, `pgrep birdd` and `top` would show "exe".
     let Ok(exe) = std::env::current_exe() else {
         return;
     };
@@ -87,6 +92,7 @@ fn one_malloc_arena() {
         .arg0(arg0)
         .args(args)
         .env(VAR, "1")
+        .env(AGAIN, "1")
         .exec();
     eprintln!(
         "birdd: could not start again with {VAR}=1 ({err}); running with glibc's default arenas"
