@@ -55,10 +55,14 @@ const FLUSH_SLICE: usize = 20_000;
 /// (see `flush`): small enough that a step's prefixes and their paths stay cached.
 const FLUSH_STEP: usize = 1024;
 
-/// Prefixes edited by a round's UPDATEs before their decisions run anyway: large enough that
-/// ten peers sending the same prefixes are mostly decided once per prefix (bench-bgp B),
-/// small enough that a round's changes stay a few hundred kilobytes (bench-bgp A's B/path).
+/// Prefixes edited by one sender's UPDATEs before their decisions run anyway: small enough
+/// that a round's changes stay a few hundred kilobytes (bench-bgp A's B/path). With several
+/// senders the batch grows with them, up to `DECIDE_SENDERS` times: ten peers sending the
+/// same table drift tens of thousands of prefixes apart, and at 4,096 each prefix was
+/// decided five times as their paths came in (bench-bgp B), where the paths held for the
+/// decision grow with the senders anyway.
 const DECIDE_BATCH: usize = 4096;
+const DECIDE_SENDERS: usize = 8;
 
 /// How soon a peer whose session had no room for more is tried again.
 const BLOCKED_RETRY: Duration = Duration::from_millis(2);
@@ -154,6 +158,8 @@ struct Daemon {
     kernel_routes: SlotBits,
     /// Slots whose kernel route is to be brought to their current best route.
     kernel_dirty: DirtyQueue,
+    /// Peers whose UPDATEs wait in the RIB's undecided prefixes (see `DECIDE_BATCH`).
+    deciding_for: Vec<PeerKey>,
     /// Static routes to peers that are not on a connected subnet (BGPPeer `reachableBy`):
     /// the peer's address via that gateway. They win over a learned route to the same
     /// address, as BIRD's static routes (preference 200) win over BGP's (100).
@@ -221,6 +227,7 @@ pub async fn run(ds: Arc<dyn Datastore>, opts: Options, stop: CancellationToken)
         kernel,
         kernel_routes: SlotBits::default(),
         kernel_dirty: DirtyQueue::default(),
+        deciding_for: Vec::new(),
         peer_routes: HashMap::new(),
         events_tx,
         listener: None,
@@ -830,11 +837,11 @@ impl Daemon {
             }
         }
         self.changes(changes);
-        if self
-            .rib
-            .as_ref()
-            .is_some_and(|r| r.undecided() >= DECIDE_BATCH)
-        {
+        if !self.deciding_for.contains(&key) {
+            self.deciding_for.push(key);
+        }
+        let batch = DECIDE_BATCH * self.deciding_for.len().min(DECIDE_SENDERS);
+        if self.rib.as_ref().is_some_and(|r| r.undecided() >= batch) {
             self.decide();
         }
     }
@@ -891,6 +898,7 @@ impl Daemon {
 
     /// Runs the decisions the RIB deferred while this round's UPDATEs came in.
     fn decide(&mut self) {
+        self.deciding_for.clear();
         let changes = self.rib.as_mut().map(Rib::decide).unwrap_or_default();
         self.changes(changes);
     }
