@@ -10,8 +10,9 @@
 //! ```
 //!
 //! Input is decided per round: the RIB stores what a batch of UPDATEs brings and decides
-//! each prefix they touched once, before the flush (or every 4,096 prefixes), so ten peers
-//! sending the same table cost about one decision per prefix per round, not ten.
+//! each prefix they touched once, before the flush (or every 4,096 prefixes per peer whose
+//! UPDATEs wait, up to eight), so ten peers sending the same table cost a few decisions per
+//! prefix, not ten.
 //!
 //! Output to peers is coalesced per destination: each best-path change puts the prefix's
 //! RIB slot in every established peer's queue, once however often it changes, and when the
@@ -56,7 +57,8 @@ const FLUSH_SLICE: usize = 20_000;
 const FLUSH_STEP: usize = 1024;
 
 /// Prefixes edited by one sender's UPDATEs before their decisions run anyway: small enough
-/// that a round's changes stay a few hundred kilobytes (bench-bgp A's B/path). With several
+/// that one sender's round of changes stays a few hundred kilobytes (bench-bgp A's B/path;
+/// with several, a few megabytes). With several
 /// senders the batch grows with them, up to `DECIDE_SENDERS` times: ten peers sending the
 /// same table drift tens of thousands of prefixes apart, and at 4,096 each prefix was
 /// decided five times as their paths came in (bench-bgp B), where the paths held for the
@@ -770,6 +772,11 @@ impl Daemon {
     }
 
     fn update(&mut self, key: PeerKey, mut u: calico_bgp::wire::Update) {
+        // Nothing waits (a whole-table edit, a peer gone or an End-of-RIB, decided all
+        // inside the RIB): the peers counted for the batch are no longer waiting either.
+        if self.rib.as_ref().is_some_and(|r| r.undecided() == 0) {
+            self.deciding_for.clear();
+        }
         let (Some(p), Some(intent)) = (self.peers.get_mut(&key), &self.intent) else {
             return;
         };
@@ -837,7 +844,7 @@ impl Daemon {
             }
         }
         self.changes(changes);
-        if !self.deciding_for.contains(&key) {
+        if self.deciding_for.len() < DECIDE_SENDERS && !self.deciding_for.contains(&key) {
             self.deciding_for.push(key);
         }
         let batch = DECIDE_BATCH * self.deciding_for.len().min(DECIDE_SENDERS);
