@@ -57,12 +57,11 @@ const FLUSH_SLICE: usize = 20_000;
 const FLUSH_STEP: usize = 1024;
 
 /// Prefixes edited by one sender's UPDATEs before their decisions run anyway: small enough
-/// that one sender's round of changes stays a few hundred kilobytes (bench-bgp A's B/path;
-/// with several, a few megabytes). With several
-/// senders the batch grows with them, up to `DECIDE_SENDERS` times: ten peers sending the
-/// same table drift tens of thousands of prefixes apart, and at 4,096 each prefix was
-/// decided five times as their paths came in (bench-bgp B), where the paths held for the
-/// decision grow with the senders anyway.
+/// that its round of changes stays a few hundred kilobytes (bench-bgp A's B/path). With
+/// several senders the batch grows with them, up to `DECIDE_SENDERS` times (a few megabytes
+/// held): ten peers sending the same table drift tens of thousands of prefixes apart, and at
+/// 4,096 each prefix was decided five times as their paths came in (bench-bgp B), where the
+/// paths held for the decision grow with the senders anyway.
 const DECIDE_BATCH: usize = 4096;
 const DECIDE_SENDERS: usize = 8;
 
@@ -847,7 +846,7 @@ impl Daemon {
         if self.deciding_for.len() < DECIDE_SENDERS && !self.deciding_for.contains(&key) {
             self.deciding_for.push(key);
         }
-        let batch = DECIDE_BATCH * self.deciding_for.len().min(DECIDE_SENDERS);
+        let batch = DECIDE_BATCH * self.deciding_for.len();
         if self.rib.as_ref().is_some_and(|r| r.undecided() >= batch) {
             self.decide();
         }

@@ -377,7 +377,8 @@ struct Dest {
     /// In the table's list of slots that lost their last path (listed once however often
     /// it empties before it is released).
     listed_empty: bool,
-    /// Released: in the table's free list, not indexed.
+    /// Released: in the table's free list, found by no lookup (its index entry may remain,
+    /// stale, until the slot is reused or the index rebuilt).
     vacant: bool,
 }
 

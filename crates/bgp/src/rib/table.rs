@@ -167,6 +167,24 @@ fn prefix_at(chunks: &[Chunk], id: DestId) -> Option<IpNet> {
     chunks.get(c)?.prefix(at)
 }
 
+/// The hash of the prefix in slot `id`: for a vacant slot, the prefix it last held, under
+/// which its stale entry sits.
+fn slot_hash(hasher: &foldhash::fast::RandomState, chunks: &[Chunk], id: DestId) -> u64 {
+    prefix_at(chunks, id).map_or(0, |p| prefix_hash(hasher, &p))
+}
+
+/// Takes slot `id`'s entry out of `index`.
+fn unindex(
+    index: &mut HashTable<DestId>,
+    hasher: &foldhash::fast::RandomState,
+    chunks: &[Chunk],
+    id: DestId,
+) {
+    if let Ok(entry) = index.find_entry(slot_hash(hasher, chunks, id), |x| *x == id) {
+        entry.remove();
+    }
+}
+
 fn holds(chunks: &[Chunk], id: DestId, prefix: &IpNet) -> bool {
     let (c, at) = split(id);
     chunks.get(c).is_some_and(|c| c.holds(at, prefix))
@@ -298,11 +316,7 @@ impl Table {
         let id = match free[family].pop() {
             Some(id) if free[family].len() >= unindexed[family] => {
                 // Its stale entry goes before the slot takes its new prefix.
-                if let Some(old) = prefix_at(chunks, id)
-                    && let Ok(entry) = index.find_entry(prefix_hash(hasher, &old), |x| *x == id)
-                {
-                    entry.remove();
-                }
+                unindex(index, hasher, chunks, id);
                 id
             }
             Some(id) => {
@@ -326,9 +340,7 @@ impl Table {
         if let Some(chunk) = chunks.get_mut(c) {
             chunk.put(at, &prefix);
         }
-        index.insert_unique(hash, id, |id| {
-            prefix_at(chunks, *id).map_or(0, |p| prefix_hash(hasher, &p))
-        });
+        index.insert_unique(hash, id, |id| slot_hash(hasher, chunks, *id));
         id
     }
 
@@ -398,11 +410,7 @@ impl Table {
         } = self;
         for (free, unindexed) in free.iter().zip(unindexed) {
             for &id in &free[*unindexed..] {
-                if let Some(prefix) = prefix_at(chunks, id)
-                    && let Ok(entry) = index.find_entry(prefix_hash(hasher, &prefix), |x| *x == id)
-                {
-                    entry.remove();
-                }
+                unindex(index, hasher, chunks, id);
             }
             *unindexed = free.len();
         }
@@ -415,7 +423,7 @@ impl Table {
     fn reindex_for(&mut self, capacity: usize) {
         let mut index = HashTable::with_capacity(capacity);
         let Table { hasher, chunks, .. } = &*self;
-        let rehash = |id: &DestId| prefix_at(chunks, *id).map_or(0, |p| prefix_hash(hasher, &p));
+        let rehash = |id: &DestId| slot_hash(hasher, chunks, *id);
         for (c, chunk) in chunks.iter().enumerate() {
             for (at, d) in chunk.dests.iter().enumerate() {
                 if d.vacant {
@@ -477,6 +485,10 @@ mod tests {
 
     use super::*;
 
+    fn v6(i: u32) -> IpNet {
+        format!("fd00:{i:x}::/48").parse().unwrap()
+    }
+
     fn prefix(i: u32) -> IpNet {
         IpNet::V4(ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(i << 8), 24).unwrap())
     }
@@ -511,7 +523,6 @@ mod tests {
     #[test]
     fn both_families_get_slots_of_their_own_and_keep_their_prefixes_whole() {
         let mut t = Table::default();
-        let v6 = |i: u32| -> IpNet { format!("fd00:{i:x}::/48").parse().unwrap() };
         let mut ids = Vec::new();
         // Interleaved, past a chunk of each.
         for i in 0..(CHUNK as u32 + 10) {
@@ -565,7 +576,6 @@ mod tests {
     #[test]
     fn most_of_the_table_released_at_once_rebuilds_the_index_right() {
         let mut t = Table::default();
-        let v6 = |i: u32| -> IpNet { format!("fd00:{i:x}::/48").parse().unwrap() };
         let all: Vec<IpNet> = (0..3000).map(prefix).chain((0..3000).map(v6)).collect();
         let ids: Vec<DestId> = all.iter().map(|p| t.entry(*p)).collect();
         for id in &ids {
@@ -692,7 +702,6 @@ mod tests {
     #[test]
     fn released_slots_keep_a_stale_entry_that_no_lookup_takes_until_reuse_or_rebuild() {
         let mut t = Table::default();
-        let v6 = |i: u32| -> IpNet { format!("fd00:{i:x}::/48").parse().unwrap() };
         let all: Vec<IpNet> = (0..2000).map(prefix).chain((0..2000).map(v6)).collect();
         let ids: Vec<DestId> = all.iter().map(|p| t.entry(*p)).collect();
         let release = |t: &mut Table, range: std::ops::Range<usize>| {
@@ -743,7 +752,6 @@ mod tests {
 
     #[test]
     fn a_full_index_drops_stale_entries_instead_of_growing() {
-        let v6 = |i: u32| -> IpNet { format!("fd00:{i:x}::/48").parse().unwrap() };
         // Released IPv6 slots stay stale while only IPv4 prefixes come in (a family's new
         // prefixes reuse only its own freed slots), until the index is full. 1,000 stale
         // beside 2,500 live are taken out one by one; 2,000 beside 1,500, by a rebuild.

@@ -286,10 +286,6 @@ impl UpdatePacker {
         }
     }
 
-    pub fn family(&self) -> Family {
-        self.family
-    }
-
     pub fn push(&mut self, n: &Nlri) {
         if Family::of(&n.prefix) != self.family {
             debug_assert!(false, "one UPDATE carries one family");
@@ -368,14 +364,7 @@ fn update(withdrawn: &[u8], mp: Option<(u8, &[&[u8]])>, attrs: &[u8], nlri: &[u8
     out.extend_from_slice(withdrawn);
     out.extend_from_slice(&(attrs_len as u16).to_be_bytes());
     if let Some((code, parts)) = mp {
-        let flags = known_flags(code) & !attr::EXTENDED_LENGTH;
-        match u8::try_from(mp_len) {
-            Ok(l) => out.extend_from_slice(&[flags, code, l]),
-            Err(_) => {
-                out.extend_from_slice(&[flags | attr::EXTENDED_LENGTH, code]);
-                out.extend_from_slice(&(mp_len as u16).to_be_bytes());
-            }
-        }
+        push_attr_header(&mut out, known_flags(code), code, mp_len as u16);
         for part in parts {
             out.extend_from_slice(part);
         }
@@ -435,17 +424,24 @@ fn push_prefix(out: &mut Vec<u8>, n: &Nlri, add_path: bool) {
 
 /// One attribute: flags, type, length, value; Extended Length only for values over 255
 /// bytes. A value over 65535 bytes cannot be written; it is cut short in release builds,
-/// and since it could never fit a message, [`pack`] then finds no room and nothing is sent.
+/// and since it could never fit a message, [`UpdatePacker`] then finds no room and nothing
+/// is sent.
 fn push_attr(out: &mut Vec<u8>, flags: u8, code: u8, value: &[u8]) {
+    let len = u16::try_from(value.len()).unwrap_or(u16::MAX);
+    push_attr_header(out, flags, code, len);
+    out.extend_from_slice(&value[..usize::from(len)]);
+}
+
+/// An attribute's flags, type and length: one length byte, or two with Extended Length
+/// when the value is over 255 bytes.
+fn push_attr_header(out: &mut Vec<u8>, flags: u8, code: u8, len: u16) {
     let flags = flags & !attr::EXTENDED_LENGTH;
-    if let Ok(len) = u8::try_from(value.len()) {
-        out.extend_from_slice(&[flags, code, len]);
-        out.extend_from_slice(value);
-    } else {
-        let len = u16::try_from(value.len()).unwrap_or(u16::MAX);
-        out.extend_from_slice(&[flags | attr::EXTENDED_LENGTH, code]);
-        out.extend_from_slice(&len.to_be_bytes());
-        out.extend_from_slice(&value[..usize::from(len)]);
+    match u8::try_from(len) {
+        Ok(len) => out.extend_from_slice(&[flags, code, len]),
+        Err(_) => {
+            out.extend_from_slice(&[flags | attr::EXTENDED_LENGTH, code]);
+            out.extend_from_slice(&len.to_be_bytes());
+        }
     }
 }
 
