@@ -5,7 +5,8 @@
 //! AS 65001+k, the receiver 10.2.0.3 / fd02::3 with AS 65100). Every session is eBGP and
 //! every DUT imports and exports everything (birdd from etcd config: mesh off, one global
 //! BGPPeer per session, the prefixes inside IP pools so that Calico's export filter passes
-//! them). Each DUT is started afresh for each scenario; the generator encodes everything
+//! them). Each DUT is started afresh for each run of each scenario (birdd and BIRD `--runs`
+//! times, alternating which goes first; the tables show medians); the generator encodes everything
 //! before the clock starts, writes it as fast as TCP takes it, and counts at the receiver:
 //!
 //! - converge: from the first UPDATE written to the receiver holding every prefix;
@@ -63,6 +64,11 @@ struct Args {
     /// Where birdd is (default: next to this binary).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Runs of birdd and BIRD per scenario, which of them goes first alternating from run to
+    /// run; the tables show each figure's median. On a shared machine one run's figures swing
+    /// by a fifth or more. FRR and GoBGP, there for context, run once.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
 }
 
 // ===== topology =====
@@ -795,6 +801,54 @@ struct Outcome {
     skipped: Option<String>,
 }
 
+impl Outcome {
+    /// Each figure's median over `runs` (the mean of the middle two for an even count). A
+    /// failed run makes the result that failure: a daemon that failed once is not summarised
+    /// by the runs that went well.
+    fn median(runs: &[Outcome]) -> Outcome {
+        if let Some(failed) = runs
+            .iter()
+            .find(|o| o.error.is_some() || o.skipped.is_some())
+        {
+            return failed.clone();
+        }
+        let f = |get: fn(&Outcome) -> Option<f64>| median(runs.iter().filter_map(get).collect());
+        let u = |get: fn(&Outcome) -> Option<u64>| {
+            median(runs.iter().filter_map(get).map(|v| v as f64).collect()).map(|v| v as u64)
+        };
+        Outcome {
+            converge: f(|o| o.converge),
+            last_rx: f(|o| o.last_rx),
+            all_peers: f(|o| o.all_peers),
+            send: f(|o| o.send),
+            fib: f(|o| o.fib),
+            withdraw: f(|o| o.withdraw),
+            fib_withdraw: f(|o| o.fib_withdraw),
+            cpu: f(|o| o.cpu),
+            cpu_withdraw: f(|o| o.cpu_withdraw),
+            peak_rss: u(|o| o.peak_rss),
+            bytes_per_path: f(|o| o.bytes_per_path),
+            updates_out: u(|o| o.updates_out),
+            changes_out: u(|o| o.changes_out),
+            gen_cpu: f(|o| o.gen_cpu),
+            other_cpu: f(|o| o.other_cpu),
+            stray_kernel_routes: runs.iter().filter_map(|o| o.stray_kernel_routes).max(),
+            error: None,
+            skipped: None,
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
 fn secs(a: Instant, b: Instant) -> f64 {
     b.saturating_duration_since(a).as_secs_f64()
 }
@@ -1087,6 +1141,73 @@ fn json_line(sc: &Scenario, k: DutKind, o: &Outcome) -> serde_json::Value {
     })
 }
 
+/// One run of one daemon in one scenario (or the reason it sits out), its JSON line written.
+fn run_dut(
+    sc: &Scenario,
+    feed: &Feed,
+    k: DutKind,
+    env: &Env,
+    args: &Args,
+    quiet: Duration,
+    run: u32,
+) -> Result<Outcome> {
+    let mut o = Outcome::default();
+    if k == DutKind::Gobgp && sc.kernel {
+        o.skipped = Some("gobgpd alone does not program the kernel (it needs zebra)".into());
+    } else if k == DutKind::Gobgp && sc.paths() > args.gobgp_max_paths {
+        o.skipped = Some(format!(
+            "{} paths is over --gobgp-max-paths {} (GoBGP took 73 s and 2.2 GB for 1 M here)",
+            sc.paths(),
+            args.gobgp_max_paths
+        ));
+    } else {
+        eprint!("{} {} run {} ... ", sc.key, k.name(), run + 1);
+        let t = Instant::now();
+        if let Err(e) = run_one(sc, feed, k, env, quiet, &mut o) {
+            o.error = Some(format!("{e:#}"));
+        }
+        eprintln!(
+            "{:.1} s{}",
+            t.elapsed().as_secs_f64(),
+            if o.error.is_some() { " (failed)" } else { "" }
+        );
+    }
+    if let Some(path) = &args.json {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let mut line = json_line(sc, k, &o);
+        line["run"] = json!(run + 1);
+        writeln!(f, "{line}")?;
+    }
+    Ok(o)
+}
+
+/// Each run's convergence and CPU, for the daemons that ran more than once: how far the
+/// medians above can be trusted.
+fn spread(duts: &[DutKind], runs: &[Vec<Outcome>]) -> String {
+    let mut out = String::new();
+    for (k, os) in duts.iter().zip(runs) {
+        if os.len() < 2 || os.iter().any(|o| o.error.is_some() || o.skipped.is_some()) {
+            continue;
+        }
+        let list = |get: fn(&Outcome) -> Option<f64>| {
+            os.iter().map(|o| c3(get(o))).collect::<Vec<_>>().join(" ")
+        };
+        let _ = writeln!(
+            out,
+            "  {} over {} runs: converge {} s, CPU {} s, withdraw {} s",
+            k.name(),
+            os.len(),
+            list(|o| o.converge),
+            list(|o| o.cpu),
+            list(|o| o.withdraw),
+        );
+    }
+    out
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     calico_bench::catch_interrupts()?;
@@ -1140,48 +1261,41 @@ fn main() -> Result<()> {
         "  FRR's figures are bgpd + zebra (bgpd -n, except in E). Times are from the first \
          UPDATE written; a phase ends when no session has had an UPDATE for {:.1} s. \
          Senders hear each other's routes (all peers s). CPU s: the DUT's, announcing; \
-         gen CPU s: this generator's; other CPU s: the rest of the machine meanwhile.",
-        quiet.as_secs_f64()
+         gen CPU s: this generator's; other CPU s: the rest of the machine meanwhile. \
+         birdd and BIRD run {} times per scenario, alternating which goes first; each figure \
+         is the median of their runs (FRR and GoBGP run once).",
+        quiet.as_secs_f64(),
+        args.runs
     );
     let started = Instant::now();
     let mut all: Vec<(Scenario, Vec<(DutKind, Outcome)>)> = Vec::new();
     for sc in &scs {
         let feed = Feed::build(sc);
-        let mut results = Vec::new();
-        for &k in &duts {
-            check_interrupted()?;
-            let mut o = Outcome::default();
-            if k == DutKind::Gobgp && sc.kernel {
-                o.skipped =
-                    Some("gobgpd alone does not program the kernel (it needs zebra)".into());
-            } else if k == DutKind::Gobgp && sc.paths() > args.gobgp_max_paths {
-                o.skipped = Some(format!(
-                    "{} paths is over --gobgp-max-paths {} (GoBGP took 73 s and 2.2 GB for 1 M here)",
-                    sc.paths(),
-                    args.gobgp_max_paths
-                ));
-            } else {
-                eprint!("{} {} ... ", sc.key, k.name());
-                let t = Instant::now();
-                if let Err(e) = run_one(sc, &feed, k, &env, quiet, &mut o) {
-                    o.error = Some(format!("{e:#}"));
+        let mut runs: Vec<Vec<Outcome>> = vec![Vec::new(); duts.len()];
+        for run in 0..args.runs {
+            // Which daemon goes first alternates, so that a drift in the machine's load over
+            // a scenario's runs does not always favour the same one.
+            let mut order: Vec<usize> = (0..duts.len()).collect();
+            if run % 2 == 1 {
+                order.reverse();
+            }
+            for i in order {
+                let k = duts[i];
+                if run > 0 && !matches!(k, DutKind::Birdd | DutKind::Bird) {
+                    continue;
                 }
-                eprintln!(
-                    "{:.1} s{}",
-                    t.elapsed().as_secs_f64(),
-                    if o.error.is_some() { " (failed)" } else { "" }
-                );
+                check_interrupted()?;
+                let o = run_dut(sc, &feed, k, &env, &args, quiet, run)?;
+                runs[i].push(o);
             }
-            if let Some(path) = &args.json {
-                let mut f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?;
-                writeln!(f, "{}", json_line(sc, k, &o))?;
-            }
-            results.push((k, o));
         }
+        let results: Vec<(DutKind, Outcome)> = duts
+            .iter()
+            .zip(&runs)
+            .map(|(k, os)| (*k, Outcome::median(os)))
+            .collect();
         print!("{}", render(sc, &results));
+        print!("{}", spread(&duts, &runs));
         all.push((sc.clone(), results));
     }
 
@@ -1251,10 +1365,42 @@ fn main() -> Result<()> {
         ]);
     }
     println!(
-        "\nbirdd against BIRD (targets: <= 1.0x time and CPU, <= 100 B/path, no more UPDATEs, \
-         kernel no slower)\n\n{}",
+        "\nbirdd against BIRD, medians of {} runs (targets: <= 1.0x time and CPU, <= 100 B/path, \
+         no more UPDATEs, kernel no slower)\n\n{}",
+        args.runs,
         t.render()
     );
     println!("total {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(converge: f64, updates: u64) -> Outcome {
+        Outcome {
+            converge: Some(converge),
+            updates_out: Some(updates),
+            ..Outcome::default()
+        }
+    }
+
+    #[test]
+    fn medians_take_the_middle_run_of_each_figure() {
+        let m = Outcome::median(&[run(0.3, 10), run(0.1, 30), run(0.2, 20)]);
+        assert_eq!(m.converge, Some(0.2));
+        assert_eq!(m.updates_out, Some(20));
+        assert_eq!(m.withdraw, None, "a figure no run has stays empty");
+        let m = Outcome::median(&[run(0.4, 10), run(0.1, 30)]);
+        assert_eq!(m.converge, Some(0.25), "even: the mean of the middle two");
+    }
+
+    #[test]
+    fn a_failed_run_is_the_result() {
+        let mut failed = run(0.5, 1);
+        failed.error = Some("sessions went down".into());
+        let m = Outcome::median(&[run(0.1, 1), failed, run(0.2, 1)]);
+        assert_eq!(m.error.as_deref(), Some("sessions went down"));
+    }
 }
