@@ -1310,3 +1310,32 @@ fn route_refresh_for_an_unknown_family_is_ignored_with_code_zero() {
         Err(Notification::invalid_route_refresh_length())
     );
 }
+
+#[test]
+fn a_run_of_prefixes_is_read_into_a_vector_of_its_exact_size() {
+    // 10.0.0.0/8, 10.1.0.0/16, 10.1.2.0/24, 10.1.2.3/32, 0.0.0.0/0.
+    let field = hex("080a 100a01 180a0102 200a010203 00");
+    assert_eq!(super::count_prefixes(&field, false), 5);
+    let v = super::read_prefixes(&field, Family::Ipv4Unicast, false).unwrap();
+    assert_eq!((v.len(), v.capacity()), (5, 5));
+    assert_eq!(v[2], net("10.1.2.0/24"));
+    // With path identifiers: two /24s.
+    let field = hex("00000001 180a0102 00000002 180a0103");
+    assert_eq!(super::count_prefixes(&field, true), 2);
+    let v = super::read_prefixes(&field, Family::Ipv4Unicast, true).unwrap();
+    assert_eq!(v.len(), 2);
+    assert_eq!(v[1].path_id, 2);
+}
+
+#[test]
+fn a_malformed_run_of_prefixes_is_still_an_error_and_counts_at_most_one_per_octet() {
+    // A /24 cut short, and a length past 32.
+    for field in [hex("180a01"), hex("21 0a010203ff")] {
+        assert!(super::count_prefixes(&field, false) <= field.len());
+        assert!(super::read_prefixes(&field, Family::Ipv4Unicast, false).is_err());
+    }
+    // Lengths of 255 claim far more than is there: still counted by octets present.
+    let field = vec![0xff; 64];
+    assert!(super::count_prefixes(&field, false) <= 64);
+    assert!(super::count_prefixes(&field, true) <= 64);
+}
