@@ -58,7 +58,7 @@ struct Args {
     /// Seconds without an UPDATE on any session that end a phase.
     #[arg(long, default_value_t = 0.7)]
     quiet: f64,
-    /// Append one JSON object per (scenario, daemon) to this file.
+    /// Append one JSON object per (scenario, daemon, run) to this file, its run numbered.
     #[arg(long)]
     json: Option<PathBuf>,
     /// Where birdd is (default: next to this binary).
@@ -802,19 +802,26 @@ struct Outcome {
 }
 
 impl Outcome {
-    /// Each figure's median over `runs` (the mean of the middle two for an even count). A
-    /// failed run makes the result that failure: a daemon that failed once is not summarised
-    /// by the runs that went well.
+    /// Each figure's median over `runs` (the mean of the middle two for an even count,
+    /// rounded for counts), and the most stray kernel routes any run left. A failed run makes
+    /// the result that failure, naming the run: a daemon that failed once is not summarised by
+    /// the runs that went well.
     fn median(runs: &[Outcome]) -> Outcome {
-        if let Some(failed) = runs
+        if let Some((i, failed)) = runs
             .iter()
-            .find(|o| o.error.is_some() || o.skipped.is_some())
+            .enumerate()
+            .find(|(_, o)| o.error.is_some() || o.skipped.is_some())
         {
-            return failed.clone();
+            let mut failed = failed.clone();
+            if runs.len() > 1 {
+                failed.error = failed.error.map(|e| format!("run {}: {e}", i + 1));
+            }
+            return failed;
         }
         let f = |get: fn(&Outcome) -> Option<f64>| median(runs.iter().filter_map(get).collect());
         let u = |get: fn(&Outcome) -> Option<u64>| {
-            median(runs.iter().filter_map(get).map(|v| v as f64).collect()).map(|v| v as u64)
+            median(runs.iter().filter_map(get).map(|v| v as f64).collect())
+                .map(|v| v.round() as u64)
         };
         Outcome {
             converge: f(|o| o.converge),
@@ -1184,16 +1191,25 @@ fn run_dut(
     Ok(o)
 }
 
-/// Each run's convergence and CPU, for the daemons that ran more than once: how far the
-/// medians above can be trusted.
+/// Each run's convergence, CPU and withdrawal, for the daemons that ran more than once: how
+/// far the medians above can be trusted ("failed" for a run that did not finish).
 fn spread(duts: &[DutKind], runs: &[Vec<Outcome>]) -> String {
     let mut out = String::new();
     for (k, os) in duts.iter().zip(runs) {
-        if os.len() < 2 || os.iter().any(|o| o.error.is_some() || o.skipped.is_some()) {
+        if os.len() < 2 {
             continue;
         }
         let list = |get: fn(&Outcome) -> Option<f64>| {
-            os.iter().map(|o| c3(get(o))).collect::<Vec<_>>().join(" ")
+            os.iter()
+                .map(|o| {
+                    if o.error.is_some() || o.skipped.is_some() {
+                        "failed".to_string()
+                    } else {
+                        c3(get(o))
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
         };
         let _ = writeln!(
             out,
@@ -1261,12 +1277,16 @@ fn main() -> Result<()> {
         "  FRR's figures are bgpd + zebra (bgpd -n, except in E). Times are from the first \
          UPDATE written; a phase ends when no session has had an UPDATE for {:.1} s. \
          Senders hear each other's routes (all peers s). CPU s: the DUT's, announcing; \
-         gen CPU s: this generator's; other CPU s: the rest of the machine meanwhile. \
-         birdd and BIRD run {} times per scenario, alternating which goes first; each figure \
-         is the median of their runs (FRR and GoBGP run once).",
+         gen CPU s: this generator's; other CPU s: the rest of the machine meanwhile.",
         quiet.as_secs_f64(),
-        args.runs
     );
+    if args.runs > 1 {
+        println!(
+            "  birdd and BIRD run {} times per scenario, alternating which goes first; each \
+             figure is the median of their runs (FRR and GoBGP run once).",
+            args.runs
+        );
+    }
     let started = Instant::now();
     let mut all: Vec<(Scenario, Vec<(DutKind, Outcome)>)> = Vec::new();
     for sc in &scs {
@@ -1319,6 +1339,13 @@ fn main() -> Result<()> {
                 .map(|(_, o)| o)
         };
         let (Some(a), Some(b)) = (get(DutKind::Birdd), get(DutKind::Bird)) else {
+            // A daemon that failed (its error is under the scenario's table) is no target met.
+            if duts.contains(&DutKind::Birdd) && duts.contains(&DutKind::Bird) {
+                let mut row = vec![sc.key.to_string()];
+                row.extend(std::iter::repeat_n("-".to_string(), 6));
+                row.push("FAILED: a run did not finish".into());
+                t.row(row);
+            }
             continue;
         };
         let r = |x: Option<f64>, y: Option<f64>| match (x, y) {
@@ -1392,8 +1419,9 @@ mod tests {
         assert_eq!(m.converge, Some(0.2));
         assert_eq!(m.updates_out, Some(20));
         assert_eq!(m.withdraw, None, "a figure no run has stays empty");
-        let m = Outcome::median(&[run(0.4, 10), run(0.1, 30)]);
+        let m = Outcome::median(&[run(0.4, 10), run(0.1, 21)]);
         assert_eq!(m.converge, Some(0.25), "even: the mean of the middle two");
+        assert_eq!(m.updates_out, Some(16), "a count's mean is rounded");
     }
 
     #[test]
@@ -1401,6 +1429,6 @@ mod tests {
         let mut failed = run(0.5, 1);
         failed.error = Some("sessions went down".into());
         let m = Outcome::median(&[run(0.1, 1), failed, run(0.2, 1)]);
-        assert_eq!(m.error.as_deref(), Some("sessions went down"));
+        assert_eq!(m.error.as_deref(), Some("run 2: sessions went down"));
     }
 }
