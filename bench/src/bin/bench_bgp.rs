@@ -1007,12 +1007,8 @@ fn run_one(
 
 // ===== report =====
 
-fn f2(v: Option<f64>) -> String {
-    v.map_or("-".into(), |v| format!("{v:.3}"))
-}
-
-/// A process's CPU seconds (its CPU clock), to the millisecond.
-fn c3(v: Option<f64>) -> String {
+/// Seconds, of the clock or of a process's CPU clock, to the millisecond.
+fn ms3(v: Option<f64>) -> String {
     v.map_or("-".into(), |v| format!("{v:.3}"))
 }
 
@@ -1054,22 +1050,22 @@ fn render(sc: &Scenario, results: &[(DutKind, Outcome)]) -> String {
     ]);
     let mut t = Table::new(&head);
     let row = |name: String, o: &Outcome| -> Vec<String> {
-        let mut r = vec![name, f2(o.converge), f2(o.last_rx), f2(o.all_peers)];
+        let mut r = vec![name, ms3(o.converge), ms3(o.last_rx), ms3(o.all_peers)];
         if fib {
-            r.push(f2(o.fib));
+            r.push(ms3(o.fib));
         }
-        r.push(f2(o.withdraw));
+        r.push(ms3(o.withdraw));
         if fib {
-            r.push(f2(o.fib_withdraw));
+            r.push(ms3(o.fib_withdraw));
         }
         r.extend([
-            c3(o.cpu),
-            c3(o.cpu_withdraw),
+            ms3(o.cpu),
+            ms3(o.cpu_withdraw),
             mb(o.peak_rss).map_or("-".into(), |v| format!("{v:.1}")),
             o.bytes_per_path.map_or("-".into(), |v| format!("{v:.0}")),
             o.updates_out.map_or("-".into(), |v| v.to_string()),
             o.changes_out.map_or("-".into(), |v| v.to_string()),
-            c3(o.gen_cpu),
+            ms3(o.gen_cpu),
             c2(o.other_cpu),
         ]);
         r
@@ -1205,7 +1201,7 @@ fn spread(duts: &[DutKind], runs: &[Vec<Outcome>]) -> String {
                     if o.error.is_some() || o.skipped.is_some() {
                         "failed".to_string()
                     } else {
-                        c3(get(o))
+                        ms3(get(o))
                     }
                 })
                 .collect::<Vec<_>>()

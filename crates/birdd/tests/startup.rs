@@ -31,7 +31,7 @@ fn waiting_birdd(arena_max: Option<&str>) -> (Child, TcpListener) {
     (cmd.spawn().expect("birdd starts"), silent)
 }
 
-/// MALLOC_ARENA_MAX in the environment of process `pid` once it has one, waiting a while.
+/// MALLOC_ARENA_MAX in the environment birdd runs with, waiting a while for it.
 fn arena_max_of(child: &mut Child) -> Option<String> {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
@@ -39,7 +39,14 @@ fn arena_max_of(child: &mut Child) -> Option<String> {
             child.try_wait().expect("wait").is_none(),
             "birdd exited while waiting for its datastore"
         );
-        // Right after spawn the environment may still be the one before exec.
+        // Until the runtime's threads exist, birdd may still be about to start again: its
+        // environment then is not yet the one it runs with.
+        let threads =
+            std::fs::read_dir(format!("/proc/{}/task", child.id())).map_or(0, |d| d.count());
+        if threads < 2 {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
         let environ = std::fs::read(format!("/proc/{}/environ", child.id())).unwrap_or_default();
         if let Some(v) = environ
             .split(|b| *b == 0)

@@ -24,13 +24,19 @@ const LONG_ATTR_HEADER: usize = 4;
 // ===== header (RFC 4271 §4.1) =====
 
 fn message(kind: u8, body: &[u8]) -> Vec<u8> {
-    let len = HEADER_LEN + body.len();
+    let mut out = header(kind, HEADER_LEN + body.len());
+    out.extend_from_slice(body);
+    out
+}
+
+/// A message's header (marker, length, type), in a buffer with room for all `len` bytes of
+/// the message.
+fn header(kind: u8, len: usize) -> Vec<u8> {
     debug_assert!(len <= MAX_MESSAGE_LEN, "message of {len} bytes");
     let mut out = Vec::with_capacity(len);
     out.extend_from_slice(&[0xFF; 16]);
     out.extend_from_slice(&(len as u16).to_be_bytes());
     out.push(kind);
-    out.extend_from_slice(body);
     out
 }
 
@@ -355,11 +361,7 @@ fn update(withdrawn: &[u8], mp: Option<(u8, &[&[u8]])>, attrs: &[u8], nlri: &[u8
     };
     let attrs_len = mp_header + mp_len + attrs.len();
     let len = UPDATE_OVERHEAD + withdrawn.len() + attrs_len + nlri.len();
-    debug_assert!(len <= MAX_MESSAGE_LEN, "message of {len} bytes");
-    let mut out = Vec::with_capacity(len);
-    out.extend_from_slice(&[0xFF; 16]);
-    out.extend_from_slice(&(len as u16).to_be_bytes());
-    out.push(msg_type::UPDATE);
+    let mut out = header(msg_type::UPDATE, len);
     out.extend_from_slice(&(withdrawn.len() as u16).to_be_bytes());
     out.extend_from_slice(withdrawn);
     out.extend_from_slice(&(attrs_len as u16).to_be_bytes());
